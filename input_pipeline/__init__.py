@@ -1,0 +1,15 @@
+"""Input pipeline: the only package that imports TensorFlow."""
+
+import tensorflow as tf
+
+from input_pipeline.datasets import DatasetError, get_spec, registered_names
+from input_pipeline.pipeline import InputPipeline, pad_batch
+
+__all__ = ['DatasetError', 'InputPipeline', 'get_spec', 'hide_accelerators_from_tf',
+           'pad_batch', 'registered_names']
+
+
+def hide_accelerators_from_tf() -> None:
+  """Keeps tf.data on the CPU so that TensorFlow takes no GPU/TPU memory from JAX."""
+  tf.config.set_visible_devices([], 'GPU')
+  tf.config.set_visible_devices([], 'TPU')

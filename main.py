@@ -1,0 +1,128 @@
+"""Entry point: python main.py --config=configs/<experiment>.py[:arg] --workdir=<dir> [--mode=train].
+
+Any config field can be overridden: --config.optimizer.lr=0.05. Rerunning the same command
+resumes from the newest checkpoint in the workdir.
+"""
+
+import difflib
+import os
+import sys
+import traceback
+
+from absl import app, flags, logging
+from ml_collections import config_dict, config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config: configs/<name>.py, or configs/<name>.py:<arg>.',
+    lock_config=True)
+flags.DEFINE_string('workdir', None, 'Where checkpoints, logs and results go; rerun to resume.')
+flags.DEFINE_enum('mode', 'train', ['train'], 'What to do with the config.')
+flags.DEFINE_bool('show_traceback', False, 'Print the full traceback of configuration errors.')
+
+
+def _is_multiprocess_launch() -> bool:
+  """True when launched as one of several processes (explicitly, SLURM, MPI or a TPU pod)."""
+  env = os.environ
+  return bool(env.get('JAX_COORDINATOR_ADDRESS')
+              or int(env.get('SLURM_NTASKS', '1')) > 1
+              or int(env.get('OMPI_COMM_WORLD_SIZE', '1')) > 1
+              or ',' in env.get('TPU_WORKER_HOSTNAMES', ''))
+
+
+def _initialize_distributed() -> None:
+  import jax  # pylint: disable=import-outside-toplevel
+  env = os.environ
+  jax.distributed.initialize(
+      num_processes=int(env['JAX_NUM_PROCESSES']) if 'JAX_NUM_PROCESSES' in env else None,
+      process_id=int(env['JAX_PROCESS_ID']) if 'JAX_PROCESS_ID' in env else None)
+
+
+def _explain_override_error(argv: list[str]) -> str:
+  """Names the --config.<field> override that does not exist, with the fields that do."""
+  config_arg = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+  if config_arg is None:
+    return ''
+  path, _, arg = config_arg.partition(':')
+  if not os.path.exists(path):
+    return f'Config file {path!r} does not exist.'
+  try:
+    namespace: dict = {}
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    exec(compile(open(path).read(), path, 'exec'), namespace)  # pylint: disable=exec-used
+    config = namespace['get_config'](arg) if arg else namespace['get_config']()
+  except Exception:  # the real error is reported by the caller
+    return ''
+  for a in argv:
+    if not a.startswith('--config.'):
+      continue
+    node, walked = config, []
+    for key in a[len('--config.'):].split('=', 1)[0].split('.'):
+      if not isinstance(node, config_dict.ConfigDict) or key not in node:
+        known = list(node.keys()) if isinstance(node, config_dict.ConfigDict) else []
+        close = difflib.get_close_matches(key, known, n=1)
+        where = 'config.' + '.'.join(walked) if walked else 'config'
+        hint = f' Did you mean {close[0]!r}?' if close else ''
+        return (f'Unknown config field {key!r} in {a!r}.{hint} Fields of {where}: '
+                f'{", ".join(sorted(known))}.')
+      node, walked = node[key], walked + [key]
+  return ''
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with config override mistakes reported as one clear line."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f'error: {e}\nPass --help for usage.')
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    sys.exit(f'error: {_explain_override_error(argv) or f"bad --config: {e}"}')
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+  """Errors caused by the command or the workdir: reported as a message, not a traceback."""
+  import input_pipeline  # pylint: disable=import-outside-toplevel
+  import models  # pylint: disable=import-outside-toplevel
+  from train_lib import checkpoint, train  # pylint: disable=import-outside-toplevel
+  return (models.UnknownModelError, input_pipeline.DatasetError,
+          checkpoint.IncompatibleCheckpointError, train.NonFiniteLossError, ValueError)
+
+
+def _quiet_library_logs() -> None:
+  """Keeps orbax's per-save INFO lines out of the progress log (warnings still show)."""
+  import logging as std_logging  # pylint: disable=import-outside-toplevel
+  logging.get_absl_handler().addFilter(
+      lambda record: record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS.config is None:
+    raise app.UsageError('--config is required, e.g. --config=configs/lenet5_mnist.py')
+  if FLAGS.mode == 'train' and not FLAGS.workdir:
+    raise app.UsageError('--workdir is required for training, e.g. --workdir=runs/lenet5')
+
+  _quiet_library_logs()
+  import input_pipeline  # pylint: disable=import-outside-toplevel
+  input_pipeline.hide_accelerators_from_tf()
+  if _is_multiprocess_launch():
+    _initialize_distributed()
+  import jax  # pylint: disable=import-outside-toplevel
+  from train_lib import preemption, train  # pylint: disable=import-outside-toplevel
+  if jax.process_index() != 0:
+    logging.set_verbosity(logging.WARNING)
+
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except preemption.StopRequested as stop:
+    logging.warning(str(stop))
+    sys.exit(128 + stop.signum)
+  except _user_errors() as e:
+    if FLAGS.show_traceback:
+      traceback.print_exc()
+    sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,47 @@
+"""Shared fixtures: one prepared copy of the offline digits, small configs, a main.py runner."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory) -> str:
+  """A tfds data dir holding the prepared offline digits (prepared once per session)."""
+  import tensorflow_datasets as tfds
+  from input_pipeline import offline_digits  # pylint: disable=unused-import  (registers it)
+  path = str(tmp_path_factory.mktemp('tfds'))
+  tfds.builder('offline_digits', data_dir=path).download_and_prepare()
+  return path
+
+
+@pytest.fixture
+def small_config(data_dir):
+  """The LeNet-5 config, shortened to a few seconds of training on the offline digits."""
+  from configs import lenet5_mnist
+  config = lenet5_mnist.get_config()
+  config.dataset.data_dir = data_dir
+  config.total_steps = 12
+  config.log_every_steps = 3
+  config.eval_every_steps = 6
+  config.checkpoint_every_steps = 6
+  config.eval_batch_size = 300  # does not divide the 1,000 test digits
+  return config
+
+
+def run_main(*args: str, devices: int = 1, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+  """Runs `python main.py ARGS` on `devices` fake CPU devices and returns the finished process."""
+  env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
+         'JAX_PLATFORMS': 'cpu', 'TF_CPP_MIN_LOG_LEVEL': '2'}
+  return subprocess.run([sys.executable, os.path.join(REPO, 'main.py'), *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def main_args(data_dir: str, workdir: str, *overrides: str) -> list[str]:
+  """Arguments for a short LeNet-5 run on the offline digits."""
+  return [f'--config={os.path.join(REPO, "configs", "lenet5_mnist.py")}', f'--workdir={workdir}',
+          f'--config.dataset.data_dir={data_dir}', *overrides]

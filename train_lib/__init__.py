@@ -1,0 +1,1 @@
+"""Training: pure steps and the loop around them. Imports no TensorFlow."""

@@ -1,0 +1,32 @@
+"""Per-example losses by name."""
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+  """Cross-entropy against one-hot labels smoothed towards uniform by `label_smoothing`."""
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+  return optax.softmax_cross_entropy(logits, targets)
+
+
+def l2(outputs: jax.Array, targets: jax.Array) -> jax.Array:
+  """½‖outputs − targets‖²; integer targets are class indices compared as one-hot vectors."""
+  if jnp.issubdtype(targets.dtype, jnp.integer):
+    targets = jax.nn.one_hot(targets, outputs.shape[-1])
+  targets = targets.reshape(outputs.shape)
+  return 0.5 * jnp.sum(jnp.square(outputs - targets).reshape(outputs.shape[0], -1), axis=-1)
+
+
+def get_loss(name: str, label_smoothing: float = 0.0) -> LossFn:
+  if name == 'softmax_xent':
+    return functools.partial(softmax_cross_entropy, label_smoothing=label_smoothing)
+  if name == 'l2':
+    return l2
+  raise ValueError(f'Unknown loss {name!r}; choose "softmax_xent" or "l2".')

@@ -1,0 +1,45 @@
+"""The train state: everything a run needs to continue exactly where it stopped."""
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from train_lib import schedules
+
+
+class TrainState(struct.PyTreeNode):
+  """step, params, batch_stats, opt_state, rng (raw key data) and reduce-on-plateau state."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: optax.OptState
+  rng: jax.Array
+  plateau: schedules.PlateauState
+  apply_fn: Callable[..., Any] = struct.field(pytree_node=False)
+  tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+  def variables(self) -> dict[str, Any]:
+    """The model variables for `apply_fn`."""
+    return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, seed: int,
+                       image_shape: tuple[int, ...]) -> TrainState:
+  """Initialises parameters from `seed` on a dummy batch of `image_shape` images."""
+  init_rng, run_rng = jax.random.split(jax.random.key(seed))
+  variables = model.init({'params': init_rng, 'dropout': init_rng},
+                         jnp.zeros((1, *image_shape), jnp.float32), train=False)
+  params = variables['params']
+  return TrainState(step=jnp.zeros([], jnp.int32), params=params,
+                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
+                    rng=jax.random.key_data(run_rng), plateau=schedules.plateau_init(),
+                    apply_fn=model.apply, tx=tx)
+
+
+def num_params(params: Any) -> int:
+  """Trainable parameter count."""
+  return sum(int(x.size) for x in jax.tree.leaves(params))

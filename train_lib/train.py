@@ -1,0 +1,203 @@
+"""train_and_evaluate: the loop around the pure steps (data → steps → eval → checkpoints → logs)."""
+
+import functools
+import logging
+import os
+import time
+from typing import Any, Optional, Protocol
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+import models
+from train_lib import (checkpoint, files, losses, metrics, optim, plots, preemption, reporting,
+                       schedules, sharding, steps)
+from train_lib.state import TrainState, create_train_state, num_params
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss or gradient became NaN/inf; the newest checkpoint is the last good state."""
+
+
+class DataSource(Protocol):
+  """What the loop needs from the data (input_pipeline.InputPipeline, or synthetic arrays)."""
+  num_classes: int
+  image_shape: tuple[int, ...]
+  steps_per_epoch: int
+
+  def train_batches(self, start_step: int): ...
+  def eval_batches(self): ...
+
+
+def _make_data(config: ml_collections.ConfigDict) -> DataSource:
+  import input_pipeline  # pylint: disable=import-outside-toplevel  (the only TensorFlow user)
+  return input_pipeline.InputPipeline(
+      config.dataset, global_batch_size=config.batch_size,
+      eval_batch_size=config.eval_batch_size or config.batch_size, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def _make_model(config: ml_collections.ConfigDict, num_classes: int):
+  kwargs = {k: v for k, v in config.model.items() if k != 'name'}
+  if isinstance(kwargs.get('dtype'), str):
+    kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
+  return models.create_model(config.model.name, num_classes=num_classes, **kwargs)
+
+
+def _every(value: int, steps_per_epoch: int) -> int:
+  """A period in steps: `value` if positive, else once per epoch."""
+  return value if value > 0 else steps_per_epoch
+
+
+def evaluate(eval_step, state: TrainState, data: DataSource, batch_sharding) -> dict[str, float]:
+  """Loss and top-1/top-5 accuracy over the whole eval split, each example counted once."""
+  sums = None
+  for batch in data.eval_batches():
+    out = eval_step(state, sharding.to_global(batch, batch_sharding))
+    sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+  return {**metrics.summarize(jax.device_get(sums), 'eval'),
+          'eval_count': int(jax.device_get(sums['count']))}
+
+
+def _first_nonfinite(pending: list[dict[str, jax.Array]], first_step: int) -> Optional[int]:
+  flags = np.asarray(jax.device_get([m['finite'] for m in pending]))
+  bad = np.flatnonzero(flags == 0)
+  return first_step + int(bad[0]) + 1 if bad.size else None
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       data: Optional[DataSource] = None) -> dict[str, Any]:
+  """Trains `config` in `workdir`, resuming from its newest checkpoint; returns the results."""
+  start_time = time.perf_counter()
+  mesh = sharding.make_mesh()
+  eval_batch_size = config.eval_batch_size or config.batch_size
+  sharding.check_divisible(config.batch_size, mesh)
+  sharding.check_divisible(eval_batch_size, mesh, 'eval_batch_size')
+  data = data or _make_data(config)
+  steps_per_epoch = data.steps_per_epoch
+  total_steps = config.total_steps if config.total_steps > 0 else config.num_epochs * steps_per_epoch
+  model = _make_model(config, data.num_classes)
+
+  base_lr = config.optimizer.lr
+  if config.optimizer.lr_reference_batch_size > 0:  # linear scaling rule
+    base_lr *= config.batch_size / config.optimizer.lr_reference_batch_size
+  learning_rate_fn = schedules.create_learning_rate_fn(config.schedule, base_lr, steps_per_epoch,
+                                                       total_steps)
+  tx = optim.create_optimizer(config.optimizer)
+  replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+  init = functools.partial(create_train_state, model, tx, config.seed, data.image_shape)
+  state = jax.jit(init, out_shardings=replicated)()
+
+  checkpointer = checkpoint.Checkpointer(
+      os.path.join(workdir, 'checkpoints'), max_to_keep=config.keep_checkpoints)
+  state = checkpointer.restore_latest(state)  # refuses, untouched, on a mismatch
+  start_step = int(state.step)
+  is_chief = jax.process_index() == 0
+  derived = {'steps_per_epoch': steps_per_epoch, 'total_steps': total_steps,
+             'learning_rate': base_lr, 'num_devices': mesh.size,
+             'num_processes': jax.process_count(), 'num_params': num_params(state.params),
+             'num_classes': data.num_classes, 'image_shape': list(data.image_shape)}
+  if is_chief:
+    files.write_json_atomic(os.path.join(workdir, 'config.json'),
+                            {'config': config.to_dict(), 'derived': derived})
+  logging.info('%s: %s parameters, %d steps (%d per epoch) on %d device(s)%s.',
+               config.model.name, f'{derived["num_params"]:,}', total_steps, steps_per_epoch,
+               mesh.size, f', resuming at step {start_step}' if start_step else '')
+
+  train_step = jax.jit(
+      functools.partial(steps.train_step, loss_fn=losses.get_loss(config.loss, config.label_smoothing),
+                        learning_rate_fn=learning_rate_fn, aux_loss_weight=config.aux_loss_weight),
+      in_shardings=(replicated, batch_sharding, replicated),
+      out_shardings=(replicated, replicated), donate_argnums=0)
+  eval_step = jax.jit(functools.partial(steps.eval_step, loss_fn=losses.get_loss(config.loss)),
+                      in_shardings=(replicated, batch_sharding), out_shardings=replicated)
+
+  writer = reporting.MetricWriter(workdir, start_step, enabled=is_chief)
+  progress = reporting.Progress(total_steps, steps_per_epoch, config.batch_size, start_step)
+  log_every = max(config.log_every_steps, 1)
+  eval_every = _every(config.eval_every_steps, steps_per_epoch)
+  checkpoint_every = _every(config.checkpoint_every_steps, steps_per_epoch)
+  step, pending, eval_results, train_results = start_step, [], {}, {}
+  last_saved = checkpointer.latest_step()
+
+  def check_finite() -> None:
+    bad = _first_nonfinite(pending, step - len(pending))
+    if bad is not None:
+      raise NonFiniteLossError(
+          f'The loss or gradient became NaN/inf at step {bad}. Stopped without saving: the '
+          f'newest checkpoint (step {last_saved}) holds the last good state. Lower '
+          'optimizer.lr, set optimizer.grad_clip_norm, or check the inputs.')
+
+  def run_eval() -> None:
+    nonlocal state, eval_results
+    began = time.perf_counter()
+    eval_results = evaluate(eval_step, state, data, batch_sharding)
+    writer.write(step, {'epoch': step / steps_per_epoch, **eval_results})
+    logging.info('eval at step %d: loss %.4f | top1 %.4f | top5 %.4f (%d examples)', step,
+                 eval_results['eval_loss'], eval_results['eval_top1'], eval_results['eval_top5'],
+                 eval_results['eval_count'])
+    if config.schedule.name == 'plateau':
+      plateau = config.schedule
+      new = schedules.plateau_update(
+          state.plateau, eval_results[plateau.metric], higher_is_better='loss' not in plateau.metric,
+          patience=plateau.patience, factor=plateau.decay_factor,
+          max_reductions=plateau.max_reductions, min_delta=plateau.min_delta)
+      state = state.replace(plateau=jax.device_put(new, replicated))
+    progress.pause(time.perf_counter() - began)
+
+  def save() -> None:
+    nonlocal last_saved
+    check_finite()
+    began = time.perf_counter()
+    if checkpointer.save(state, step):
+      last_saved = step
+    progress.pause(time.perf_counter() - began)
+
+  try:
+    with preemption.StopOnSignal() as stop:
+      batches = data.train_batches(start_step)
+      while step < total_steps:
+        batch = sharding.to_global(next(batches), batch_sharding)
+        step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), step)
+        state, step_metrics = train_step(state, batch, step_rng)
+        step += 1
+        pending.append(step_metrics)
+        if step % log_every == 0 or step == total_steps:
+          check_finite()
+          fetched = jax.device_get(pending)
+          train_results = {
+              'epoch': step / steps_per_epoch, 'lr': float(fetched[-1]['lr']),
+              **{f'train_{k}': float(np.mean([m[k] for m in fetched]))
+                 for k in ('loss', 'top1', 'grad_norm')}}
+          pending = []
+          writer.write(step, train_results)
+          logging.info(progress.line(step, train_results))
+        if step % eval_every == 0 or step == total_steps:
+          run_eval()
+        if step % checkpoint_every == 0 or step == total_steps:
+          save()
+        stop_signal = stop.signum
+        if jax.process_count() > 1 and step % log_every == 0:
+          stop_signal = int(multihost_utils.process_allgather(np.int32(stop_signal or 0)).max()) or None
+        if stop_signal and step < total_steps:
+          save()
+          raise preemption.StopRequested(stop_signal, step)
+    if not eval_results:  # the workdir already held the finished run
+      run_eval()
+    results = {'step': step, **eval_results, 'train_loss': train_results.get('train_loss'),
+               'wall_time_s': time.perf_counter() - start_time, 'images_per_s': progress.images_per_s,
+               'num_params': derived['num_params'], 'model': config.model.name,
+               'dataset': config.dataset.name, 'resumed_from_step': start_step}
+    if is_chief:
+      reporting.write_results(workdir, results)
+      plots.plot_training_curves(workdir, os.path.join(workdir, 'curves.png'))
+    logging.info('Done: step %d, eval top-1 %.4f, top-5 %.4f, loss %.4f in %.1f s.', step,
+                 results['eval_top1'], results['eval_top5'], results['eval_loss'],
+                 results['wall_time_s'])
+    return results
+  finally:
+    writer.close()
+    checkpointer.close()
