@@ -1,12 +1,22 @@
 """Shared fixtures: one prepared copy of the offline digits, small configs, a main.py runner."""
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# One XLA compilation cache for this process and the main.py runs it starts: the same
+# programs are compiled many times over, and compiling dominates small runs on a CPU.
+_CACHE = tempfile.mkdtemp(prefix='jax-compilation-cache-')
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _CACHE)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 
 @pytest.fixture(scope='session')

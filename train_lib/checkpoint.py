@@ -21,10 +21,13 @@ def _shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
 
 
 def _describe_mismatch(saved: dict, wanted: dict, limit: int = 6) -> str:
-  lines = [f'  only in checkpoint: {k} {saved[k][0]}' for k in sorted(set(saved) - set(wanted))]
-  lines += [f'  only in this run:   {k} {wanted[k][0]}' for k in sorted(set(wanted) - set(saved))]
+  """Differing entries, parameters first (they say most about the architecture)."""
+  order = lambda k: (not k.startswith("['params']"), k)
+  lines = [f'  only in checkpoint: {k} {saved[k][0]}' for k in sorted(set(saved) - set(wanted), key=order)]
+  lines += [f'  only in this run:   {k} {wanted[k][0]}'
+            for k in sorted(set(wanted) - set(saved), key=order)]
   lines += [f'  {k}: checkpoint {saved[k]} vs this run {wanted[k]}'
-            for k in sorted(set(saved) & set(wanted)) if saved[k] != wanted[k]]
+            for k in sorted(set(saved) & set(wanted), key=order) if saved[k] != wanted[k]]
   more = f'\n  ... and {len(lines) - limit} more' if len(lines) > limit else ''
   return '\n'.join(lines[:limit]) + more
 
@@ -34,8 +37,10 @@ class Checkpointer:
 
   def __init__(self, directory: str, *, max_to_keep: int):
     self.directory = os.path.abspath(directory)
+    # Naming the handler lets a fresh process read the saved tree's metadata before restoring.
     self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False))
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False),
+        item_handlers=ocp.StandardCheckpointHandler())
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step() if os.path.isdir(self.directory) else None

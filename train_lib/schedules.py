@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import struct
 
@@ -57,7 +58,7 @@ def plateau_update(state: PlateauState, metric: float, *, higher_is_better: bool
 
   AlexNet divided the lr by 10 when the validation error stopped improving, three times.
   """
-  score = metric if higher_is_better else -metric
+  score = float(np.float32(metric if higher_is_better else -metric))  # compare as stored
   improved = score > float(state.best) + min_delta
   bad = 0 if improved else int(state.num_bad_evals) + 1
   best = max(score, float(state.best))

@@ -29,10 +29,14 @@ class TrainState(struct.PyTreeNode):
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, seed: int,
                        image_shape: tuple[int, ...]) -> TrainState:
-  """Initialises parameters from `seed` on a dummy batch of `image_shape` images."""
+  """Initialises parameters from `seed` on a dummy batch of `image_shape` images.
+
+  Initialises in training mode so that heads used only in training (auxiliary classifiers)
+  get parameters too; flax leaves BatchNorm's running statistics at their initial values.
+  """
   init_rng, run_rng = jax.random.split(jax.random.key(seed))
   variables = model.init({'params': init_rng, 'dropout': init_rng},
-                         jnp.zeros((1, *image_shape), jnp.float32), train=False)
+                         jnp.zeros((1, *image_shape), jnp.float32), train=True)
   params = variables['params']
   return TrainState(step=jnp.zeros([], jnp.int32), params=params,
                     batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),

@@ -32,11 +32,17 @@ class DataSource(Protocol):
   def eval_batches(self): ...
 
 
-def _make_data(config: ml_collections.ConfigDict) -> DataSource:
+def _eval_batch_size(config: ml_collections.ConfigDict, num_devices: int) -> int:
+  """config.eval_batch_size (or batch_size) rounded up to fill every device; eval pads anyway."""
+  size = config.eval_batch_size or config.batch_size
+  return -(-size // num_devices) * num_devices
+
+
+def _make_data(config: ml_collections.ConfigDict, eval_batch_size: int) -> DataSource:
   import input_pipeline  # pylint: disable=import-outside-toplevel  (the only TensorFlow user)
   return input_pipeline.InputPipeline(
-      config.dataset, global_batch_size=config.batch_size,
-      eval_batch_size=config.eval_batch_size or config.batch_size, seed=config.seed,
+      config.dataset, global_batch_size=config.batch_size, eval_batch_size=eval_batch_size,
+      seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count())
 
 
@@ -73,10 +79,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Trains `config` in `workdir`, resuming from its newest checkpoint; returns the results."""
   start_time = time.perf_counter()
   mesh = sharding.make_mesh()
-  eval_batch_size = config.eval_batch_size or config.batch_size
   sharding.check_divisible(config.batch_size, mesh)
-  sharding.check_divisible(eval_batch_size, mesh, 'eval_batch_size')
-  data = data or _make_data(config)
+  data = data or _make_data(config, _eval_batch_size(config, mesh.size))
   steps_per_epoch = data.steps_per_epoch
   total_steps = config.total_steps if config.total_steps > 0 else config.num_epochs * steps_per_epoch
   model = _make_model(config, data.num_classes)

@@ -1,0 +1,97 @@
+"""main.py as a user runs it: in separate processes, on 1 or 8 (fake CPU) devices."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, main_args, run_main
+from train_lib import reporting, train
+
+
+def _train_losses(workdir):
+  return {r['step']: r['train_loss'] for r in reporting.read_metrics(workdir) if 'train_loss' in r}
+
+
+def test_eight_devices_match_one_and_checkpoints_move_between_them(tmp_path, data_dir,
+                                                                  small_config):
+  # BatchNorm sees the global batch under jit + mesh, so the losses agree step by step.
+  steps = ['--config.total_steps=16', '--config.log_every_steps=1', '--config.eval_every_steps=8',
+           '--config.checkpoint_every_steps=8', '--config.eval_batch_size=300']
+  one, eight = str(tmp_path / 'one'), str(tmp_path / 'eight')
+  for workdir, devices in ((one, 1), (eight, 8)):
+    done = run_main(*main_args(data_dir, workdir, *steps), devices=devices)
+    assert done.returncode == 0, done.stderr[-3000:]
+  assert json.load(open(os.path.join(eight, 'config.json')))['derived']['num_devices'] == 8
+  losses_one, losses_eight = _train_losses(one), _train_losses(eight)
+  assert sorted(losses_one) == list(range(1, 17))
+  for step in losses_one:
+    assert losses_eight[step] == pytest.approx(losses_one[step], abs=1e-4), step
+
+  # Each checkpoint resumes on the other mesh: 1 → 8 in a new process, 8 → 1 in this one.
+  longer = [s.replace('total_steps=16', 'total_steps=20') for s in steps]
+  done = run_main(*main_args(data_dir, one, *longer), devices=8)
+  assert done.returncode == 0, done.stderr[-3000:]
+  small_config.update_from_flattened_dict({'total_steps': 20, 'log_every_steps': 1,
+                                           'eval_every_steps': 8, 'checkpoint_every_steps': 8})
+  assert train.train_and_evaluate(small_config, eight)['resumed_from_step'] == 16
+  on_eight, on_one = _train_losses(one), _train_losses(eight)
+  for step in range(17, 21):
+    assert on_one[step] == pytest.approx(on_eight[step], abs=1e-4), step
+
+
+def test_sigterm_saves_and_the_rerun_ends_like_an_uninterrupted_run(tmp_path, data_dir):
+  steps = ['--config.total_steps=60', '--config.log_every_steps=5', '--config.eval_every_steps=30',
+           '--config.checkpoint_every_steps=1000']
+  straight = str(tmp_path / 'straight')
+  done = run_main(*main_args(data_dir, straight, *steps))
+  assert done.returncode == 0, done.stderr[-3000:]
+
+  stopped = str(tmp_path / 'stopped')
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'TF_CPP_MIN_LOG_LEVEL': '2'}
+  process = subprocess.Popen([sys.executable, os.path.join(REPO, 'main.py'),
+                              *main_args(data_dir, stopped, *steps)], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  deadline = time.time() + 240
+  while not _train_losses(stopped) and time.time() < deadline and process.poll() is None:
+    time.sleep(0.05)
+  process.send_signal(signal.SIGTERM)
+  output = process.communicate(timeout=240)[0]
+  assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+  assert 'Run the same command again to resume' in output
+  saved = [int(s) for s in os.listdir(os.path.join(stopped, 'checkpoints'))]
+  assert len(saved) == 1 and 5 <= saved[0] < 60  # saved where the signal caught it
+
+  done = run_main(*main_args(data_dir, stopped, *steps))
+  assert done.returncode == 0, done.stderr[-3000:]
+  a = json.load(open(os.path.join(straight, 'results.json')))
+  b = json.load(open(os.path.join(stopped, 'results.json')))
+  assert b['resumed_from_step'] == saved[0]
+  for key in ('step', 'eval_loss', 'eval_top1', 'eval_top5', 'train_loss'):
+    assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-7), key
+
+
+@pytest.mark.parametrize('override, message', [
+    ('--config.optimizer.lrr=0.1', "Unknown config field 'lrr'.*Did you mean 'lr'"),
+    ('--config.model.widht=2', "Unknown config field 'widht'.*Fields of config.model: activation"),
+    ('--config.batch_size=100', 'batch_size=100 must be a multiple of the number of devices \\(8\\)'),
+])
+def test_user_errors_stop_with_a_clear_message(tmp_path, data_dir, override, message):
+  done = run_main(*main_args(data_dir, str(tmp_path / 'run'), override), devices=8)
+  assert done.returncode != 0
+  assert 'Traceback' not in done.stderr
+  assert re.search(message, done.stderr), done.stderr[-2000:]
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
+def test_missing_dataset_explains_how_to_prepare_it(tmp_path):
+  done = run_main(*main_args(str(tmp_path / 'empty_tfds'), str(tmp_path / 'run'),
+                             '--config.dataset.name=cifar10', '--config.dataset.download=False'))
+  assert done.returncode != 0 and 'Traceback' not in done.stderr
+  assert "Dataset 'cifar10' is not prepared" in done.stderr
+  assert "tfds.builder('cifar10').download_and_prepare()" in done.stderr

@@ -1,0 +1,104 @@
+"""The pure train and eval steps."""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import models
+from configs import default
+from train_lib import losses, optim, state as state_lib, steps
+
+LOSS = losses.get_loss('softmax_xent')
+
+
+def _batch(n=8, seed=0):
+  rng = np.random.default_rng(seed)
+  return {'image': rng.normal(size=(n, 28, 28, 1)).astype(np.float32),
+          'label': rng.integers(0, 10, n).astype(np.int32), 'mask': np.ones(n, bool)}
+
+
+def _state(model=None, **optimizer_fields):
+  config = default.get_config().optimizer
+  config.update({'name': 'sgd', **optimizer_fields})
+  model = model or models.create_model('lenet5', num_classes=10, batch_norm=True)
+  return state_lib.create_train_state(model, optim.create_optimizer(config), 0, (28, 28, 1))
+
+
+@functools.lru_cache
+def _jitted_train_step(lr, aux_loss_weight):
+  return jax.jit(functools.partial(steps.train_step, loss_fn=LOSS, aux_loss_weight=aux_loss_weight,
+                                   learning_rate_fn=optax.constant_schedule(lr)))
+
+
+def _train_step(state, batch, lr=0.1, aux_loss_weight=0.3):
+  return _jitted_train_step(lr, aux_loss_weight)(state, batch, jax.random.key(0))
+
+
+def test_a_step_lowers_the_loss_and_counts():
+  state, batch = _state(), _batch()
+  before = _train_step(state, batch, lr=0.0)[1]['loss']
+  state, m = _train_step(state, batch)
+  after = _train_step(state, batch, lr=0.0)[1]['loss']
+  assert int(state.step) == 1 and float(m['finite']) == 1.0
+  assert float(m['lr']) == pytest.approx(0.1)
+  assert float(after) < float(before)
+
+
+def test_non_finite_step_leaves_the_state_untouched():
+  state, batch = _state(), _batch()
+  batch['image'][0, 0, 0, 0] = np.nan
+  new_state, m = _train_step(state, batch)
+  assert float(m['finite']) == 0.0 and int(new_state.step) == 0
+  for a, b in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_zero_lr_multiplier_freezes_a_layer():
+  state = _state(lr_multipliers='conv1/.*=0')
+  new_state, _ = _train_step(state, _batch())
+  np.testing.assert_array_equal(new_state.params['conv1']['kernel'], state.params['conv1']['kernel'])
+  np.testing.assert_array_equal(new_state.params['conv1']['bias'], state.params['conv1']['bias'])
+  assert not np.array_equal(new_state.params['conv2']['kernel'], state.params['conv2']['kernel'])
+
+
+class _WithAuxHead(nn.Module):
+  """A two-head toy model in the GoogLeNet style: the aux head is sown in training only."""
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    h = x.reshape(x.shape[0], -1)
+    if train:
+      self.sow('intermediates', 'aux_logits', nn.Dense(10, name='aux')(h))
+    return nn.Dense(10, name='main')(h)
+
+
+def test_auxiliary_losses_are_weighted_into_the_training_loss():
+  model = _WithAuxHead()
+  state, batch = _state(model), _batch()
+  _, m = _train_step(state, batch, lr=0.0, aux_loss_weight=0.3)
+  variables = {'params': state.params}
+  main = LOSS(model.apply(variables, batch['image']), batch['label']).mean()
+  aux = LOSS(nn.Dense(10).apply({'params': state.params['aux']},
+                                batch['image'].reshape(8, -1)), batch['label']).mean()
+  np.testing.assert_allclose(m['main_loss'], main, rtol=1e-5)
+  np.testing.assert_allclose(m['loss'], main + 0.3 * aux, rtol=1e-5)
+  # Eval reads the main head only.
+  sums = steps.eval_step(state, batch, loss_fn=LOSS)
+  np.testing.assert_allclose(sums['loss_sum'] / 8, main, rtol=1e-5)
+
+
+def test_eval_step_ignores_padding():
+  state, batch = _state(), _batch(8)
+  full = steps.eval_step(state, batch, loss_fn=LOSS)
+  padded = {k: np.concatenate([v, v[:3]]) for k, v in batch.items()}
+  padded['mask'][8:] = False
+  padded['label'][8:] = (padded['label'][8:] + 1) % 10  # wrong labels that must not count
+  sums = steps.eval_step(state, padded, loss_fn=LOSS)
+  assert float(sums['count']) == 8
+  for key in ('loss_sum', 'top1_sum', 'top5_sum'):
+    np.testing.assert_allclose(sums[key], full[key], rtol=1e-5)
