@@ -1,8 +1,8 @@
 """LeNet-5 on handwritten digits: the offline digits by default, or real MNIST.
 
   python main.py --config=configs/lenet5_mnist.py --workdir=runs/lenet5
-  python main.py --config=configs/lenet5_mnist.py --workdir=runs/lenet5_mnist \
-      --config.dataset.name=mnist
+  python main.py --config=configs/lenet5_mnist.py:mnist --workdir=runs/lenet5_mnist
+  python main.py --config=configs/lenet5_mnist.py:fashion_mnist --workdir=runs/lenet5_fashion
   # the paper's squashing + subsampling form:
   python main.py ... --config.model.activation=sigmoid --config.model.pooling=avg
 
@@ -17,13 +17,16 @@ from configs import default
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  config = default.get_config(arg)
+  """`arg` names the dataset: offline_digits (default), mnist, fashion_mnist, kmnist, ..."""
+  dataset = arg or 'offline_digits'
+  config = default.get_config()
   config.model = ml_collections.ConfigDict({
       'name': 'lenet5', 'activation': 'relu', 'pooling': 'max', 'batch_norm': True,
       'dropout_rate': 0.0, 'dtype': 'float32'})
-  config.dataset.name = 'offline_digits'
-  config.dataset.train_preprocess = "random_crop(28, pad=2)|normalize('mnist')"
-  config.dataset.eval_preprocess = "normalize('mnist')"
+  config.dataset.name = dataset
+  stats = dataset if dataset in ('offline_digits', 'fashion_mnist') else 'mnist'
+  config.dataset.train_preprocess = f"random_crop(28, pad=2)|normalize('{stats}')"
+  config.dataset.eval_preprocess = f"normalize('{stats}')"
   config.batch_size = 64
   config.eval_batch_size = 500
   config.num_epochs = 30

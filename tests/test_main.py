@@ -45,12 +45,42 @@ def test_eight_devices_match_one_and_checkpoints_move_between_them(tmp_path, dat
     assert on_one[step] == pytest.approx(on_eight[step], abs=1e-4), step
 
 
-def test_sigterm_saves_and_the_rerun_ends_like_an_uninterrupted_run(tmp_path, data_dir):
-  steps = ['--config.total_steps=60', '--config.log_every_steps=5', '--config.eval_every_steps=30',
-           '--config.checkpoint_every_steps=1000']
-  straight = str(tmp_path / 'straight')
-  done = run_main(*main_args(data_dir, straight, *steps))
-  assert done.returncode == 0, done.stderr[-3000:]
+def test_two_processes_train_together_and_their_checkpoint_resumes_in_one(tmp_path, data_dir,
+                                                                          small_config):
+  """Multi-host data parallelism over loopback: 2 processes × 4 CPU devices."""
+  import socket
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  workdir = str(tmp_path / 'run')
+  args = main_args(data_dir, workdir, '--config.total_steps=16', '--config.log_every_steps=4',
+                   '--config.eval_every_steps=8', '--config.checkpoint_every_steps=8')
+  processes = []
+  for index in range(2):
+    env = {**os.environ, 'JAX_COORDINATOR_ADDRESS': f'127.0.0.1:{port}', 'JAX_NUM_PROCESSES': '2',
+           'JAX_PROCESS_ID': str(index), 'XLA_FLAGS': '--xla_force_host_platform_device_count=4',
+           'JAX_PLATFORMS': 'cpu', 'TF_CPP_MIN_LOG_LEVEL': '2'}
+    processes.append(subprocess.Popen([sys.executable, os.path.join(REPO, 'main.py'), *args],
+                                      cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+  outputs = [p.communicate(timeout=300)[0] for p in processes]
+  assert [p.returncode for p in processes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+  derived = json.load(open(os.path.join(workdir, 'config.json')))['derived']
+  assert (derived['num_processes'], derived['num_devices']) == (2, 8)
+  results = json.load(open(os.path.join(workdir, 'results.json')))
+  assert results['step'] == 16 and results['eval_count'] == 1000  # each host evaluated its half
+  assert sorted(_train_losses(workdir)) == [4, 8, 12, 16]  # one writer
+  small_config.update_from_flattened_dict({'total_steps': 20, 'checkpoint_every_steps': 8})
+  assert train.train_and_evaluate(small_config, workdir)['resumed_from_step'] == 16
+
+
+def test_sigterm_saves_and_the_rerun_ends_like_an_uninterrupted_run(tmp_path, data_dir,
+                                                                    small_config):
+  fields = {'total_steps': 60, 'log_every_steps': 5, 'eval_every_steps': 30,
+            'checkpoint_every_steps': 1000, 'eval_batch_size': 300}
+  steps = [f'--config.{k}={v}' for k, v in fields.items()]
+  small_config.update_from_flattened_dict(fields)
+  a = train.train_and_evaluate(small_config, str(tmp_path / 'straight'))  # the same program
 
   stopped = str(tmp_path / 'stopped')
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'TF_CPP_MIN_LOG_LEVEL': '2'}
@@ -69,7 +99,6 @@ def test_sigterm_saves_and_the_rerun_ends_like_an_uninterrupted_run(tmp_path, da
 
   done = run_main(*main_args(data_dir, stopped, *steps))
   assert done.returncode == 0, done.stderr[-3000:]
-  a = json.load(open(os.path.join(straight, 'results.json')))
   b = json.load(open(os.path.join(stopped, 'results.json')))
   assert b['resumed_from_step'] == saved[0]
   for key in ('step', 'eval_loss', 'eval_top1', 'eval_top5', 'train_loss'):

@@ -111,6 +111,17 @@ def test_finished_run_rerun_only_reevaluates(tmp_path, small_config):
   again = train.train_and_evaluate(small_config, str(tmp_path))
   assert again['step'] == 6 and again['resumed_from_step'] == 6
   assert again['eval_top1'] == first['eval_top1']
+  assert sorted(n for n in os.listdir(tmp_path) if n.startswith('config')) == ['config.json']
+
+
+def test_resuming_with_a_changed_config_keeps_the_earlier_one(tmp_path, small_config):
+  small_config.total_steps = 6
+  train.train_and_evaluate(small_config, str(tmp_path))
+  small_config.total_steps, small_config.optimizer.lr = 9, 0.01
+  assert train.train_and_evaluate(small_config, str(tmp_path))['resumed_from_step'] == 6
+  earlier = json.load(open(tmp_path / 'config.until_step_6.json'))
+  now = json.load(open(tmp_path / 'config.json'))
+  assert (earlier['config']['optimizer']['lr'], now['config']['optimizer']['lr']) == (0.05, 0.01)
 
 
 @pytest.mark.parametrize('field, value, error, message', [

@@ -1,6 +1,7 @@
 """train_and_evaluate: the loop around the pure steps (data → steps → eval → checkpoints → logs)."""
 
 import functools
+import json
 import logging
 import os
 import time
@@ -68,6 +69,17 @@ def evaluate(eval_step, state: TrainState, data: DataSource, batch_sharding) -> 
           'eval_count': int(jax.device_get(sums['count']))}
 
 
+def _record_config(workdir: str, record: dict[str, Any], start_step: int) -> None:
+  """Writes config.json; a different one from earlier steps is kept as config.until_step_N.json."""
+  path = os.path.join(workdir, 'config.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      previous = json.load(f)
+    if previous != json.loads(json.dumps(record)):
+      os.replace(path, os.path.join(workdir, f'config.until_step_{start_step}.json'))
+  files.write_json_atomic(path, record)
+
+
 def _first_nonfinite(pending: list[dict[str, jax.Array]], first_step: int) -> Optional[int]:
   flags = np.asarray(jax.device_get([m['finite'] for m in pending]))
   bad = np.flatnonzero(flags == 0)
@@ -105,8 +117,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
              'num_processes': jax.process_count(), 'num_params': num_params(state.params),
              'num_classes': data.num_classes, 'image_shape': list(data.image_shape)}
   if is_chief:
-    files.write_json_atomic(os.path.join(workdir, 'config.json'),
-                            {'config': config.to_dict(), 'derived': derived})
+    _record_config(workdir, {'config': config.to_dict(), 'derived': derived}, start_step)
   logging.info('%s: %s parameters, %d steps (%d per epoch) on %d device(s)%s.',
                config.model.name, f'{derived["num_params"]:,}', total_steps, steps_per_epoch,
                mesh.size, f', resuming at step {start_step}' if start_step else '')
