@@ -151,3 +151,15 @@ def test_the_readme_config_learns_the_offline_digits(tmp_path, small_config):
   results = train.train_and_evaluate(small_config, str(tmp_path))
   assert results['eval_count'] == 1000
   assert results['eval_top1'] >= 0.96, results  # margin for other CPUs' rounding
+
+
+def test_plateau_schedule_cuts_the_lr_after_evals_without_improvement(tmp_path, small_config):
+  # No eval can beat the last by min_delta=10, so every eval after the first is a plateau.
+  small_config.update_from_flattened_dict({
+      'schedule.name': 'plateau', 'schedule.warmup_epochs': 0.0, 'schedule.metric': 'eval_loss',
+      'schedule.patience': 1, 'schedule.min_delta': 10.0, 'schedule.max_reductions': 2,
+      'eval_every_steps': 3, 'optimizer.lr': 0.05})
+  train.train_and_evaluate(small_config, str(tmp_path))
+  lrs = {r['step']: r['lr'] for r in reporting.read_metrics(str(tmp_path)) if 'lr' in r}
+  # Evals at steps 3, 6, 9, 12: the ones at 6 and 9 divide by 10, then max_reductions is hit.
+  assert lrs == pytest.approx({3: 0.05, 6: 0.05, 9: 0.005, 12: 0.0005})

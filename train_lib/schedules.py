@@ -68,3 +68,15 @@ def plateau_update(state: PlateauState, metric: float, *, higher_is_better: bool
   return PlateauState(lr_scale=jnp.asarray(scale, jnp.float32), best=jnp.asarray(best, jnp.float32),
                       num_bad_evals=jnp.asarray(bad, jnp.int32),
                       num_reductions=jnp.asarray(reductions, jnp.int32))
+
+
+def plateau_update_from_config(state: PlateauState, eval_results: dict[str, float],
+                               config: ml_collections.ConfigDict) -> PlateauState:
+  """`plateau_update` with the fields of config.schedule, watching `config.metric`."""
+  if config.metric not in eval_results:
+    raise ValueError(f'schedule.metric={config.metric!r} is not an eval result; choose one of '
+                     f'{", ".join(sorted(eval_results))}.')
+  return plateau_update(state, eval_results[config.metric],
+                        higher_is_better='loss' not in config.metric, patience=config.patience,
+                        factor=config.decay_factor, max_reductions=config.max_reductions,
+                        min_delta=config.min_delta)

@@ -69,6 +69,24 @@ def evaluate(eval_step, state: TrainState, data: DataSource, batch_sharding) -> 
           'eval_count': int(jax.device_get(sums['count']))}
 
 
+def _summarize_train(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
+  """Means over the steps since the last log line, and the latest learning rate."""
+  fetched = jax.device_get(pending)
+  return {'lr': float(fetched[-1]['lr']),
+          **{f'train_{k}': float(np.mean([m[k] for m in fetched]))
+             for k in ('loss', 'top1', 'grad_norm')}}
+
+
+def _agreed_stop_signal(local_signum: Optional[int], at_sync_point: bool) -> Optional[int]:
+  """The signal every process acts on: its own alone, or on several hosts, any host's signal
+  exchanged at the shared sync points (so that all stop at the same step)."""
+  if jax.process_count() == 1:
+    return local_signum
+  if not at_sync_point:
+    return None
+  return int(multihost_utils.process_allgather(np.int32(local_signum or 0)).max()) or None
+
+
 def _record_config(workdir: str, record: dict[str, Any], start_step: int) -> None:
   """Writes config.json; a different one from earlier steps is kept as config.until_step_N.json."""
   path = os.path.join(workdir, 'config.json')
@@ -155,11 +173,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  eval_results['eval_loss'], eval_results['eval_top1'], eval_results['eval_top5'],
                  eval_results['eval_count'])
     if config.schedule.name == 'plateau':
-      plateau = config.schedule
-      new = schedules.plateau_update(
-          state.plateau, eval_results[plateau.metric], higher_is_better='loss' not in plateau.metric,
-          patience=plateau.patience, factor=plateau.decay_factor,
-          max_reductions=plateau.max_reductions, min_delta=plateau.min_delta)
+      new = schedules.plateau_update_from_config(state.plateau, eval_results, config.schedule)
       state = state.replace(plateau=jax.device_put(new, replicated))
     progress.pause(time.perf_counter() - began)
 
@@ -182,11 +196,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         pending.append(step_metrics)
         if step % log_every == 0 or step == total_steps:
           check_finite()
-          fetched = jax.device_get(pending)
-          train_results = {
-              'epoch': step / steps_per_epoch, 'lr': float(fetched[-1]['lr']),
-              **{f'train_{k}': float(np.mean([m[k] for m in fetched]))
-                 for k in ('loss', 'top1', 'grad_norm')}}
+          train_results = {'epoch': step / steps_per_epoch, **_summarize_train(pending)}
           pending = []
           writer.write(step, train_results)
           logging.info(progress.line(step, train_results))
@@ -194,9 +204,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           run_eval()
         if step % checkpoint_every == 0 or step == total_steps:
           save()
-        stop_signal = stop.signum
-        if jax.process_count() > 1 and step % log_every == 0:
-          stop_signal = int(multihost_utils.process_allgather(np.int32(stop_signal or 0)).max()) or None
+        stop_signal = _agreed_stop_signal(stop.signum, at_sync_point=step % log_every == 0)
         if stop_signal and step < total_steps:
           save()
           raise preemption.StopRequested(stop_signal, step)
