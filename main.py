@@ -72,7 +72,12 @@ def _explain_override_error(argv: list[str]) -> str:
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with config override mistakes reported as one clear line."""
   try:
-    return FLAGS(argv)
+    remaining = FLAGS(argv)
+    if FLAGS.config is not None:
+      path = config_flags.get_config_filename(FLAGS['config']).partition(':')[0]
+      if not os.path.isfile(path):
+        sys.exit(f'error: config file {path!r} does not exist; experiment configs live in configs/.')
+    return remaining
   except flags.Error as e:
     sys.exit(f'error: {e}\nPass --help for usage.')
   except (AttributeError, KeyError, TypeError, ValueError) as e:

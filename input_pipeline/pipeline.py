@@ -101,7 +101,10 @@ class InputPipeline:
 
   def _make_train_epoch(self, epoch: int, skip_batches: int) -> tf.data.Dataset:
     seed = self._epoch_seed(epoch)
-    ds = self._train_base or self._read(self._train_split, shuffle_files=True, file_seed=seed)
+    if self._train_base is not None:
+      ds = self._train_base
+    else:
+      ds = self._read(self._train_split, shuffle_files=True, file_seed=seed)
     ds = ds.shuffle(self._shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
     ds = ds.take(self.steps_per_epoch * self._batch).skip(skip_batches * self._batch)
 

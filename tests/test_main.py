@@ -118,6 +118,12 @@ def test_user_errors_stop_with_a_clear_message(tmp_path, data_dir, override, mes
   assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
 
 
+def test_missing_config_file_is_named():
+  done = run_main('--config=configs/no_such_experiment.py', '--workdir=unused')
+  assert done.returncode != 0 and 'Traceback' not in done.stderr
+  assert "config file 'configs/no_such_experiment.py' does not exist" in done.stderr
+
+
 def test_missing_dataset_explains_how_to_prepare_it(tmp_path):
   done = run_main(*main_args(str(tmp_path / 'empty_tfds'), str(tmp_path / 'run'),
                              '--config.dataset.name=cifar10', '--config.dataset.download=False'))
