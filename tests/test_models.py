@@ -63,3 +63,15 @@ def test_registry_errors_name_the_known_choices():
     models.create_model('lenet', num_classes=10)
   with pytest.raises(models.UnknownModelError, match="no field.*widht.*fields are: .*pooling"):
     models.create_model('lenet5', num_classes=10, widht=2)
+
+
+def test_half_precision_computes_in_bfloat16_and_returns_float32_logits():
+  x = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
+  full = models.create_model('lenet5', num_classes=10)
+  half = models.create_model('lenet5', num_classes=10, dtype=jnp.bfloat16)
+  variables = full.init(jax.random.key(0), x)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))  # master weights
+  out_full, out_half = full.apply(variables, x), half.apply(variables, x)
+  assert out_half.dtype == jnp.float32
+  assert not np.array_equal(out_full, out_half)  # rounded to bf16 inside
+  np.testing.assert_allclose(out_half, out_full, atol=0.05, rtol=0.05)
