@@ -38,14 +38,18 @@ def _initialize_distributed() -> None:
       process_id=int(env['JAX_PROCESS_ID']) if 'JAX_PROCESS_ID' in env else None)
 
 
+def _missing_config_message(path: str) -> str:
+  return f'config file {path!r} does not exist; experiment configs live in configs/.'
+
+
 def _explain_override_error(argv: list[str]) -> str:
   """Names the --config.<field> override that does not exist, with the fields that do."""
   config_arg = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
   if config_arg is None:
     return ''
   path, _, arg = config_arg.partition(':')
-  if not os.path.exists(path):
-    return f'Config file {path!r} does not exist.'
+  if not os.path.isfile(path):
+    return _missing_config_message(path)
   try:
     namespace: dict = {}
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -76,11 +80,11 @@ def parse_flags(argv: list[str]) -> list[str]:
     if FLAGS.config is not None:
       path = config_flags.get_config_filename(FLAGS['config']).partition(':')[0]
       if not os.path.isfile(path):
-        sys.exit(f'error: config file {path!r} does not exist; experiment configs live in configs/.')
+        sys.exit(f'error: {_missing_config_message(path)}')
     return remaining
   except flags.Error as e:
     sys.exit(f'error: {e}\nPass --help for usage.')
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
+  except (AttributeError, KeyError, TypeError, ValueError, OSError) as e:
     sys.exit(f'error: {_explain_override_error(argv) or f"bad --config: {e}"}')
 
 

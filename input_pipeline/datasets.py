@@ -86,7 +86,7 @@ def prepare_instructions(spec: DatasetSpec, data_dir: Optional[str]) -> str:
 def load_builder(spec: DatasetSpec, data_dir: Optional[str], download: bool) -> tfds.core.DatasetBuilder:
   """A prepared tfds builder for `spec`, downloading it if allowed; DatasetError otherwise."""
   builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
-  if builder.info.splits:  # already prepared (or mocked by tfds.testing.mock_data)
+  if builder.info.splits:  # prepared (under tfds.testing.mock_data the download is a no-op)
     return builder
   if not (download or spec.offline):
     raise DatasetError(f'Dataset {spec.name!r} is not prepared in {builder.data_dir} and '

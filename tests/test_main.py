@@ -120,7 +120,8 @@ def test_user_errors_stop_with_a_clear_message(tmp_path, data_dir, override, mes
   assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
 
 
-def test_missing_config_file_is_named():
-  done = run_main('--config=configs/no_such_experiment.py', '--workdir=unused')
+@pytest.mark.parametrize('overrides', [(), ('--config.optimizer.lr=0.1',)])
+def test_missing_config_file_is_named(overrides):
+  done = run_main('--config=configs/no_such_experiment.py', '--workdir=unused', *overrides)
   assert done.returncode != 0 and 'Traceback' not in done.stderr
   assert "config file 'configs/no_such_experiment.py' does not exist" in done.stderr

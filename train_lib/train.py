@@ -65,8 +65,8 @@ def evaluate(eval_step, state: TrainState, data: DataSource, batch_sharding) -> 
   for batch in data.eval_batches():
     out = eval_step(state, sharding.to_global(batch, batch_sharding))
     sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-  return {**metrics.summarize(jax.device_get(sums), 'eval'),
-          'eval_count': int(jax.device_get(sums['count']))}
+  sums = jax.device_get(sums)
+  return {**metrics.summarize(sums, 'eval'), 'eval_count': int(sums['count'])}
 
 
 def _summarize_train(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
