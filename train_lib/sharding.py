@@ -20,9 +20,9 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
-def check_divisible(batch_size: int, mesh: Mesh, what: str = 'batch_size') -> None:
+def check_divisible(batch_size: int, mesh: Mesh) -> None:
   if batch_size % mesh.size:
-    raise ValueError(f'{what}={batch_size} must be a multiple of the number of devices '
+    raise ValueError(f'batch_size={batch_size} must be a multiple of the number of devices '
                      f'({mesh.size}); every device takes an equal share of the batch.')
 
 
