@@ -129,6 +129,7 @@ def test_resuming_with_a_changed_config_keeps_the_earlier_one(tmp_path, small_co
     ('dataset.name', 'mnits', 'DatasetError', "Unknown dataset 'mnits'.*Did you mean mnist"),
     ('optimizer.name', 'adagrad', 'ValueError', "Unknown optimizer 'adagrad'"),
     ('schedule.name', 'linear', 'ValueError', "Unknown schedule 'linear'"),
+    ('schedule.metric', 'eval_acc', 'ValueError', "choose one of eval_loss, eval_top1, eval_top5"),
     ('dataset.train_preprocess', 'random_crop(28, pad=2)|flip', 'ValueError', 'Did you mean flip_lr'),
 ])
 def test_bad_names_are_refused_before_anything_is_written(tmp_path, small_config, field, value,
@@ -137,7 +138,8 @@ def test_bad_names_are_refused_before_anything_is_written(tmp_path, small_config
   import models
   errors = {'UnknownModelError': models.UnknownModelError,
             'DatasetError': input_pipeline.DatasetError, 'ValueError': ValueError}
-  small_config.update_from_flattened_dict({field: value})
+  small_config.update_from_flattened_dict({field: value, 'schedule.name': 'plateau'}
+                                          if field == 'schedule.metric' else {field: value})
   with pytest.raises(errors[error], match=message):
     train.train_and_evaluate(small_config, str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run')

@@ -21,7 +21,10 @@ def classification_sums(logits: jax.Array, labels: jax.Array, per_example_loss: 
           'count': jnp.sum(w)}
 
 
+SUMMARY_NAMES = ('loss', 'top1', 'top5')
+
+
 def summarize(sums: dict[str, float], prefix: str) -> dict[str, float]:
   """{'loss_sum', 'top1_sum', 'top5_sum', 'count'} → {prefix_loss, prefix_top1, prefix_top5}."""
   n = max(float(sums['count']), 1.0)
-  return {f'{prefix}_{name}': float(sums[f'{name}_sum']) / n for name in ('loss', 'top1', 'top5')}
+  return {f'{prefix}_{name}': float(sums[f'{name}_sum']) / n for name in SUMMARY_NAMES}

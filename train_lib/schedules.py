@@ -9,7 +9,10 @@ import numpy as np
 import optax
 from flax import struct
 
+from train_lib import metrics
+
 SCHEDULES = ('constant', 'step', 'cosine', 'plateau')
+PLATEAU_METRICS = tuple(f'eval_{name}' for name in metrics.SUMMARY_NAMES)
 
 
 def create_learning_rate_fn(config: ml_collections.ConfigDict, base_lr: float,
@@ -21,6 +24,9 @@ def create_learning_rate_fn(config: ml_collections.ConfigDict, base_lr: float,
   constant and plateau: flat (plateau's reductions act on top, see `plateau_update`).
   """
   warmup = int(round(config.warmup_epochs * steps_per_epoch))
+  if config.name == 'plateau' and config.metric not in PLATEAU_METRICS:
+    raise ValueError(f'schedule.metric={config.metric!r} is not an eval result; choose one of '
+                     f'{", ".join(PLATEAU_METRICS)}.')
   if config.name in ('constant', 'plateau'):
     main = optax.constant_schedule(base_lr)
   elif config.name == 'step':
@@ -73,9 +79,6 @@ def plateau_update(state: PlateauState, metric: float, *, higher_is_better: bool
 def plateau_update_from_config(state: PlateauState, eval_results: dict[str, float],
                                config: ml_collections.ConfigDict) -> PlateauState:
   """`plateau_update` with the fields of config.schedule, watching `config.metric`."""
-  if config.metric not in eval_results:
-    raise ValueError(f'schedule.metric={config.metric!r} is not an eval result; choose one of '
-                     f'{", ".join(sorted(eval_results))}.')
   return plateau_update(state, eval_results[config.metric],
                         higher_is_better='loss' not in config.metric, patience=config.patience,
                         factor=config.decay_factor, max_reductions=config.max_reductions,
