@@ -65,7 +65,6 @@ def test_signal_stop_then_rerun_matches_an_uninterrupted_run(tmp_path, small_con
       os.kill(os.getpid(), signal.SIGTERM)
     return batch
 
-  import input_pipeline
   inner = train._make_data(small_config, 300)  # pylint: disable=protected-access
   workdir = str(tmp_path / 'stopped')
   with pytest.raises(preemption.StopRequested) as stop:
@@ -78,7 +77,6 @@ def test_signal_stop_then_rerun_matches_an_uninterrupted_run(tmp_path, small_con
     assert resumed[key] == pytest.approx(straight[key], rel=1e-6, abs=1e-7), key
   rows = reporting.read_metrics(workdir)
   assert [r['step'] for r in rows if 'train_loss' in r] == [3, 6, 9, 12]  # each step once
-  del input_pipeline
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, small_config):
