@@ -1,39 +1,72 @@
-"""LeNet-5 on handwritten digits: the offline digits by default, or real MNIST.
+"""LeNet-5 on handwritten digits: the modern `lenet5` (default) or the 1998 paper's `lenet5_1998`.
 
   python main.py --config=configs/lenet5_mnist.py --workdir=runs/lenet5
   python main.py --config=configs/lenet5_mnist.py:mnist --workdir=runs/lenet5_mnist
   python main.py --config=configs/lenet5_mnist.py:fashion_mnist --workdir=runs/lenet5_fashion
-  # the paper's squashing + subsampling form:
+  python main.py --config=configs/lenet5_mnist.py:lenet5_1998 --workdir=runs/lenet5_1998
+  python main.py --config=configs/lenet5_mnist.py:lenet5_1998,mnist --workdir=runs/lenet5_1998_mnist
+  # the modern net in the paper's squashing + subsampling form:
   python main.py ... --config.model.activation=sigmoid --config.model.pooling=avg
 
 The paper reports 0.95 % test error on the full MNIST (60k training images). Measured here on
-the offline digits (4,000 train / 1,000 test, 30 epochs, 2 CPU cores): eval_top1 0.982
-(1.8 % error), eval_loss 0.0514, in 91-164 s for the whole command.
+the offline digits (4,000 train / 1,000 test, 2 CPU cores):
+- lenet5, 30 epochs: eval_top1 0.982 (1.8 % error), eval_loss 0.0514, in 91-164 s for the
+  whole command.
+- lenet5_1998 (the paper's net with its RBF output, logits −distance²/16; 30 epochs of Adam,
+  batch 32): `python main.py --config=configs/lenet5_mnist.py:lenet5_1998 --workdir=...` gave
+  eval_top1 0.979 (eval_loss 0.0651) in 114 s of training; with `--config.seed=1` and `=2`,
+  0.979 and 0.980. At `--config.model.rbf_temperature=1` (the raw −distance²) it reached
+  0.964; with `--config.model.output=dense` (a trained softmax layer) 0.975.
 """
 
 import ml_collections
 
-from configs import default
+from configs import default, recipes
+
+VARIANTS = ('lenet5', 'lenet5_1998')
+DATASETS = ('offline_digits', 'mnist', 'fashion_mnist')
+
+# The paper scales pixels so that the background is -0.1 and the ink 1.175 (§II-B); lenet5_1998
+# pads 28×28 digits to 32×32 with the background value inside the model.
+_BACKGROUND, _INK = -0.1, 1.175
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  """`arg` names the dataset: offline_digits (default), mnist, fashion_mnist, kmnist, ..."""
-  dataset = arg or 'offline_digits'
+  """`arg`: 'variant[,dataset]' from VARIANTS and DATASETS, e.g. 'lenet5_1998,mnist'."""
+  variant, dataset = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
-  config.model = ml_collections.ConfigDict({
-      'name': 'lenet5', 'activation': 'relu', 'pooling': 'max', 'batch_norm': True,
-      'dropout_rate': 0.0, 'dtype': 'float32'})
   config.dataset.name = dataset
-  stats = dataset if dataset in ('offline_digits', 'fashion_mnist') else 'mnist'
-  config.dataset.train_preprocess = f"random_crop(28, pad=2)|normalize('{stats}')"
-  config.dataset.eval_preprocess = f"normalize('{stats}')"
-  config.batch_size = 64
   config.eval_batch_size = 500
+  if variant == 'lenet5':
+    config.model = recipes.model('lenet5', activation='relu', pooling='max', batch_norm=True,
+                                 dropout_rate=0.0, dtype='float32')
+    stats = dataset if dataset in ('offline_digits', 'fashion_mnist') else 'mnist'
+    config.dataset.train_preprocess = f"random_crop(28, pad=2)|normalize('{stats}')"
+    config.dataset.eval_preprocess = f"normalize('{stats}')"
+    config.batch_size = 64
+    config.num_epochs = 30
+    config.optimizer.name = 'momentum'
+    config.optimizer.lr = 0.05
+    config.optimizer.weight_decay = 5e-4
+    config.schedule.name = 'cosine'
+    config.schedule.warmup_epochs = 1.0
+    config.log_every_steps = 62
+    return config
+
+  config.model = recipes.model('lenet5_1998', output='rbf', rbf_temperature=16.0, input_size=32,
+                               pad_value=_BACKGROUND, paper_init=False, dtype='float32')
+  std = 1.0 / (_INK - _BACKGROUND)
+  scale = f'normalize(({-_BACKGROUND * std!r},), ({std!r},))'
+  config.dataset.train_preprocess = f'random_crop(28, pad=2)|{scale}'
+  config.dataset.eval_preprocess = scale
+  # Adam stands in for the paper's per-parameter (diagonal Levenberg-Marquardt) step sizes: with
+  # plain momentum SGD (batch 64) this net learned more slowly and ended lower here.
+  config.batch_size = 32
   config.num_epochs = 30
-  config.optimizer.name = 'momentum'
-  config.optimizer.lr = 0.05
-  config.optimizer.weight_decay = 5e-4
+  config.optimizer.name = 'adam'
+  config.optimizer.lr = 0.002
+  config.optimizer.weight_decay = 0.0
   config.schedule.name = 'cosine'
   config.schedule.warmup_epochs = 1.0
-  config.log_every_steps = 62
+  config.log_every_steps = 125
   return config

@@ -1,6 +1,7 @@
-"""Model zoo: import a family module here to register its names."""
+"""Model zoo: importing a family module registers its names."""
 
-from models import lenet  # noqa: F401  (registers lenet5)
+# pylint: disable=unused-import
+from models import alexnet, densenet, googlenet, lenet, nin, preact_resnet, resnet, vgg
 from models.registry import UnknownModelError, create_model, list_models, register
 
 __all__ = ['UnknownModelError', 'create_model', 'list_models', 'register']

@@ -1,10 +1,11 @@
-"""LeNet-5 (LeCun et al. 1998) in the modern form of d2l §6.6."""
+"""LeNet-5 (LeCun et al. 1998): d2l's modern form (`lenet5`) and the paper's own (`lenet5_1998`)."""
 
-from typing import Any
+from typing import Any, Callable, Sequence, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from models import layers
 from models.registry import register
@@ -48,3 +49,164 @@ class LeNet5(nn.Module):
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x)
     return x.astype(jnp.float32)
+
+
+# --- LeNet-5 of LeCun, Bottou, Bengio & Haffner (1998), §II-B and Appendix A. -------------------
+
+# Table I: the S2 maps that each C3 map reads (columns of the paper's table).
+C3_TABLE: tuple[tuple[int, ...], ...] = (
+    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (0, 4, 5), (0, 1, 5),  # 3 contiguous
+    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (0, 3, 4, 5), (0, 1, 4, 5), (0, 1, 2, 5),  # 4
+    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),  # 4 non-contiguous
+    (0, 1, 2, 3, 4, 5),  # all
+)
+
+
+def scaled_tanh(x: jax.Array) -> jax.Array:
+  """The paper's squashing function f(a) = 1.7159 tanh(2a/3) (Appendix A): f(±1) = ±1."""
+  return 1.7159 * jnp.tanh(x * (2.0 / 3.0))
+
+
+def fan_in_uniform(fan_in: Union[int, np.ndarray], paper: bool = False) -> Callable[..., jax.Array]:
+  """Uniform init per unit of fan-in F: ±sqrt(3/F) (variance 1/F, LeCun's "Efficient BackProp"
+  rule for the scaled tanh) or, with `paper`, Appendix A's ±2.4/F. `fan_in` may be per unit."""
+
+  def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+    f = np.asarray(fan_in, np.float32)
+    bound = jnp.asarray(2.4 / f if paper else np.sqrt(3.0 / f), dtype)
+    return jax.random.uniform(key, shape, dtype, -1.0, 1.0) * bound
+
+  return init
+
+
+def rbf_prototypes(num_classes: int, dim: int = 84) -> np.ndarray:
+  """Fixed ±1 class codes [num_classes, dim] for the RBF output units (never trained).
+
+  The paper draws them as 7×12 bitmaps of the characters; here, for `dim` = q + 1 with q a prime
+  ≡ 3 (mod 4) (84 = 83 + 1) and up to q classes, rows 1.. of Paley's Hadamard matrix: balanced
+  (half +1) and mutually orthogonal, so every pair of classes lies at squared distance 2·dim.
+  Otherwise ±1 draws from a fixed seed.
+  """
+  q = dim - 1
+  is_prime = q > 2 and all(q % p for p in range(2, int(q ** 0.5) + 1))
+  if not (is_prime and q % 4 == 3 and num_classes <= q):
+    return np.random.default_rng(0).choice([-1.0, 1.0], size=(num_classes, dim)).astype(np.float32)
+  residues = {(i * i) % q for i in range(1, q)}
+  chi = np.array([0] + [1 if a in residues else -1 for a in range(1, q)])
+  jacobsthal = chi[(np.arange(q)[None, :] - np.arange(q)[:, None]) % q]  # antisymmetric
+  h = np.eye(dim, dtype=np.int64)
+  h[0, 1:] += 1
+  h[1:, 0] -= 1
+  h[1:, 1:] += jacobsthal
+  return h[1:num_classes + 1].astype(np.float32)
+
+
+class Subsampling(nn.Module):
+  """S2/S4: per map, (sum of each 2×2 window) × a trainable coefficient + a trainable bias."""
+
+  window: int = 2
+  paper_init: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    maps = x.shape[-1]
+    coefficient = self.param('coefficient', fan_in_uniform(self.window ** 2, self.paper_init),
+                             (maps,))
+    bias = self.param('bias', nn.initializers.zeros, (maps,))
+    total = layers.pool(x, 'avg', self.window, self.window) * self.window ** 2
+    return total * coefficient.astype(self.dtype) + bias.astype(self.dtype)
+
+
+class TableConv(nn.Module):
+  """A VALID convolution in which output map j reads only the input maps `table[j]`.
+
+  Only the connected 5×5 kernels are parameters (`kernel`: [k, k, connections]); they are
+  scattered into a dense kernel whose other entries are constant zeros, so unconnected pairs
+  have no weights, no gradient and no weight decay. C3: 60 × 25 + 16 = 1,516 parameters.
+  """
+
+  table: Sequence[Sequence[int]]
+  kernel_size: int = 5
+  paper_init: bool = False
+  dtype: Any = jnp.float32
+
+  def dense_kernel(self, kernel: jax.Array, in_features: int) -> jax.Array:
+    """The [k, k, in, out] kernel with zeros where the table has no connection."""
+    inputs = np.array([i for row in self.table for i in row])
+    outputs = np.array([j for j, row in enumerate(self.table) for _ in row])
+    k = self.kernel_size
+    dense = jnp.zeros((k, k, in_features, len(self.table)), kernel.dtype)
+    return dense.at[:, :, inputs, outputs].set(kernel)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    fan_in = np.array([len(row) * k * k for row in self.table for _ in row])
+    kernel = self.param('kernel', fan_in_uniform(fan_in, self.paper_init), (k, k, len(fan_in)))
+    bias = self.param('bias', nn.initializers.zeros, (len(self.table),))
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), self.dense_kernel(kernel, x.shape[-1]).astype(self.dtype),
+        (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return y + bias.astype(self.dtype)
+
+
+@register('lenet5_1998')
+class LeNet5Paper(nn.Module):
+  """LeNet-5 of the 1998 paper: C1-S2-C3-S4-C5-F6 with scaled tanh and an RBF output layer.
+
+  Inputs smaller than `input_size` (28×28 digits) are padded to 32×32 with `pad_value`, the
+  paper's background level after its input scaling (background -0.1, ink 1.175). S2/S4 are
+  trainable subsampling (window sum × coefficient + bias); C3 follows Table I; C5 is a 5×5
+  convolution (1×1 output at 32×32). Every layer squashes with 1.7159 tanh(2a/3). Biases start
+  at 0, weights uniform with variance 1/fan-in; `paper_init=True` gives Appendix A's ±2.4/fan-in,
+  made for the paper's second-order (diagonal Levenberg-Marquardt) training: plain SGD learns
+  more slowly from it.
+
+  `output='rbf'`: Euclidean RBF units with fixed ±1 prototypes (`rbf_prototypes`; the paper's
+  7×12 character bitmaps are not reproduced), never trained. Logits are −‖F6 − prototype‖², so
+  softmax cross-entropy on them is the paper's MAP criterion (§II-C) without its constant
+  "rubbish class" term; as all prototypes have the same norm, the softmax equals that of a fixed
+  linear layer 2·prototypes·F6. Those logits span hundreds, so softmax saturates from the start;
+  `rbf_temperature` divides them (16 in the digits config: 0.979 eval top-1 there against
+  0.964 at 1). `output='dense'`: a trained softmax layer instead. With RBF output the network
+  has 60,000 trainable parameters, the sum of §II-B's per-layer counts.
+  """
+
+  num_classes: int = 10
+  output: str = 'rbf'
+  input_size: int = 32
+  pad_value: float = -0.1
+  paper_init: bool = False
+  rbf_temperature: float = 1.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    del train  # no dropout or BatchNorm in the paper's network
+    if self.output not in ('rbf', 'dense'):
+      raise ValueError(f'Unknown output {self.output!r}; choose "rbf" or "dense".')
+    x = x.astype(self.dtype)
+    pad_h, pad_w = (max(self.input_size - size, 0) for size in x.shape[1:3])
+    if pad_h or pad_w:
+      x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2),
+                      (0, 0)), constant_values=self.pad_value)
+    init = self.paper_init
+
+    def conv(features: int, name: str) -> nn.Conv:
+      return nn.Conv(features, (5, 5), padding='VALID', dtype=self.dtype, name=name,
+                     kernel_init=fan_in_uniform(25 * x.shape[-1], init))
+
+    x = scaled_tanh(conv(6, 'c1')(x))  # 28×28×6
+    x = scaled_tanh(Subsampling(paper_init=init, dtype=self.dtype, name='s2')(x))  # 14×14×6
+    x = scaled_tanh(TableConv(C3_TABLE, paper_init=init, dtype=self.dtype, name='c3')(x))  # 10×10
+    x = scaled_tanh(Subsampling(paper_init=init, dtype=self.dtype, name='s4')(x))  # 5×5×16
+    x = scaled_tanh(conv(120, 'c5')(x))  # 1×1×120
+    x = x.reshape(x.shape[0], -1)
+    x = scaled_tanh(nn.Dense(84, dtype=self.dtype, name='f6',
+                             kernel_init=fan_in_uniform(x.shape[-1], init))(x))
+    if self.output == 'dense':
+      return nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x).astype(jnp.float32)
+    prototypes = jnp.asarray(rbf_prototypes(self.num_classes, x.shape[-1]))
+    x = x.astype(jnp.float32)
+    return -jnp.sum(jnp.square(x[:, None, :] - prototypes[None]), axis=-1) / self.rbf_temperature

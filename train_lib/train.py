@@ -7,6 +7,7 @@ import os
 import time
 from typing import Any, Optional, Protocol
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -47,7 +48,8 @@ def _make_data(config: ml_collections.ConfigDict, eval_batch_size: int) -> DataS
       process_index=jax.process_index(), process_count=jax.process_count())
 
 
-def _make_model(config: ml_collections.ConfigDict, num_classes: int):
+def make_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+  """The registry model that `config.model` names, with its other fields as constructor arguments."""
   kwargs = {k: v for k, v in config.model.items() if k != 'name'}
   if isinstance(kwargs.get('dtype'), str):
     kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
@@ -113,7 +115,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   data = data or _make_data(config, _eval_batch_size(config, mesh.size))
   steps_per_epoch = data.steps_per_epoch
   total_steps = config.total_steps if config.total_steps > 0 else config.num_epochs * steps_per_epoch
-  model = _make_model(config, data.num_classes)
+  model = make_model(config, data.num_classes)
 
   base_lr = config.optimizer.lr
   if config.optimizer.lr_reference_batch_size > 0:  # linear scaling rule

@@ -1,0 +1,74 @@
+"""Pieces the family configs share: the `variant[,dataset]` argument and the data recipes.
+
+A family config declares `VARIANTS` and `DATASETS` (the first of each is the default) and
+calls `parse_arg`; the smoke test runs every config with every entry of both.
+"""
+
+from typing import Any, Optional, Sequence
+
+import ml_collections
+
+
+def parse_arg(arg: Optional[str], variants: Sequence[str],
+              datasets: Sequence[str]) -> tuple[str, str]:
+  """Splits 'variant,dataset' (either part optional, any order) and checks both."""
+  variant, dataset = variants[0], datasets[0]
+  for token in filter(None, (t.strip() for t in (arg or '').split(','))):
+    if token in variants:
+      variant = token
+    elif token in datasets:
+      dataset = token
+    else:
+      raise ValueError(f'Unknown config argument {token!r}: variants are {", ".join(variants)}; '
+                       f'datasets are {", ".join(datasets)}.')
+  return variant, dataset
+
+
+def all_args(variants: Sequence[str], datasets: Sequence[str]) -> list[str]:
+  """Every variant on the default dataset, then the default variant on every other dataset."""
+  return list(variants) + [f'{variants[0]},{d}' for d in datasets[1:]]
+
+
+def model(name: str, **fields: Any) -> ml_collections.ConfigDict:
+  """config.model: the registry name plus the fields a user may override from the command line."""
+  return ml_collections.ConfigDict({'name': name, **fields})
+
+
+def cifar(config: ml_collections.ConfigDict, dataset: str) -> None:
+  """CIFAR-10/100 with the standard augmentation: pad 4, random 32 crop, flip (He et al. 2016)."""
+  config.dataset.name = dataset
+  config.dataset.train_preprocess = f"random_crop(32, pad=4)|flip_lr|normalize('{dataset}')"
+  config.dataset.eval_preprocess = f"normalize('{dataset}')"
+  config.batch_size = 128
+  config.eval_batch_size = 500
+
+
+def imagenet(config: ml_collections.ConfigDict, image_size: int = 224,
+             resize_to: int = 256) -> None:
+  """ImageNet: random `image_size` crops of `resize_to` images plus flips; centre crop for eval."""
+  config.dataset.name = 'imagenet2012'
+  config.dataset.cache = False
+  config.dataset.train_preprocess = (
+      f"resize({resize_to})|random_crop({image_size})|flip_lr|normalize('imagenet2012')")
+  config.dataset.eval_preprocess = (
+      f"resize({resize_to})|center_crop({image_size})|normalize('imagenet2012')")
+  config.eval_batch_size = 250
+
+
+def sgd(config: ml_collections.ConfigDict, lr: float, weight_decay: float, *,
+        nesterov: bool = False, momentum: float = 0.9, decay_norm_and_bias: bool = False) -> None:
+  """SGD with (Nesterov) momentum and L2 weight decay: every paper recipe of this lineage."""
+  config.optimizer.update(name='nesterov' if nesterov else 'momentum', lr=lr, momentum=momentum,
+                          weight_decay=weight_decay, decay_norm_and_bias=decay_norm_and_bias)
+
+
+def step_schedule(config: ml_collections.ConfigDict, decay_epochs: Sequence[float],
+                  factor: float = 0.1) -> None:
+  """The learning rate times `factor` at each of `decay_epochs`."""
+  config.schedule.update(name='step', decay_epochs=tuple(decay_epochs), decay_factor=factor)
+
+
+def plateau_schedule(config: ml_collections.ConfigDict, max_reductions: int = 3) -> None:
+  """AlexNet's: divide the learning rate by 10 when validation top-1 stops improving."""
+  config.schedule.update(name='plateau', metric='eval_top1', decay_factor=0.1,
+                         max_reductions=max_reductions)

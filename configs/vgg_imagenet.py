@@ -1,0 +1,37 @@
+"""VGG on ImageNet with the paper's recipe (Simonyan & Zisserman 2015, §3.1).
+
+  python main.py --config=configs/vgg_imagenet.py --workdir=runs/vgg16
+  python main.py --config=configs/vgg_imagenet.py:vgg11_bn --workdir=runs/vgg11_bn
+
+Recipe: batch 256, SGD momentum 0.9, weight decay 5e-4, dropout 0.5 in fc6/fc7, lr 0.01
+divided by 10 when validation accuracy stopped improving (3 times in the paper), 74 epochs
+(370k iterations). Training crops are 224 from images resized to smallest side S = 256, with
+flips; the paper also shifted RGB colours, and its best models jittered S in [256, 512].
+Evaluation here is a centre 224 crop, not the paper's dense evaluation over the whole image.
+
+Paper, Table 3 (S = 256, one test scale Q = 256; top-1 / top-5 val. error): A (vgg11)
+29.6 / 10.4 %, B (vgg13) 28.7 / 9.9 %, D (vgg16) 27.0 / 8.8 %, E (vgg19) 27.3 / 9.0 %. Its best
+single model, D or E trained with S in [256, 512] and evaluated multi-crop & dense at three
+scales, reaches 24.4 / 7.2 % (D) and 24.4 / 7.1 % (E) (Table 5). The `_bn` variants are
+torchvision's and not in the paper. Not measured here.
+"""
+
+import ml_collections
+
+from configs import default, recipes
+
+VARIANTS = ('vgg16', 'vgg11', 'vgg13', 'vgg19', 'vgg11_bn', 'vgg13_bn', 'vgg16_bn', 'vgg19_bn')
+DATASETS = ('imagenet2012',)
+
+
+def get_config(arg=None) -> ml_collections.ConfigDict:
+  """`arg` is a variant of VARIANTS (default vgg16)."""
+  variant, _ = recipes.parse_arg(arg, VARIANTS, DATASETS)
+  config = default.get_config()
+  config.model = recipes.model(variant, dropout_rate=0.5, dtype='float32')
+  recipes.imagenet(config, image_size=224, resize_to=256)
+  config.batch_size = 256
+  config.num_epochs = 74
+  recipes.sgd(config, lr=0.01, weight_decay=5e-4)
+  recipes.plateau_schedule(config)
+  return config

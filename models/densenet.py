@@ -1,0 +1,188 @@
+"""DenseNet (Huang et al. 2017): torchvision's ImageNet models and the paper's CIFAR models.
+
+Every layer of a dense block sees the concatenation of all earlier feature maps in the block
+and adds `growth_rate` (k) new ones; transitions (BN-ReLU-1×1 conv-2×2 avg pool) between
+blocks shrink the channels by `compression` (θ) and halve the spatial size.
+"""
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from models import layers
+from models.registry import register
+
+STEMS = ('imagenet', 'cifar')
+INIT_MODES = ('fan_in', 'fan_out')
+
+
+def _conv_init(mode: str) -> nn.initializers.Initializer:
+  """Untruncated He normal: fan_in (torchvision's kaiming_normal_) or fan_out (the paper's code)."""
+  if mode not in INIT_MODES:
+    raise ValueError(f'Unknown init mode {mode!r}; choose one of {", ".join(INIT_MODES)}.')
+  return nn.initializers.variance_scaling(2.0, mode, 'normal')
+
+
+def cifar_block_config(depth: int, bottleneck: bool) -> tuple[int, int, int]:
+  """Layers per block of the paper's 3-block CIFAR DenseNet of depth L.
+
+  L counts the first conv, the dense layers' convs (2 per bottleneck layer), the two
+  transition convs and the classifier: n = (L - 4) / 3, or (L - 4) / 6 with bottlenecks.
+  """
+  per_layer = 6 if bottleneck else 3
+  if depth < 4 + per_layer or (depth - 4) % per_layer:
+    raise ValueError(f'DenseNet depth {depth} is not 4 + {per_layer}·n for a whole n ≥ 1.')
+  n = (depth - 4) // per_layer
+  return (n, n, n)
+
+
+class DenseLayer(nn.Module):
+  """[BN-ReLU-1×1 conv to bn_size·k] BN-ReLU-3×3 conv to k, each conv followed by dropout.
+
+  Takes the list of earlier feature maps, concatenates them and returns only the k new maps,
+  as torchvision's _DenseLayer does; the block appends them to the list.
+  """
+
+  growth_rate: int
+  bn_size: int = 4
+  bottleneck: bool = True
+  drop_rate: float = 0.0
+  init_mode: str = 'fan_in'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs: Sequence[jax.Array], train: bool = False) -> jax.Array:
+    conv_init = _conv_init(self.init_mode)
+    y = jnp.concatenate(inputs, axis=-1)
+    if self.bottleneck:
+      y = nn.relu(layers.batch_norm(train, self.dtype, name='norm1')(y))
+      y = nn.Conv(self.bn_size * self.growth_rate, (1, 1), use_bias=False, kernel_init=conv_init,
+                  dtype=self.dtype, name='conv1')(y)
+      y = nn.Dropout(self.drop_rate, deterministic=not train)(y)
+    y = nn.relu(layers.batch_norm(train, self.dtype, name='norm2')(y))
+    y = nn.Conv(self.growth_rate, (3, 3), padding=1, use_bias=False, kernel_init=conv_init,
+                dtype=self.dtype, name='conv2')(y)
+    return nn.Dropout(self.drop_rate, deterministic=not train)(y)
+
+
+class Transition(nn.Module):
+  """BN-ReLU-1×1 conv to `features` channels, then 2×2 average pooling with stride 2."""
+
+  features: int
+  drop_rate: float = 0.0
+  init_mode: str = 'fan_in'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    x = nn.relu(layers.batch_norm(train, self.dtype, name='norm')(x))
+    x = nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=_conv_init(self.init_mode),
+                dtype=self.dtype, name='conv')(x)
+    x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
+    return layers.pool(x, 'avg', 2, 2)
+
+
+class DenseBlock(nn.Module):
+  """`num_layers` dense layers; returns concat(input, new maps of layer 1, layer 2, ...)."""
+
+  num_layers: int
+  growth_rate: int
+  bn_size: int = 4
+  bottleneck: bool = True
+  drop_rate: float = 0.0
+  init_mode: str = 'fan_in'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    features = [x]
+    for i in range(self.num_layers):
+      layer = DenseLayer(self.growth_rate, self.bn_size, self.bottleneck, self.drop_rate,
+                         self.init_mode, self.dtype, name=f'denselayer{i + 1}')
+      features.append(layer(tuple(features), train))
+    return jnp.concatenate(features, axis=-1)
+
+
+class DenseNet(nn.Module):
+  """DenseNet with an ImageNet stem (7×7/2 conv-BN-ReLU-3×3/2 max pool) or a CIFAR one (3×3 conv).
+
+  Then dense blocks joined by transitions that keep ⌊compression · C⌋ channels, and a final
+  BN-ReLU-global average pool-fc. `drop_rate` follows the paper's Torch code: dropout after
+  every conv but the first (torchvision drops only each dense layer's k new maps).
+  `bottleneck=False, compression=1` is the plain DenseNet; the defaults are DenseNet-BC.
+  Conv init: He normal over `init_mode` ('fan_in' as torchvision, 'fan_out' as the paper's
+  Torch code); the fc has PyTorch's default uniform weights and a zero bias.
+  """
+
+  num_classes: int = 1000
+  block_config: Sequence[int] = (6, 12, 24, 16)
+  growth_rate: int = 32
+  num_init_features: int = 64
+  bn_size: int = 4
+  bottleneck: bool = True
+  compression: float = 0.5
+  drop_rate: float = 0.0
+  stem: str = 'imagenet'
+  init_mode: str = 'fan_in'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    if self.stem not in STEMS:
+      raise ValueError(f'Unknown DenseNet stem {self.stem!r}; choose one of {", ".join(STEMS)}.')
+    if not 0.0 < self.compression <= 1.0:
+      raise ValueError(f'DenseNet compression must be in (0, 1], got {self.compression}.')
+    conv_init = _conv_init(self.init_mode)
+    x = x.astype(self.dtype)
+    if self.stem == 'imagenet':
+      x = nn.Conv(self.num_init_features, (7, 7), 2, padding=3, use_bias=False,
+                  kernel_init=conv_init, dtype=self.dtype, name='conv0')(x)
+      x = nn.relu(layers.batch_norm(train, self.dtype, name='norm0')(x))
+      x = layers.pool(x, 'max', 3, 2, padding=1)
+    else:  # the paper's CIFAR/SVHN network: the first dense layer's BN-ReLU follows directly
+      x = nn.Conv(self.num_init_features, (3, 3), padding=1, use_bias=False,
+                  kernel_init=conv_init, dtype=self.dtype, name='conv0')(x)
+
+    num_blocks = len(self.block_config)
+    for b, num_layers in enumerate(self.block_config, start=1):
+      x = DenseBlock(num_layers, self.growth_rate, self.bn_size, self.bottleneck, self.drop_rate,
+                     self.init_mode, self.dtype, name=f'denseblock{b}')(x, train)
+      if b < num_blocks:
+        features = int(math.floor(self.compression * x.shape[-1]))
+        x = Transition(features, self.drop_rate, self.init_mode, self.dtype,
+                       name=f'transition{b}')(x, train)
+
+    x = nn.relu(layers.batch_norm(train, self.dtype, name=f'norm{num_blocks + 1}')(x))
+    x = jnp.mean(x, axis=(1, 2))
+    x = nn.Dense(self.num_classes, dtype=self.dtype,
+                 kernel_init=nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'),
+                 bias_init=nn.initializers.zeros, name='classifier')(x)
+    return x.astype(jnp.float32)
+
+
+# torchvision's ImageNet models (k = 32, 64 stem channels; densenet161: k = 48, 96).
+register('densenet121', block_config=(6, 12, 24, 16))(DenseNet)
+register('densenet169', block_config=(6, 12, 32, 32))(DenseNet)
+register('densenet201', block_config=(6, 12, 48, 32))(DenseNet)
+register('densenet161', block_config=(6, 12, 36, 24), growth_rate=48,
+         num_init_features=96)(DenseNet)
+
+
+def _register_cifar(name: str, depth: int, growth_rate: int, bottleneck: bool) -> None:
+  """The paper's CIFAR nets: 2k stem channels for DenseNet-BC, 16 for the plain DenseNet.
+
+  16 is the paper's text and gives Table 2's parameter counts; the authors' released Torch
+  code uses 2k stem channels for the plain DenseNet too.
+  """
+  register(name, block_config=cifar_block_config(depth, bottleneck), growth_rate=growth_rate,
+           num_init_features=2 * growth_rate if bottleneck else 16, bottleneck=bottleneck,
+           compression=0.5 if bottleneck else 1.0, stem='cifar', init_mode='fan_out')(DenseNet)
+
+
+_register_cifar('densenet_bc_100_k12', 100, 12, bottleneck=True)
+_register_cifar('densenet_bc_250_k24', 250, 24, bottleneck=True)
+_register_cifar('densenet_bc_190_k40', 190, 40, bottleneck=True)
+_register_cifar('densenet40_k12', 40, 12, bottleneck=False)

@@ -1,0 +1,113 @@
+"""Every family config, with every argument, trains its model the way main.py does.
+
+The default run checks each (config, argument) down to the model's forward pass with
+`jax.eval_shape` (no compute), and trains a few cheap ones for two steps; `pytest -m slow`
+trains every one of them for two steps and evaluates it, on mock or offline data.
+"""
+
+import functools
+import importlib
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from absl import flags
+from ml_collections import config_flags
+
+import input_pipeline
+import models
+from conftest import REPO
+from configs import recipes
+from train_lib import train
+
+
+def _family_configs():
+  names = sorted(n[:-3] for n in os.listdir(os.path.join(REPO, 'configs')) if n.endswith('.py'))
+  modules = [importlib.import_module(f'configs.{n}') for n in names]
+  return [m for m in modules if hasattr(m, 'VARIANTS')]
+
+
+CASES = [(m.__name__.split('.')[-1], arg)
+         for m in _family_configs() for arg in recipes.all_args(m.VARIANTS, m.DATASETS)]
+CHEAP = {('lenet5_mnist', 'lenet5_1998'), ('alexnet_imagenet', 'alexnet'),
+         ('nin_cifar10', 'nin_cifar10')}  # one per kind of data: offline, ImageNet, CIFAR
+
+
+def _load(config_name, arg, *overrides):
+  """The config as main.py sees it: the file, its argument and command-line overrides."""
+  argv = ['main.py', f'--config={os.path.join(REPO, "configs", config_name + ".py")}:{arg}',
+          *overrides]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', flag_values=values, lock_config=True, sys_argv=argv)
+  values(argv)
+  return values.config
+
+
+def _smoke_config(config_name, arg, data_dir):
+  """Two steps at batch 2 and one small eval, on the offline digits' first images or mock data."""
+  overrides = ['--config.total_steps=2', '--config.batch_size=2', '--config.eval_batch_size=2',
+               '--config.log_every_steps=1', '--config.dataset.shuffle_buffer=8']
+  config = _load(config_name, arg, *overrides)
+  if config.dataset.name == 'offline_digits':
+    config.dataset.data_dir = data_dir
+    config.dataset.train_split, config.dataset.eval_split = 'train[:8]', 'test[:4]'
+  return config
+
+
+@functools.lru_cache(maxsize=None)
+def _pipeline_shape(dataset, train_preprocess, eval_preprocess, data_dir):
+  """(train image shape, eval image shape, classes) that the config's input pipeline yields."""
+  spec = _load('default', '').dataset
+  spec.unlock()
+  spec.update(name=dataset, train_preprocess=train_preprocess, eval_preprocess=eval_preprocess,
+              data_dir=data_dir if dataset == 'offline_digits' else '')
+  with tfds.testing.mock_data(num_examples=4):
+    data = input_pipeline.InputPipeline(spec, global_batch_size=2, eval_batch_size=2, seed=0)
+    train_shape = next(data.train_batches(0))['image'].shape[1:]
+    eval_shape = next(iter(data.eval_batches()))['image'].shape[1:]
+  return train_shape, eval_shape, data.num_classes
+
+
+def test_every_registered_model_is_reachable_from_a_config():
+  reachable = {_load(name, arg).model.name for name, arg in CASES}
+  assert reachable == set(models.list_models())
+
+
+@pytest.mark.parametrize('config_name, arg', CASES, ids=[f'{n}:{a}' for n, a in CASES])
+def test_config_model_takes_its_input_and_gives_one_logit_per_class(config_name, arg, data_dir):
+  config = _load(config_name, arg)
+  d = config.dataset
+  train_shape, eval_shape, classes = _pipeline_shape(d.name, d.train_preprocess,
+                                                     d.eval_preprocess, data_dir)
+  assert train_shape == eval_shape, 'training and evaluation must feed the same image size'
+  model = train.make_model(config, classes)
+  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
+  logits, _ = jax.eval_shape(functools.partial(model.init_with_output, train=True), rngs,
+                             jnp.zeros((2, *train_shape)))
+  assert logits.shape == (2, classes) and logits.dtype == jnp.float32
+
+
+def _train_two_steps(config_name, arg, data_dir, workdir):
+  config = _smoke_config(config_name, arg, data_dir)
+  try:
+    with tfds.testing.mock_data(num_examples=4):
+      results = train.train_and_evaluate(config, str(workdir))
+  finally:
+    shutil.rmtree(workdir, ignore_errors=True)  # full-size checkpoints are large
+  assert results['step'] == 2 and results['eval_count'] == 4
+  assert np.isfinite(results['train_loss']) and np.isfinite(results['eval_loss'])
+
+
+@pytest.mark.parametrize('config_name, arg', sorted(CHEAP), ids=[f'{n}:{a}' for n, a in sorted(CHEAP)])
+def test_cheap_configs_train_two_steps(config_name, arg, data_dir, tmp_path):
+  _train_two_steps(config_name, arg, data_dir, tmp_path / 'run')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('config_name, arg', CASES, ids=[f'{n}:{a}' for n, a in CASES])
+def test_every_config_trains_two_steps(config_name, arg, data_dir, tmp_path):
+  _train_two_steps(config_name, arg, data_dir, tmp_path / 'run')
