@@ -1,20 +1,13 @@
 """AlexNet: the paper's two-tower net (Krizhevsky et al. 2012) and torchvision's one-tower form."""
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from models import layers
 from models.registry import register
-
-
-def torch_bias_init(fan_in: int) -> Callable[..., jax.Array]:
-  """PyTorch's default bias: uniform in ±1/sqrt(fan_in)."""
-  bound = 1.0 / np.sqrt(fan_in)
-  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 def check_input_size(x: jax.Array, minimum: int, name: str) -> None:
@@ -23,9 +16,6 @@ def check_input_size(x: jax.Array, minimum: int, name: str) -> None:
     raise ValueError(f'{name} needs inputs of at least {minimum}×{minimum} pixels; got '
                      f'{x.shape[1]}×{x.shape[2]}.')
 
-
-# PyTorch's default weight init (kaiming_uniform with a=sqrt(5)): uniform in ±1/sqrt(fan_in).
-torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
 
 
 @register('alexnet_paper')
@@ -100,11 +90,11 @@ class AlexNet(nn.Module):
     def conv(i: int, kernel: int, stride: int, padding: int) -> nn.Conv:
       fan_in = kernel * kernel * (x.shape[-1] if i == 0 else self.features[i - 1])
       return nn.Conv(self.features[i], (kernel, kernel), stride, padding=padding,
-                     kernel_init=torch_kernel_init, bias_init=torch_bias_init(fan_in),
+                     kernel_init=layers.torch_default_kernel, bias_init=layers.torch_default_bias(fan_in),
                      dtype=self.dtype, name=f'conv{i + 1}')
 
     def dense(features: int, fan_in: int, name: str) -> nn.Dense:
-      return nn.Dense(features, kernel_init=torch_kernel_init, bias_init=torch_bias_init(fan_in),
+      return nn.Dense(features, kernel_init=layers.torch_default_kernel, bias_init=layers.torch_default_bias(fan_in),
                       dtype=self.dtype, name=name)
 
     x = x.astype(self.dtype)

@@ -158,7 +158,7 @@ class DenseNet(nn.Module):
     x = nn.relu(layers.batch_norm(train, self.dtype, name=f'norm{num_blocks + 1}')(x))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, dtype=self.dtype,
-                 kernel_init=nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'),
+                 kernel_init=layers.torch_default_kernel,
                  bias_init=nn.initializers.zeros, name='classifier')(x)
     return x.astype(jnp.float32)
 

@@ -1,7 +1,7 @@
 """GoogLeNet / Inception v1 (Szegedy et al. 2015): torchvision's layout and the paper's."""
 
 import functools
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -28,12 +28,6 @@ STYLES = ('torchvision', 'paper')
 # absolute (±200 σ), so this is a plain normal. Caffe's "xavier" filler is U(±sqrt(3 / fan_in)).
 _TORCHVISION_KERNEL = nn.initializers.normal(0.01)
 _CAFFE_XAVIER = nn.initializers.variance_scaling(1.0, 'fan_in', 'uniform')
-
-
-def _torch_linear_bias(fan_in: int) -> Callable[..., jax.Array]:
-  """PyTorch's default nn.Linear bias, U(±1/sqrt(fan_in)); torchvision's GoogLeNet keeps it."""
-  bound = fan_in ** -0.5
-  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 class BasicConv(nn.Module):
@@ -110,11 +104,11 @@ class InceptionAux(nn.Module):
     x = BasicConv(128, 1, style=self.style, dtype=self.dtype, name='conv')(x, train)
     x = x.reshape(x.shape[0], -1)
     kernel_init = _CAFFE_XAVIER if paper else _TORCHVISION_KERNEL
-    fc1_bias = nn.initializers.constant(0.2) if paper else _torch_linear_bias(x.shape[-1])
+    fc1_bias = nn.initializers.constant(0.2) if paper else layers.torch_default_bias(x.shape[-1])
     x = nn.relu(nn.Dense(1024, kernel_init=kernel_init, bias_init=fc1_bias, dtype=self.dtype,
                          name='fc1')(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    fc2_bias = nn.initializers.zeros if paper else _torch_linear_bias(1024)
+    fc2_bias = nn.initializers.zeros if paper else layers.torch_default_bias(1024)
     logits = nn.Dense(self.num_classes, kernel_init=kernel_init, bias_init=fc2_bias,
                       dtype=self.dtype, name='fc2')(x).astype(jnp.float32)
     self.sow('intermediates', 'aux_logits', logits)
@@ -180,7 +174,7 @@ class GoogLeNet(nn.Module):
     x = jnp.mean(x, axis=(1, 2))  # 7×7 average pool at 224 px
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     kernel_init = _CAFFE_XAVIER if paper else _TORCHVISION_KERNEL
-    bias_init = nn.initializers.zeros if paper else _torch_linear_bias(x.shape[-1])
+    bias_init = nn.initializers.zeros if paper else layers.torch_default_bias(x.shape[-1])
     x = nn.Dense(self.num_classes, kernel_init=kernel_init, bias_init=bias_init,
                  dtype=self.dtype, name='fc')(x)
     return x.astype(jnp.float32)

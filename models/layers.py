@@ -20,6 +20,14 @@ Padding = Union[str, int, Sequence[tuple[int, int]]]
 
 # He et al. 2015 normal init over fan_out: torchvision's kaiming_normal_(mode='fan_out') for convs.
 he_fan_out = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+# PyTorch's default conv/linear weight init (kaiming_uniform, a=sqrt(5)): U(±1/sqrt(fan_in)).
+torch_default_kernel = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+
+
+def torch_default_bias(fan_in: int) -> Callable[..., jax.Array]:
+  """PyTorch's default bias init, U(±1/sqrt(fan_in)): flax initialisers do not see fan_in."""
+  bound = 1.0 / np.sqrt(fan_in)
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:

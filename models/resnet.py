@@ -22,7 +22,7 @@ ModuleFactory = Callable[..., nn.Module]
 # He et al. 2015 init on fan_out (torchvision's kaiming_normal_(mode='fan_out'), fb.resnet.torch).
 conv_init = layers.he_fan_out
 # PyTorch's nn.Linear weight init, U(±1/sqrt(fan_in)); the bias starts at zero (fb.resnet.torch).
-dense_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+dense_init = layers.torch_default_kernel
 
 
 def conv(features: int, kernel: int, strides: int, dtype: Any, name: str,
