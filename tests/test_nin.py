@@ -7,21 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import model_testing
 import models
 from train_lib.state import num_params
 
 
 def _shapes(name, size, num_classes):
-  """Parameter shapes and per-layer output shapes, without computing anything."""
-  model = models.create_model(name, num_classes=num_classes)
-  x = jnp.zeros((2, size, size, 3))
-  variables = jax.eval_shape(model.init, jax.random.key(0), x)
-  _, state = jax.eval_shape(
-      functools.partial(model.apply, capture_intermediates=True, mutable=['intermediates']),
-      variables, x)
-  outputs = {k: v['__call__'][0].shape for k, v in state['intermediates'].items()
-             if k != '__call__'}
-  return variables, outputs
+  return model_testing.shapes(name, size, batch=2, num_classes=num_classes)
 
 
 def test_imagenet_nin_parameter_count():

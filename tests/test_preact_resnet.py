@@ -4,7 +4,6 @@ Full-size models are only traced (jax.eval_shape); compute runs on single units 
 reduced-depth network.
 """
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -13,26 +12,10 @@ import pytest
 
 import models
 from models import preact_resnet
-from train_lib.state import num_params
+from model_testing import FAST_KEY, abstract, fast_jit
+from model_testing import count as param_count
 
-# Compute tests compile small graphs that run once: LLVM -O0 and the rbg PRNG keep XLA's CPU
-# compile time down (see test_resnet.py).
-_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
-KEY = jax.random.key(0, impl='rbg')
 EPS = 1e-5  # layers.batch_norm's epsilon
-
-
-@functools.lru_cache(maxsize=None)
-def _abstract(name, size, **kwargs):
-  """Shapes of params and of every submodule's output ('intermediates'), without compute."""
-  model = models.create_model(name, **{'num_classes': 1000, **kwargs})
-  return jax.eval_shape(
-      functools.partial(model.init, capture_intermediates=True), jax.random.key(0),
-      jnp.zeros((1, size, size, 3)))
-
-
-def _count(name, size, **kwargs):
-  return num_params(_abstract(name, size, **kwargs)['params'])
 
 
 def _out(tree, *path):
@@ -64,14 +47,14 @@ def test_imagenet_parameter_counts_are_the_plain_counts_with_batch_norms_moved(n
               'preact_resnet50': 25_549_352, 'preact_resnet101': 44_541_480,
               'preact_resnet152': 60_185_128}[name]
   assert plain + delta == expected
-  assert _count(name, 224) == expected
+  assert param_count(name, 224) == expected
 
 
 def test_cifar_parameter_counts_round_to_the_papers_1_7_million():
   # ResNet-110 (basic units, 16-32-64): the plain option-A ResNet-110 (1,727,962) plus two
   # bias-free 1×1 projections 16·32 + 32·64 = 2,560. Its BN channels are unchanged: BN(in)
   # instead of BN(out) at the two stage starts (−16 −32), no stem BN (−16), final BN(64) (+64).
-  assert _count('preact_resnet110', 32, num_classes=10) == 1_727_962 + 2_560 == 1_730_522
+  assert param_count('preact_resnet110', 32, num_classes=10) == 1_727_962 + 2_560 == 1_730_522
   # ResNet-164 (bottleneck units, n = 18): stem 3·9·16; per stage s with inner width w and
   # input width c_in: the first unit BN(c_in) + c_in·w + BN(w) + 9w² + BN(w) + 4w² +
   # projection c_in·4w; the other 17 with c_in = 4w; final BN(256); fc 256·10 + 10.
@@ -80,13 +63,13 @@ def test_cifar_parameter_counts_round_to_the_papers_1_7_million():
     return unit(c_in) + c_in * 4 * w + 17 * unit(4 * w)
   expected = 3 * 9 * 16 + stage(16, 16) + stage(32, 64) + stage(64, 128) + 2 * 256 + 2_570
   assert expected == 1_703_258
-  assert _count('preact_resnet164', 32, num_classes=10) == expected
+  assert param_count('preact_resnet164', 32, num_classes=10) == expected
   assert round(1_730_522 / 1e6, 1) == round(1_703_258 / 1e6, 1) == 1.7  # the paper's "1.7M"
 
 
 def test_imagenet_layout_bare_stem_preactivated_units_and_final_batch_norm():
-  abstract = _abstract('preact_resnet50', 224)
-  params, inter = abstract['params'], abstract['intermediates']
+  shapes = abstract('preact_resnet50', 224)
+  params, inter = shapes['params'], shapes['intermediates']
   blocks = {f'layer{s}_{i}' for s, n in enumerate((3, 4, 6, 3), start=1) for i in range(n)}
   assert set(params) == {'conv1', 'final_bn', 'fc'} | blocks  # no BN after the stem conv
   assert params['final_bn']['scale'].shape == (2048,)
@@ -100,31 +83,31 @@ def test_imagenet_layout_bare_stem_preactivated_units_and_final_batch_norm():
   # Stride on the 3×3 (timm): conv1 keeps 56×56, conv2 halves it.
   assert _out(inter, 'layer2_0', 'conv1').shape == (1, 56, 56, 128)
   assert _out(inter, 'layer2_0', 'conv2').shape == (1, 28, 28, 128)
-  basic = _abstract('preact_resnet18', 224)['params']
+  basic = abstract('preact_resnet18', 224)['params']
   assert set(basic['layer1_0']) == {'bn1', 'conv1', 'bn2', 'conv2'}  # 64 → 64: identity
   assert basic['layer2_0']['bn1']['scale'].shape == (64,)
 
 
 def test_cifar_layout_widths_and_stride_on_the_first_1x1():
-  abstract = _abstract('preact_resnet164', 32, num_classes=10)
-  params, inter = abstract['params'], abstract['intermediates']
+  shapes = abstract('preact_resnet164', 32, num_classes=10)
+  params, inter = shapes['params'], shapes['intermediates']
   for stage, (size, width) in enumerate([(32, 64), (16, 128), (8, 256)], start=1):
     assert _out(inter, f'layer{stage}_17').shape == (1, size, size, width)
   assert 'layer3_18' not in params
   # The authors' code strides the first 1×1 of a unit.
   assert _out(inter, 'layer2_0', 'conv1').shape == (1, 16, 16, 32)
   assert params['layer1_0']['downsample_conv']['kernel'].shape == (1, 1, 16, 64)
-  inter = _abstract('preact_resnet110', 32, num_classes=10)['intermediates']
+  inter = abstract('preact_resnet110', 32, num_classes=10)['intermediates']
   for stage, (size, width) in enumerate([(32, 16), (16, 32), (8, 64)], start=1):
     assert _out(inter, f'layer{stage}_17').shape == (1, size, size, width)
   with pytest.raises(ValueError, match='9n \\+ 2'):
-    _abstract('preact_resnet164', 32, depth=100)
+    abstract('preact_resnet164', 32, depth=100)
 
 
 def _units_with_closed_branch(block, x):
   """Initialises `block` on `x` and zeroes the branch's last conv; returns the eval output."""
 
-  @_jit
+  @fast_jit
   def run(key, x):
     variables = block.init(key, x)
     last = 'conv3' if 'conv3' in variables['params'] else 'conv2'
@@ -132,7 +115,7 @@ def _units_with_closed_branch(block, x):
         variables['params'][last]['kernel'])}}
     return {**variables, 'params': params}, block.apply({**variables, 'params': params}, x)
 
-  return run(KEY, x)
+  return run(FAST_KEY, x)
 
 
 @pytest.mark.parametrize('kind', ['basic', 'bottleneck'])
@@ -156,13 +139,13 @@ def test_batch_norm_uses_batch_statistics_in_training_only():
   model = models.create_model('preact_resnet110', num_classes=10, depth=8)  # n = 1
   x = 2.0 + _normal(4, 8, 8, 3)
 
-  @_jit
+  @fast_jit
   def run(key, x):
     eval_out, variables = model.init_with_output(key, x)
     train_out, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
     return eval_out, train_out, variables, updates
 
-  eval_out, train_out, variables, updates = run(KEY, x)
+  eval_out, train_out, variables, updates = run(FAST_KEY, x)
   assert eval_out.dtype == train_out.dtype == jnp.float32
   assert train_out.shape == eval_out.shape == (4, 10)
   assert not np.allclose(train_out, eval_out, atol=1e-3)

@@ -14,25 +14,8 @@ import pytest
 import models
 from models import resnet
 from train_lib.state import num_params
-
-
-# Compute tests compile small graphs that run once: LLVM -O0 and the rbg PRNG (whose init
-# graphs compile several times faster than threefry's) keep XLA's CPU compile time down.
-_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
-KEY = jax.random.key(0, impl='rbg')
-
-
-@functools.lru_cache(maxsize=None)
-def _abstract(name, size, **kwargs):
-  """Shapes of params and of every submodule's output ('intermediates'), without compute."""
-  model = models.create_model(name, **{'num_classes': 1000, **kwargs})
-  return jax.eval_shape(
-      functools.partial(model.init, capture_intermediates=True), jax.random.key(0),
-      jnp.zeros((1, size, size, 3)))
-
-
-def _count(name, size, **kwargs):
-  return num_params(_abstract(name, size, **kwargs)['params'])
+from model_testing import FAST_KEY, abstract, fast_jit
+from model_testing import count as param_count
 
 
 def _normal(*shape):
@@ -55,24 +38,24 @@ def _out(tree, *path):
     ('resnet18', 11_689_512), ('resnet34', 21_797_672), ('resnet50', 25_557_032),
     ('resnet101', 44_549_160), ('resnet152', 60_192_808)])
 def test_imagenet_parameter_counts_match_torchvision(name, count):
-  assert _count(name, 224) == count
+  assert param_count(name, 224) == count
 
 
 def test_only_the_head_depends_on_the_number_of_classes():
-  assert _count('resnet18', 224, num_classes=10) == 11_181_642  # REFERENCE.md
+  assert param_count('resnet18', 224, num_classes=10) == 11_181_642  # REFERENCE.md
   assert 11_689_512 - 11_181_642 == 990 * (512 + 1)
 
 
 def test_groups_and_width_per_group_give_torchvisions_resnext_and_wide_resnet():
   # REFERENCE.md: resnext50_32x4d and wide_resnet50_2, torchvision's settings of these fields.
-  assert _count('resnet50', 224, groups=32, width_per_group=4) == 25_028_904
-  assert _count('resnet50', 224, width_per_group=128) == 68_883_240
-  params = _abstract('resnet50', 224, groups=32, width_per_group=4)['params']
+  assert param_count('resnet50', 224, groups=32, width_per_group=4) == 25_028_904
+  assert param_count('resnet50', 224, width_per_group=128) == 68_883_240
+  params = abstract('resnet50', 224, groups=32, width_per_group=4)['params']
   # Inner width int(64 · 4/64) · 32 = 128; the grouped 3×3 sees 128/32 = 4 input channels.
   assert params['layer1_0']['conv2']['kernel'].shape == (3, 3, 4, 128)
   assert params['layer1_0']['conv3']['kernel'].shape == (1, 1, 128, 256)
   with pytest.raises(ValueError, match='BasicBlock only supports groups=1'):
-    _abstract('resnet18', 64, groups=2)
+    abstract('resnet18', 64, groups=2)
 
 
 # Option A, 10 classes: resnet20 REFERENCE.md; the others akamaster/pytorch_resnet_cifar10.
@@ -81,7 +64,7 @@ def test_groups_and_width_per_group_give_torchvisions_resnext_and_wide_resnet():
     ('resnet20', 269_722, 0.27, 2), ('resnet32', 464_154, 0.46, 2), ('resnet44', 658_586, 0.66, 2),
     ('resnet56', 853_018, 0.85, 2), ('resnet110', 1_727_962, 1.7, 1)])
 def test_cifar_parameter_counts_match_the_paper(name, count, paper_millions, digits):
-  assert _count(name, 32, num_classes=10) == count
+  assert param_count(name, 32, num_classes=10) == count
   assert round(count / 1e6, digits) == paper_millions
   # Option B adds a 1×1 conv + BN where the width doubles: 16→32 and 32→64.
 
@@ -90,13 +73,13 @@ def test_cifar_parameter_counts_match_the_paper(name, count, paper_millions, dig
 @pytest.mark.parametrize('name,count', [('resnet20', 269_722), ('resnet110', 1_727_962)])
 def test_cifar_option_b_adds_projections_where_the_width_doubles(name, count):
   # A 1×1 conv + BN at 16→32 and at 32→64: 2,752 parameters, whatever the depth.
-  assert _count(name, 32, num_classes=10, shortcut='B') == count + (16 * 32 + 2 * 32) + (
+  assert param_count(name, 32, num_classes=10, shortcut='B') == count + (16 * 32 + 2 * 32) + (
       32 * 64 + 2 * 64)
 
 
 def test_resnet50_stage_outputs_and_projection_shortcuts():
-  inter = _abstract('resnet50', 224)['intermediates']
-  params = _abstract('resnet50', 224)['params']
+  inter = abstract('resnet50', 224)['intermediates']
+  params = abstract('resnet50', 224)['params']
   assert _out(inter, 'conv1').shape == (1, 112, 112, 64)
   for stage, (size, blocks) in enumerate([(56, 3), (28, 4), (14, 6), (7, 3)], start=1):
     for index in range(blocks):
@@ -109,8 +92,8 @@ def test_resnet50_stage_outputs_and_projection_shortcuts():
 
 
 def test_resnet18_uses_basic_blocks_and_keeps_the_width_in_stage_one():
-  inter = _abstract('resnet18', 224)['intermediates']
-  params = _abstract('resnet18', 224)['params']
+  inter = abstract('resnet18', 224)['intermediates']
+  params = abstract('resnet18', 224)['params']
   for stage, size in enumerate([56, 28, 14, 7], start=1):
     assert _out(inter, f'layer{stage}_1').shape == (1, size, size, 64 * 2**(stage - 1))
   assert set(params['layer1_0']) == {'conv1', 'bn1', 'conv2', 'bn2'}  # 64 → 64: identity
@@ -122,13 +105,13 @@ def test_resnet18_uses_basic_blocks_and_keeps_the_width_in_stage_one():
 @pytest.mark.parametrize('stride_on_3x3,conv1_size,conv2_size', [(True, 56, 28), (False, 28, 28)])
 def test_stride_sits_on_the_3x3_in_v1_5_and_on_the_first_1x1_in_the_paper(
     stride_on_3x3, conv1_size, conv2_size):
-  abstract = _abstract('resnet50', 224, stage_sizes=(1, 1, 1, 1), stride_on_3x3=stride_on_3x3)
-  block = abstract['intermediates']['layer2_0']
+  shapes = abstract('resnet50', 224, stage_sizes=(1, 1, 1, 1), stride_on_3x3=stride_on_3x3)
+  block = shapes['intermediates']['layer2_0']
   assert _out(block, 'conv1').shape == (1, conv1_size, conv1_size, 128)
   assert _out(block, 'conv2').shape == (1, conv2_size, conv2_size, 128)
   assert _out(block, 'downsample_conv').shape == (1, 28, 28, 512)
   # Same weights either way: the stride moves, the kernels do not.
-  kernels = abstract['params']['layer2_0']
+  kernels = shapes['params']['layer2_0']
   assert (kernels['conv1']['kernel'].shape, kernels['conv2']['kernel'].shape) == (
       (1, 1, 256, 128), (3, 3, 128, 128))
 
@@ -139,7 +122,7 @@ def test_half_precision_keeps_float32_parameters_and_logits():
   variables = jax.eval_shape(model.init, jax.random.key(0), x)
   assert {p.dtype for p in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
   assert jax.eval_shape(model.apply, variables, x).dtype == jnp.float32
-  inter = _abstract('resnet20', 32, num_classes=10, dtype=jnp.bfloat16)['intermediates']
+  inter = abstract('resnet20', 32, num_classes=10, dtype=jnp.bfloat16)['intermediates']
   assert _out(inter, 'layer2_0', 'conv1').dtype == jnp.bfloat16
 
 
@@ -160,9 +143,9 @@ def test_option_a_shortcut_subsamples_and_zero_pads_without_parameters():
 
 def test_bad_depth_and_block_names_are_refused():
   with pytest.raises(ValueError, match='6n \\+ 2'):
-    _abstract('resnet20', 32, depth=21)
+    abstract('resnet20', 32, depth=21)
   with pytest.raises(ValueError, match="Unknown block 'bottle'"):
-    _abstract('resnet50', 64, block='bottle')
+    abstract('resnet50', 64, block='bottle')
 
 
 def _check_blocks_output_relu_of_shortcut(inter, block_input, shortcut_fn, num_blocks):
@@ -183,14 +166,14 @@ def test_zero_init_residual_makes_every_bottleneck_output_relu_of_its_shortcut()
                               zero_init_residual=True)
   x = _normal(2, 16, 16, 3)
 
-  @_jit
+  @fast_jit
   def run(key, x):
     _, variables = model.init_with_output(key, x, capture_intermediates=True)
     # The first block's input: max pool of relu(bn1(conv1)), from the recorded BN output.
     bn1 = _out(variables['intermediates'], 'bn1')
     return variables, nn.max_pool(nn.relu(bn1), (3, 3), (2, 2), ((1, 1), (1, 1)))
 
-  variables, stem = run(KEY, x)  # init runs in eval mode: BN uses its initial mean 0, var 1
+  variables, stem = run(FAST_KEY, x)  # init runs in eval mode: BN uses its initial mean 0, var 1
   params, inter = variables['params'], variables['intermediates']
   assert not np.any(params['layer1_1']['bn3']['scale'])  # zeroed: the branch's last BN
   assert np.all(params['layer1_1']['bn2']['scale'] == 1)
@@ -206,7 +189,7 @@ def test_option_a_network_with_zero_init_and_batch_norm_in_training_and_eval():
   model = models.create_model('resnet20', num_classes=10, depth=8, zero_init_residual=True)
   x = 2.0 + _normal(4, 16, 16, 3)
 
-  @_jit
+  @fast_jit
   def run(key, x):
     eval_out, variables = model.init_with_output(key, x, capture_intermediates=True)
     variables = dict(variables)
@@ -214,7 +197,7 @@ def test_option_a_network_with_zero_init_and_batch_norm_in_training_and_eval():
     train_out, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
     return eval_out, train_out, variables, inter, updates
 
-  eval_out, train_out, variables, inter, updates = run(KEY, x)
+  eval_out, train_out, variables, inter, updates = run(FAST_KEY, x)
 
   def shortcut(block, block_input, features):
     assert 'downsample_conv' not in block  # option A: no parameters anywhere
@@ -243,10 +226,10 @@ def test_block_hook_acts_on_the_residual_branch_before_the_addition():
   hook = functools.partial(_Gate, name='se')
   x = _normal(2, 8, 8, 64)
   block = resnet.BottleneckBlock(16, block_hook=hook)
-  out, variables = _jit(block.init_with_output)(KEY, x)
+  out, variables = fast_jit(block.init_with_output)(FAST_KEY, x)
   assert variables['params']['se']['gate'].shape == (64,)
   # The gate closes the branch, leaving relu(identity shortcut).
   np.testing.assert_allclose(out, _relu(x), atol=1e-6)
-  params = _abstract('resnet18', 64, stage_sizes=(1, 1, 1, 1), block_hook=hook)['params']
+  params = abstract('resnet18', 64, stage_sizes=(1, 1, 1, 1), block_hook=hook)['params']
   assert all(params[f'layer{s}_0']['se']['gate'].shape == (64 * 2**(s - 1),)
              for s in range(1, 5))

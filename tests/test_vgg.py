@@ -9,6 +9,7 @@ import optax
 import pytest
 
 import models
+from model_testing import shapes
 from configs import default
 from train_lib import losses, optim, state as state_lib, steps
 from train_lib.state import num_params
@@ -17,31 +18,18 @@ from train_lib.state import num_params
 SMALL = dict(num_classes=10, widths=(8, 16, 32, 32, 32), hidden_width=32)
 
 
-def _shapes(name, size, **kwargs):
-  """Parameter shapes and per-layer output shapes, without computing anything."""
-  model = models.create_model(name, **{'num_classes': 1000, **kwargs})
-  x = jnp.zeros((1, size, size, 3))
-  variables = jax.eval_shape(model.init, jax.random.key(0), x)
-  _, state = jax.eval_shape(
-      functools.partial(model.apply, capture_intermediates=True, mutable=['intermediates']),
-      variables, x)
-  outputs = {k: v['__call__'][0].shape for k, v in state['intermediates'].items()
-             if k != '__call__'}
-  return variables, outputs
-
-
 # torchvision's model cards, 1000 classes (vgg16 / vgg16_bn also in REFERENCE.md).
 @pytest.mark.parametrize('name, count', [
     ('vgg11', 132_863_336), ('vgg11_bn', 132_868_840), ('vgg13', 133_047_848),
     ('vgg13_bn', 133_053_736), ('vgg16', 138_357_544), ('vgg16_bn', 138_365_992),
     ('vgg19', 143_667_240), ('vgg19_bn', 143_678_248)])
 def test_parameter_counts_match_torchvision(name, count):
-  variables, _ = _shapes(name, 224)
+  variables, _ = shapes(name, 224)
   assert num_params(variables['params']) == count
 
 
 def test_vgg16_layout_at_224():
-  variables, outputs = _shapes('vgg16', 224)
+  variables, outputs = shapes('vgg16', 224)
   # Configuration D: 2-2-3-3-3 convs, each stage halving the map after its last conv.
   convs = sorted(k for k in outputs if k.startswith('conv'))
   assert convs == ['conv1_1', 'conv1_2', 'conv2_1', 'conv2_2', 'conv3_1', 'conv3_2', 'conv3_3',
@@ -56,8 +44,8 @@ def test_vgg16_layout_at_224():
 
 
 def test_bn_variant_adds_bn_after_every_conv_and_keeps_conv_biases():
-  plain, _ = _shapes('vgg11', 224)
-  bn, _ = _shapes('vgg11_bn', 224)
+  plain, _ = shapes('vgg11', 224)
+  bn, _ = shapes('vgg11_bn', 224)
   convs = [k for k in plain['params'] if k.startswith('conv')]
   assert len(convs) == 8  # configuration A
   for conv in convs:
