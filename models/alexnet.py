@@ -90,12 +90,13 @@ class AlexNet(nn.Module):
     def conv(i: int, kernel: int, stride: int, padding: int) -> nn.Conv:
       fan_in = kernel * kernel * (x.shape[-1] if i == 0 else self.features[i - 1])
       return nn.Conv(self.features[i], (kernel, kernel), stride, padding=padding,
-                     kernel_init=layers.torch_default_kernel, bias_init=layers.torch_default_bias(fan_in),
-                     dtype=self.dtype, name=f'conv{i + 1}')
+                     kernel_init=layers.torch_default_kernel,
+                     bias_init=layers.torch_default_bias(fan_in), dtype=self.dtype,
+                     name=f'conv{i + 1}')
 
     def dense(features: int, fan_in: int, name: str) -> nn.Dense:
-      return nn.Dense(features, kernel_init=layers.torch_default_kernel, bias_init=layers.torch_default_bias(fan_in),
-                      dtype=self.dtype, name=name)
+      return nn.Dense(features, kernel_init=layers.torch_default_kernel,
+                      bias_init=layers.torch_default_bias(fan_in), dtype=self.dtype, name=name)
 
     x = x.astype(self.dtype)
     x = layers.pool(nn.relu(conv(0, 11, 4, 2)(x)), 'max', 3, 2)

@@ -47,8 +47,7 @@ class BasicConv(nn.Module):
                 use_bias=paper, kernel_init=_CAFFE_XAVIER if paper else _TORCHVISION_KERNEL,
                 bias_init=nn.initializers.constant(0.2), dtype=self.dtype, name='conv')(x)
     if not paper:
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3,
-                       dtype=self.dtype, name='bn')(x)
+      x = layers.batch_norm(train, self.dtype, epsilon=1e-3, name='bn')(x)
     return nn.relu(x)
 
 

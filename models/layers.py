@@ -148,7 +148,8 @@ class ConvBN(nn.Module):
     return activation(self.act)(x)
 
 
-def batch_norm(train: bool, dtype: Any = jnp.float32, **kwargs: Any) -> nn.BatchNorm:
-  """BatchNorm with PyTorch's constants (momentum 0.1 there = 0.9 here, eps 1e-5)."""
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+def batch_norm(train: bool, dtype: Any = jnp.float32, epsilon: float = 1e-5,
+               **kwargs: Any) -> nn.BatchNorm:
+  """BatchNorm with PyTorch's constants (momentum 0.1 there = 0.9 here, eps 1e-5 by default)."""
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon, dtype=dtype,
                       **kwargs)

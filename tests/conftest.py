@@ -43,6 +43,17 @@ def small_config(data_dir):
   return config
 
 
+def load_config(*args: str):
+  """The config as main.py's flags give it: `--config=path[:arg]` and `--config.x=y` overrides."""
+  from absl import flags
+  from ml_collections import config_flags
+  argv = ['main.py', *args]
+  values = flags.FlagValues()  # override flags are declared from argv, as main.py's are
+  config_flags.DEFINE_config_file('config', flag_values=values, lock_config=True, sys_argv=argv)
+  values(argv)
+  return values.config
+
+
 def run_main(*args: str, devices: int = 1, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
   """Runs `python main.py ARGS` on `devices` fake CPU devices and returns the finished process."""
   env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',

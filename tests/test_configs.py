@@ -3,34 +3,24 @@
 import os
 
 import pytest
-from absl import flags
-from ml_collections import config_flags
 
-from conftest import REPO
-
-
-def _parse(*args):
-  argv = ['main.py', *args]
-  values = flags.FlagValues()  # override flags are declared from argv, as main.py's are
-  config_flags.DEFINE_config_file('config', flag_values=values, lock_config=True, sys_argv=argv)
-  values(argv)
-  return values.config
+from conftest import REPO, load_config
 
 
 def test_argument_and_overrides_reach_the_config():
   path = os.path.join(REPO, 'configs', 'lenet5_mnist.py')
-  config = _parse(f'--config={path}:fashion_mnist', '--config.optimizer.lr=0.01',
+  config = load_config(f'--config={path}:fashion_mnist', '--config.optimizer.lr=0.01',
                   '--config.schedule.decay_epochs=(3,6)', '--config.model.activation=sigmoid')
   assert config.dataset.name == 'fashion_mnist'
   assert "normalize('fashion_mnist')" in config.dataset.train_preprocess
   assert config.optimizer.lr == 0.01 and tuple(config.schedule.decay_epochs) == (3, 6)
   assert config.model.activation == 'sigmoid'
-  assert _parse(f'--config={path}').dataset.name == 'offline_digits'
+  assert load_config(f'--config={path}').dataset.name == 'offline_digits'
 
 
 def test_configs_are_locked_against_new_fields():
   with pytest.raises(AttributeError, match='Did you mean'):
-    _parse(f'--config={os.path.join(REPO, "configs", "lenet5_mnist.py")}', '--config.batch_sise=8')
+    load_config(f'--config={os.path.join(REPO, "configs", "lenet5_mnist.py")}', '--config.batch_sise=8')
 
 
 def _config_files():
@@ -42,8 +32,8 @@ def _config_files():
 @pytest.mark.parametrize('name', _config_files())
 def test_every_config_names_fields_the_default_knows(name):
   """Experiment configs override defaults; a misspelt field would silently do nothing."""
-  default = _parse(f'--config={os.path.join(REPO, "configs", "default.py")}')
-  config = _parse(f'--config={os.path.join(REPO, "configs", name)}')
+  default = load_config(f'--config={os.path.join(REPO, "configs", "default.py")}')
+  config = load_config(f'--config={os.path.join(REPO, "configs", name)}')
   known = set(default.to_dict()) | {'model'}
   assert set(config.to_dict()) <= known
   for section in ('dataset', 'optimizer', 'schedule'):

@@ -15,12 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from absl import flags
-from ml_collections import config_flags
 
 import input_pipeline
 import models
-from conftest import REPO
+from conftest import REPO, load_config
 from configs import recipes
 from train_lib import train
 
@@ -39,12 +37,8 @@ CHEAP = {('lenet5_mnist', 'lenet5_1998'), ('alexnet_imagenet', 'alexnet'),
 
 def _load(config_name, arg, *overrides):
   """The config as main.py sees it: the file, its argument and command-line overrides."""
-  argv = ['main.py', f'--config={os.path.join(REPO, "configs", config_name + ".py")}:{arg}',
-          *overrides]
-  values = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', flag_values=values, lock_config=True, sys_argv=argv)
-  values(argv)
-  return values.config
+  return load_config(f'--config={os.path.join(REPO, "configs", config_name + ".py")}:{arg}',
+                     *overrides)
 
 
 def _smoke_config(config_name, arg, data_dir):
