@@ -51,11 +51,13 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.optimizer.grad_clip_norm = 0.0  # > 0: clip the global gradient norm
 
   config.schedule = ml_collections.ConfigDict()
-  config.schedule.name = 'constant'  # constant | step | cosine | plateau
+  config.schedule.name = 'constant'  # constant | step | exponential | cosine | poly | plateau
   config.schedule.warmup_epochs = 0.0
   config.schedule.decay_epochs = ()  # step: multiply by decay_factor at these epochs
-  config.schedule.decay_factor = 0.1  # step and plateau
-  config.schedule.final_lr_fraction = 0.0  # cosine
+  config.schedule.decay_factor = 0.1  # step, exponential and plateau
+  config.schedule.decay_every_epochs = 0.0  # exponential: multiply by decay_factor this often
+  config.schedule.final_lr_fraction = 0.0  # cosine and poly
+  config.schedule.power = 1.0  # poly: (1 - t/T)^power, 1 = linear decay
   config.schedule.metric = 'eval_top1'  # plateau: watched after every eval ('eval_loss' too)
   config.schedule.patience = 3  # plateau: evals without improvement before a reduction
   config.schedule.min_delta = 0.0

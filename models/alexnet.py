@@ -10,13 +10,6 @@ from models import layers
 from models.registry import register
 
 
-def check_input_size(x: jax.Array, minimum: int, name: str) -> None:
-  """Refuses inputs too small to leave a 1×1 map after pool5 (they would silently give 0×0)."""
-  if min(x.shape[1:3]) < minimum:
-    raise ValueError(f'{name} needs inputs of at least {minimum}×{minimum} pixels; got '
-                     f'{x.shape[1]}×{x.shape[2]}.')
-
-
 
 @register('alexnet_paper')
 class AlexNetPaper(nn.Module):
@@ -40,7 +33,7 @@ class AlexNetPaper(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    check_input_size(x, 67, 'alexnet_paper')
+    layers.check_input_size(x, 67, 'alexnet_paper')
     weight = nn.initializers.normal(0.01)
 
     def conv(i: int, kernel: int, stride: int, padding: int, bias: float) -> nn.Conv:
@@ -85,7 +78,7 @@ class AlexNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    check_input_size(x, 63, 'alexnet')
+    layers.check_input_size(x, 63, 'alexnet')
 
     def conv(i: int, kernel: int, stride: int, padding: int) -> nn.Conv:
       fan_in = kernel * kernel * (x.shape[-1] if i == 0 else self.features[i - 1])

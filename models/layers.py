@@ -1,5 +1,6 @@
 """Building blocks shared by the model families."""
 
+import functools
 from typing import Any, Callable, Sequence, Union
 
 import flax.linen as nn
@@ -9,6 +10,7 @@ import numpy as np
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     'relu': nn.relu,
+    'relu6': nn.relu6,
     'sigmoid': nn.sigmoid,
     'tanh': jnp.tanh,
     'gelu': nn.gelu,
@@ -35,6 +37,13 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
   if name not in ACTIVATIONS:
     raise ValueError(f'Unknown activation {name!r}; choose one of {", ".join(ACTIVATIONS)}.')
   return ACTIVATIONS[name]
+
+
+def check_input_size(x: jax.Array, minimum: int, name: str) -> None:
+  """Refuses inputs too small to leave a 1×1 map at the last pooling (they would give 0×0)."""
+  if min(x.shape[1:3]) < minimum:
+    raise ValueError(f'{name} needs inputs of at least {minimum}×{minimum} pixels; got '
+                     f'{x.shape[1]}×{x.shape[2]}.')
 
 
 def _explicit_padding(padding: Union[int, Sequence[tuple[int, int]]]) -> list[tuple[int, int]]:
@@ -126,7 +135,8 @@ class ConvBN(nn.Module):
 
   `padding` follows PyTorch (an int pads both sides), so output sizes match torchvision;
   `groups` is Caffe's `group` (flax's `feature_group_count`). `scale_init=zeros` gives the
-  zero-initialised last BN of a residual branch.
+  zero-initialised last BN of a residual branch; `kernel_init` defaults to torchvision's
+  He normal over fan_out.
   """
 
   features: int
@@ -136,6 +146,7 @@ class ConvBN(nn.Module):
   groups: int = 1
   act: str = 'relu'
   scale_init: Callable[..., jax.Array] = nn.initializers.ones
+  kernel_init: Callable[..., jax.Array] = he_fan_out
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -143,7 +154,7 @@ class ConvBN(nn.Module):
     padding = self.kernel_size // 2 if self.padding is None else self.padding
     x = nn.Conv(self.features, (self.kernel_size, self.kernel_size), self.strides,
                 padding=padding, feature_group_count=self.groups, use_bias=False,
-                kernel_init=he_fan_out, dtype=self.dtype, name='conv')(x)
+                kernel_init=self.kernel_init, dtype=self.dtype, name='conv')(x)
     x = batch_norm(train, self.dtype, scale_init=self.scale_init, name='bn')(x)
     return activation(self.act)(x)
 
@@ -153,3 +164,38 @@ def batch_norm(train: bool, dtype: Any = jnp.float32, epsilon: float = 1e-5,
   """BatchNorm with PyTorch's constants (momentum 0.1 there = 0.9 here, eps 1e-5 by default)."""
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon, dtype=dtype,
                       **kwargs)
+
+
+def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
+  """ShuffleNet's channel shuffle: view channels as (groups, c/groups), transpose, flatten.
+
+  Channel g·(c/groups) + i moves to i·groups + g, so (when c/groups ≥ groups) each group of
+  the next grouped conv sees channels from every group of the previous one.
+  """
+  *lead, channels = x.shape
+  if channels % groups:
+    raise ValueError(f'channel_shuffle: {channels} channels do not split into {groups} groups.')
+  x = x.reshape(*lead, groups, channels // groups)
+  return jnp.swapaxes(x, -1, -2).reshape(*lead, channels)
+
+
+class SqueezeExcite(nn.Module):
+  """Squeeze-and-excitation (Hu et al. 2018): scale each channel by a gate computed from the
+  global average of all channels, through a bottleneck of channels / `reduction`.
+
+  fc1 → ReLU → fc2 → sigmoid, both with biases, as the paper and timm's `SEModule` (whose
+  1×1 convs timm's ResNets initialise with He normal over fan_out, the default here).
+  """
+
+  reduction: int = 16
+  kernel_init: Callable[..., jax.Array] = he_fan_out
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    channels = x.shape[-1]
+    s = jnp.mean(x, axis=(1, 2), keepdims=True)
+    dense = functools.partial(nn.Dense, kernel_init=self.kernel_init, dtype=self.dtype)
+    s = nn.relu(dense(max(1, channels // self.reduction), name='fc1')(s))
+    s = nn.sigmoid(dense(channels, name='fc2')(s))
+    return x * s

@@ -9,9 +9,9 @@ import optax
 import pytest
 
 import models
-from configs import default
 from models import googlenet
-from train_lib import losses, optim, schedules, state as state_lib, steps
+from train_lib import losses, state as state_lib, steps
+from model_testing import host_state
 
 LOSS = losses.get_loss('softmax_xent')
 BLOCKS = ('3a', '3b', '4a', '4b', '4c', '4d', '4e', '5a', '5b')
@@ -145,39 +145,13 @@ def test_paper_aux_head_initialises_as_caffe_and_trains_under_jit():
 SIZE = 64  # 4a and 4d are 4×4 at 64 px; torchvision's adaptive pool keeps them 4×4
 
 
-def _numpy_state(model, image_shape):
-  """A train state without compiling init (XLA compiles GoogLeNet slowly on a loaded CPU):
-  shapes from eval_shape, He-normal kernels from numpy, BN at its initial values, plain SGD."""
-  shapes = jax.eval_shape(functools.partial(model.init, train=True),
-                          {'params': jax.random.key(0), 'dropout': jax.random.key(0)},
-                          jnp.zeros((1, *image_shape)))
-  rng = np.random.default_rng(0)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name == 'kernel':
-      fan_in = int(np.prod(leaf.shape[:-1]))
-      return jnp.asarray(rng.normal(0, np.sqrt(2 / fan_in), leaf.shape), jnp.float32)
-    return jnp.full(leaf.shape, 1.0 if name in ('scale', 'var') else 0.0, jnp.float32)
-
-  variables = jax.tree_util.tree_map_with_path(fill, shapes)
-  optimizer = default.get_config().optimizer
-  optimizer.name = 'sgd'
-  tx = optim.create_optimizer(optimizer)
-  return state_lib.TrainState(
-      step=jnp.zeros([], jnp.int32), params=variables['params'],
-      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(variables['params']),
-      rng=jax.random.key_data(jax.random.key(0)), plateau=schedules.plateau_init(),
-      apply_fn=model.apply, tx=tx)
-
-
 @pytest.fixture(scope='module')
 def googlenet_step():
   """One jitted program (one compile) holding train_step and the model applied by hand, run
   with two dropout keys: train_step's metrics next to independently computed losses."""
   model = models.create_model('googlenet', num_classes=10)
   plain = models.create_model('googlenet', num_classes=10, aux_logits=False)
-  state = _numpy_state(model, (SIZE, SIZE, 3))
+  state = host_state(model, (SIZE, SIZE, 3))
   data = np.random.default_rng(1)
   batch = {'image': data.normal(size=(2, SIZE, SIZE, 3)).astype(np.float32),
            'label': np.array([3, 7], np.int32), 'mask': np.ones(2, bool)}

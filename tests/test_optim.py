@@ -43,6 +43,25 @@ def test_warmup_shifts_nothing_in_step_schedule_boundaries():
   np.testing.assert_allclose([lr(5), lr(29), lr(30)], [0.5, 1.0, 0.1], atol=1e-6)
 
 
+def test_exponential_schedule_multiplies_every_few_epochs():
+  # Inception v3: lr x 0.94 every 2 epochs, as a staircase.
+  lr = schedules.create_learning_rate_fn(
+      _schedule(name='exponential', decay_factor=0.94, decay_every_epochs=2.0), 0.045, 10, 100)
+  np.testing.assert_allclose([lr(0), lr(19), lr(20), lr(39), lr(40), lr(99)],
+                             [0.045, 0.045, 0.045 * 0.94, 0.045 * 0.94, 0.045 * 0.94**2,
+                              0.045 * 0.94**4], rtol=1e-6)
+  with pytest.raises(ValueError, match='decay_every_epochs'):
+    schedules.create_learning_rate_fn(_schedule(name='exponential'), 0.1, 10, 10)
+
+
+@pytest.mark.parametrize('power', [1.0, 0.5])
+def test_poly_schedule_is_caffes(power):
+  # Caffe's "poly": base_lr (1 - t/T)^power; power 1 is SqueezeNet's and ShuffleNet's linear decay.
+  lr = schedules.create_learning_rate_fn(_schedule(name='poly', power=power), 0.04, 10, 100)
+  steps = np.array([0, 25, 50, 99, 100])
+  np.testing.assert_allclose([lr(t) for t in steps], 0.04 * (1 - steps / 100)**power, atol=1e-7)
+
+
 def test_unknown_schedule_and_optimizer_are_explained():
   with pytest.raises(ValueError, match='Unknown schedule.*cosine'):
     schedules.create_learning_rate_fn(_schedule(name='cosin'), 0.1, 10, 10)

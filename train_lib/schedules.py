@@ -11,7 +11,7 @@ from flax import struct
 
 from train_lib import metrics
 
-SCHEDULES = ('constant', 'step', 'cosine', 'plateau')
+SCHEDULES = ('constant', 'step', 'exponential', 'cosine', 'poly', 'plateau')
 PLATEAU_METRICS = tuple(f'eval_{name}' for name in metrics.SUMMARY_NAMES)
 
 
@@ -20,7 +20,9 @@ def create_learning_rate_fn(config: ml_collections.ConfigDict, base_lr: float,
   """lr(step) for `config.name`, after `config.warmup_epochs` of linear warmup from 0.
 
   step: multiply by `decay_factor` at each of `decay_epochs` (0.1 → "divide by 10").
+  exponential: multiply by `decay_factor` every `decay_every_epochs` (Inception: 0.94 every 2).
   cosine: decay to `final_lr_fraction * base_lr` at `total_steps`.
+  poly: Caffe's (1 − t/T)^`power` to `final_lr_fraction * base_lr` at `total_steps` (1: linear).
   constant and plateau: flat (plateau's reductions act on top, see `plateau_update`).
   """
   warmup = int(round(config.warmup_epochs * steps_per_epoch))
@@ -33,6 +35,15 @@ def create_learning_rate_fn(config: ml_collections.ConfigDict, base_lr: float,
     boundaries = {int(round(e * steps_per_epoch)) - warmup: config.decay_factor
                   for e in config.decay_epochs}
     main = optax.piecewise_constant_schedule(base_lr, boundaries)
+  elif config.name == 'exponential':
+    if config.decay_every_epochs <= 0:
+      raise ValueError('schedule.name=exponential needs schedule.decay_every_epochs > 0.')
+    main = optax.exponential_decay(base_lr, max(int(round(config.decay_every_epochs *
+                                                          steps_per_epoch)), 1),
+                                   config.decay_factor, staircase=True)
+  elif config.name == 'poly':
+    main = optax.polynomial_schedule(base_lr, config.final_lr_fraction * base_lr, config.power,
+                                     max(total_steps - warmup, 1))
   elif config.name == 'cosine':
     main = optax.cosine_decay_schedule(base_lr, max(total_steps - warmup, 1),
                                        alpha=config.final_lr_fraction)
