@@ -41,6 +41,20 @@ def shapes(name: str, size: int, batch: int = 1, **kwargs):
   return variables, outputs
 
 
+def macs(name: str, size: int, **kwargs) -> int:
+  """Multiply-accumulates of every conv and dense layer (REFERENCE.md's convention), from each
+  kernel's size times its layer's output positions (grouped kernels are already 1/groups)."""
+  variables = abstract(name, size, **kwargs)
+  total = 0
+  for path, kernel in jax.tree_util.tree_leaves_with_path(variables['params']):
+    if path[-1].key == 'kernel':
+      node = variables['intermediates']
+      for key in path[:-1]:
+        node = node[key.key]
+      total += kernel.size * int(np.prod(node['__call__'][0].shape[1:-1]))
+  return total
+
+
 def host_state(model, image_shape, tx: optax.GradientTransformation = optax.identity()):
   """A train state filled on the host from `jax.eval_shape` of init, so nothing compiles init.
 

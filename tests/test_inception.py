@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import models
-import models.inception  # registers inception_v3 and bninception
 from configs import inception_imagenet
 from models import inception
 from train_lib import schedules

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import models
-from models import inception_v4  # registers the names
+from models import inception_v4
 from train_lib.state import num_params
 from model_testing import abstract, count, fast_jit, train_and_eval_step
 

@@ -6,31 +6,8 @@ import numpy as np
 import pytest
 
 import models
-import models.mobilenet  # registers mobilenet_v1 and mobilenet_v2
-from model_testing import FAST_KEY, abstract, count, fast_jit, train_and_eval_step
+from model_testing import FAST_KEY, count, fast_jit, macs, shapes, train_and_eval_step
 from models import mobilenet
-
-
-def outputs(name, size, **fields):
-  """(params, {submodule: output shape}) from the same cached trace as `count` and `macs`."""
-  variables = abstract(name, size, **fields)
-  return variables['params'], {k: v['__call__'][0].shape
-                               for k, v in variables['intermediates'].items() if k != '__call__'}
-
-
-def macs(name, size, **fields):
-  """Multiply-accumulates of every conv and dense layer (REFERENCE.md's convention), from the
-  kernel shapes and each layer's captured output: kh·kw·(Cin/groups)·Cout·H·W, and in·out."""
-  variables = abstract(name, size, **fields)
-  total = 0
-  for path, kernel in jax.tree_util.tree_leaves_with_path(variables['params']):
-    if path[-1].key == 'kernel':
-      output = variables['intermediates']
-      for key in path[:-1]:
-        output = output[key.key]
-      out_shape = output['__call__'][0].shape
-      total += int(np.prod(kernel.shape)) * int(np.prod(out_shape[1:-1]))
-  return total
 
 
 # Keras `applications.MobileNet(weights=None, alpha=α)` trainable counts (BN γ and β counted;
@@ -54,7 +31,8 @@ def test_v1_paper_size_and_mult_adds_at_four_resolutions():
 
 
 def test_v1_strides_widths_and_depthwise_kernels():
-  params, out = outputs('mobilenet_v1', 224, alpha=0.75)
+  variables, out = shapes('mobilenet_v1', 224, alpha=0.75)
+  params = variables['params']
   sides = [out[f'conv_pw_{i}'][1] for i in range(1, 14)]
   assert sides == [112, 56, 56, 28, 28, 14, 14, 14, 14, 14, 14, 7, 7]  # Table 1 (13th at s1)
   assert out['conv1'] == (1, 112, 112, 24)  # int(32 · 0.75)
@@ -67,7 +45,7 @@ def test_v1_strides_widths_and_depthwise_kernels():
   assert params['conv_dw_2_bn']['scale'].shape == (48,)
   assert params['fc']['kernel'].shape == (768, 1000) and params['fc']['bias'].shape == (1000,)
   # ρ is the input size: the same network at 128 ends on 4×4 maps.
-  assert outputs('mobilenet_v1', 128, alpha=0.75)[1]['conv_pw_13'] == (1, 4, 4, 768)
+  assert shapes('mobilenet_v1', 128, alpha=0.75)[1]['conv_pw_13'] == (1, 4, 4, 768)
 
 
 def test_v1_activation_is_the_papers_relu_or_keras_relu6():
@@ -110,7 +88,8 @@ def test_v2_mult_adds_and_make_divisible():
 
 
 def test_v2_block_layout_strides_and_widths():
-  params, out = outputs('mobilenet_v2', 224)
+  variables, out = shapes('mobilenet_v2', 224)
+  params = variables['params']
   blocks = [out[f'features_{i}'] for i in range(1, 18)]
   assert [b[1] for b in blocks] == [112, 56, 56, 28, 28, 28, 14, 14, 14, 14, 14, 14, 14,
                                     7, 7, 7, 7]
@@ -124,7 +103,7 @@ def test_v2_block_layout_strides_and_widths():
   assert params['features_2']['project']['conv']['kernel'].shape == (1, 1, 96, 24)
   assert params['classifier']['kernel'].shape == (1280, 1000)
   # Narrow widths round to multiples of 8; the last conv stays 1280 below width 1.
-  _, narrow = outputs('mobilenet_v2', 224, width_mult=0.35)
+  _, narrow = shapes('mobilenet_v2', 224, width_mult=0.35)
   assert narrow['features_0'][-1] == 16 and narrow['features_1'][-1] == 8
   assert narrow['features_18'][-1] == 1280
 

@@ -5,7 +5,6 @@ Full-size models are only traced (jax.eval_shape); compute runs with one block.
 
 import pytest
 
-import models.resnext  # pylint: disable=unused-import  (registers the names)
 from model_testing import abstract, count, train_and_eval_step
 
 NAMES = ('resnext50_32x4d', 'resnext101_32x8d', 'wide_resnet50_2', 'wide_resnet101_2')

@@ -8,7 +8,7 @@ block per stage.
 import numpy as np
 import pytest
 
-from models import rir  # registers the name
+from models import rir
 from model_testing import FAST_KEY, abstract, fast_jit, train_and_eval_step
 from model_testing import count as param_count
 

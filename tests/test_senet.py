@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import models
-import models.senet  # pylint: disable=unused-import  (registers the names)
 from models import resnet
 from model_testing import FAST_KEY, abstract, count, fast_jit, train_and_eval_step
 

@@ -13,23 +13,11 @@ import pytest
 
 from configs import shufflenet_imagenet
 from models import shufflenet
-from model_testing import FAST_KEY, abstract, count, fast_jit, shapes, train_and_eval_step
+from model_testing import FAST_KEY, count, fast_jit, shapes, train_and_eval_step
+from model_testing import macs as model_macs
 
 V1 = [f'shufflenet_v1_g{g}' for g in (1, 2, 3, 4, 8)]
 V2 = [f'shufflenet_v2_x{w}' for w in ('0_5', '1_0', '1_5', '2_0')]
-
-
-def _macs(name, size=224, **fields):
-  """Multiply-accumulates of every conv and dense layer: kernel size × output positions."""
-  variables = abstract(name, size, **fields)
-  total = 0
-  for path, kernel in jax.tree_util.tree_leaves_with_path(variables['params']):
-    if path[-1].key == 'kernel':
-      node = variables['intermediates']
-      for key in path[:-1]:
-        node = node[key.key]
-      total += kernel.size * int(np.prod(node['__call__'][0].shape[1:-1]))
-  return total
 
 
 # torchvision's model cards: num_params and "_ops" (GFLOPS there, which are MACs).
@@ -38,7 +26,7 @@ def _macs(name, size=224, **fields):
     ('shufflenet_v2_x1_5', 3_503_624, 0.296), ('shufflenet_v2_x2_0', 7_393_996, 0.583)])
 def test_v2_parameters_and_macs_match_torchvision(name, params, gmacs):
   assert count(name, 224) == params
-  assert round(_macs(name) / 1e9, 3) == gmacs
+  assert round(model_macs(name, 224) / 1e9, 3) == gmacs
 
 
 # imgclsmob (osmr/imgclsmob, pytorchcv shufflenet.py and its README) publishes ShuffleNet 1×
@@ -54,7 +42,7 @@ def test_v1_parameters_match_imgclsmob_and_macs(name, params, mmacs, readme):
   assert count(name, 224) == params - 1000
   if name == 'shufflenet_v1_g3':
     assert count(name, 224, fc_bias=True) == params
-  macs = _macs(name) / 1e6
+  macs = model_macs(name, 224) / 1e6
   assert round(macs, 2) == mmacs
   assert readme is None or abs(macs - readme) < 1
 
@@ -68,7 +56,7 @@ def test_v1_parameters_match_imgclsmob_and_macs(name, params, mmacs, readme):
     (3, 0.25, 12, 13, None)])
 def test_v1_width_multiplier_flops_match_megvii_and_the_paper(groups, width, stem, mmacs, params):
   fields = dict(width_multiplier=width, stem_channels=stem, fc_bias=True)
-  assert round(_macs(f'shufflenet_v1_g{groups}', **fields) / 1e6) == mmacs
+  assert round(model_macs(f'shufflenet_v1_g{groups}', 224, **fields) / 1e6) == mmacs
   if params:
     assert count(f'shufflenet_v1_g{groups}', 224, **fields) == params
 

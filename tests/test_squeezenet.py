@@ -8,29 +8,8 @@ import numpy as np
 import pytest
 
 import models
-import models.squeezenet  # registers squeezenet1_0 and squeezenet1_1
-from model_testing import FAST_KEY, abstract, count, fast_jit, train_and_eval_step
+from model_testing import FAST_KEY, abstract, count, fast_jit, macs, shapes, train_and_eval_step
 from models import squeezenet
-
-
-def outputs(name, size, **fields):
-  """(variables, {submodule: output shape}) from the same cached trace as `count` and `macs`."""
-  variables = abstract(name, size, **fields)
-  return variables, {k: v['__call__'][0].shape
-                     for k, v in variables['intermediates'].items() if k != '__call__'}
-
-
-def macs(name, size, **fields):
-  """Multiply-accumulates of every conv (REFERENCE.md's convention): kh·kw·Cin·Cout·H·W."""
-  variables = abstract(name, size, **fields)
-  total = 0
-  for path, kernel in jax.tree_util.tree_leaves_with_path(variables['params']):
-    if path[-1].key == 'kernel':
-      output = variables['intermediates']
-      for key in path[:-1]:
-        output = output[key.key]
-      total += int(np.prod(kernel.shape)) * int(np.prod(output['__call__'][0].shape[1:-1]))
-  return total
 
 
 def test_parameter_counts_and_mult_adds_match_torchvision():
@@ -55,12 +34,12 @@ def test_bypass_variants_add_shortcuts_where_the_paper_puts_them(name, conv1_wid
 
 
 def test_layout_pool_positions_and_ceil_mode_pooling():
-  _, v10 = outputs('squeezenet1_0', 224)
+  _, v10 = shapes('squeezenet1_0', 224)
   assert v10['conv1'] == (1, 109, 109, 96)  # 7×7/2, no padding
   # Pools after conv1, fire4 and fire8; ceil mode pools fire4's 54×54 to 27×27 (floor: 26).
   assert [v10[f'fire{n}'][1] for n in range(2, 10)] == [54, 54, 54, 27, 27, 27, 27, 13]
   assert [v10[f'fire{n}'][-1] for n in range(2, 10)] == [128, 128, 256, 256, 384, 384, 512, 512]
-  variables, v11 = outputs('squeezenet1_1', 224)
+  variables, v11 = shapes('squeezenet1_1', 224)
   assert v11['conv1'] == (1, 111, 111, 64)  # 3×3/2
   assert [v11[f'fire{n}'][1] for n in range(2, 10)] == [55, 55, 27, 27, 13, 13, 13, 13]
   assert v11['conv10'] == (1, 13, 13, 1000)
@@ -74,7 +53,7 @@ def test_layout_pool_positions_and_ceil_mode_pooling():
 
 def test_smallest_inputs_are_torchvisions():
   assert squeezenet.min_input_size(7, 3) == 21 and squeezenet.min_input_size(3, 3) == 17
-  assert outputs('squeezenet1_0', 21)[1]['fire9'] == (1, 1, 1, 512)
+  assert shapes('squeezenet1_0', 21)[1]['fire9'] == (1, 1, 1, 512)
   with pytest.raises(ValueError, match='at least 17×17 pixels, got 16×16'):
     abstract('squeezenet1_1', 16)
   with pytest.raises(ValueError, match='at most 8 Fire modules'):

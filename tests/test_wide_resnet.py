@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from models import wide_resnet  # registers the names
+from models import wide_resnet
 from model_testing import FAST_KEY, abstract, fast_jit, train_and_eval_step
 from model_testing import count as param_count
 

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from models import xception  # registers 'xception'
+from models import xception
 from train_lib.state import num_params
 from model_testing import abstract, count, fast_jit, train_and_eval_step
 
