@@ -7,7 +7,7 @@ defaults (LeCun-normal kernels over the fan-in, zero biases). Building blocks on
 is registered.
 """
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import flax.linen as nn
 import jax
@@ -94,14 +94,17 @@ class SeparableConv(nn.Module):
   dilation: int = 1
   multiplier: int = 1
   use_bias: bool = False
+  kernel_init: Callable[..., jax.Array] = nn.initializers.lecun_normal()
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = DepthwiseConv(self.kernel_size, self.strides, self.padding, self.dilation,
-                      self.multiplier, self.use_bias, self.dtype, name='depthwise')(x)
-    return pointwise_conv(self.features, use_bias=self.use_bias, dtype=self.dtype,
-                          name='pointwise')(x)
+    channels = x.shape[-1]
+    x = grouped_conv(channels * self.multiplier, self.kernel_size, self.strides, self.padding,
+                     self.dilation, groups=channels, use_bias=self.use_bias,
+                     kernel_init=self.kernel_init, dtype=self.dtype, name='depthwise')(x)
+    return pointwise_conv(self.features, use_bias=self.use_bias, kernel_init=self.kernel_init,
+                          dtype=self.dtype, name='pointwise')(x)
 
 
 def dilate_kernel(kernel: jax.Array, dilation: int) -> jax.Array:

@@ -1,5 +1,6 @@
 """Xception (Chollet 2017): Inception modules replaced by depthwise separable convolutions."""
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -7,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from models import layers
+from models.convolutions import SeparableConv
 from models.registry import register
 
 MIN_SIZE = 7  # two valid 3×3 convs (the first strided) leave 1×1; every later layer is 'same'
@@ -14,22 +16,9 @@ MIN_SIZE = 7  # two valid 3×3 convs (the first strided) leave 1×1; every later
 # Keras's glorot_uniform on every kernel. For a depthwise kernel Keras's (3, 3, C, 1) and flax's
 # (3, 3, 1, C) have the same fan_in + fan_out (9C + 9), so the limits agree.
 _GLOROT = nn.initializers.glorot_uniform()
-
-
-class SeparableConv(nn.Module):
-  """3×3 depthwise conv (one filter per channel, same padding) then 1×1 pointwise conv, no bias
-  and no activation in between (the paper's §4.7 found none works best)."""
-
-  features: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    channels = x.shape[-1]
-    x = nn.Conv(channels, (3, 3), padding=1, feature_group_count=channels, use_bias=False,
-                kernel_init=_GLOROT, dtype=self.dtype, name='depthwise')(x)
-    return nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=_GLOROT, dtype=self.dtype,
-                   name='pointwise')(x)
+# 3×3 depthwise then 1×1 pointwise, no bias and no activation in between (the paper's §4.7
+# found none works best).
+_separable = functools.partial(SeparableConv, kernel_init=_GLOROT)
 
 
 class XceptionBlock(nn.Module):
@@ -56,7 +45,7 @@ class XceptionBlock(nn.Module):
       features = self.features if self.grow_first or i == self.reps - 1 else in_features
       if i > 0 or self.start_with_relu:
         x = nn.relu(x)
-      x = SeparableConv(features, self.dtype, name=f'sepconv{i + 1}')(x)
+      x = _separable(features, dtype=self.dtype, name=f'sepconv{i + 1}')(x)
       x = layers.batch_norm(train, self.dtype, self.bn_epsilon, name=f'bn{i + 1}')(x)
     if self.strides != 1:
       # Keras pools with padding 'same' (pads the bottom/right only on even sizes); timm's port
@@ -109,8 +98,8 @@ class Xception(nn.Module):
       x = block(728, 3, name=f'block{4 + i}')(x, train)
     # Exit flow.
     x = block(1024, 2, 2, grow_first=False, name=f'block{4 + self.middle_blocks}')(x, train)
-    x = nn.relu(bn('bn3')(SeparableConv(1536, self.dtype, name='conv3')(x)))
-    x = nn.relu(bn('bn4')(SeparableConv(2048, self.dtype, name='conv4')(x)))
+    x = nn.relu(bn('bn3')(_separable(1536, dtype=self.dtype, name='conv3')(x)))
+    x = nn.relu(bn('bn4')(_separable(2048, dtype=self.dtype, name='conv4')(x)))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = nn.Dense(self.num_classes, kernel_init=_GLOROT, dtype=self.dtype, name='fc')(x)

@@ -169,7 +169,7 @@ def test_separable_conv_is_depthwise_then_pointwise_with_fewer_weights():
   layer = conv.SeparableConv(cout, k)
   x = _randn(1, 4, 4, c)
   params = jax.eval_shape(layer.init, jax.random.key(0), x)['params']
-  assert params['depthwise']['conv']['kernel'].shape == (k, k, 1, c)
+  assert params['depthwise']['kernel'].shape == (k, k, 1, c)
   assert params['pointwise']['kernel'].shape == (1, 1, c, cout)
   count = sum(p.size for p in jax.tree_util.tree_leaves(params))
   assert count == k * k * c + c * cout == 2336  # vs k·k·c·cout = 18432 for a full 3×3 conv
@@ -177,7 +177,7 @@ def test_separable_conv_is_depthwise_then_pointwise_with_fewer_weights():
   assert full['params']['kernel'].size == k * k * c * cout == 18432
   small = conv.SeparableConv(5, k)
   got, p = fast_jit(small.init_with_output)(FAST_KEY, x[..., :3])
-  want = naive_conv(naive_conv(x[..., :3], p['params']['depthwise']['conv']['kernel'], pad=1,
+  want = naive_conv(naive_conv(x[..., :3], p['params']['depthwise']['kernel'], pad=1,
                                groups=3), p['params']['pointwise']['kernel'])
   _close(got, want)
 
