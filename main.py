@@ -1,4 +1,4 @@
-"""Entry point: python main.py --config=configs/<experiment>.py[:arg] --workdir=<dir> [--mode=train].
+"""Entry point: python main.py --config=configs/<experiment>.py[:arg] --workdir=<dir> [--mode=train|dataset_stats].
 
 Any config field can be overridden: --config.optimizer.lr=0.05. Rerunning the same command
 resumes from the newest checkpoint in the workdir.
@@ -17,7 +17,9 @@ config_flags.DEFINE_config_file(
     'config', None, 'Experiment config: configs/<name>.py, or configs/<name>.py:<arg>.',
     lock_config=True)
 flags.DEFINE_string('workdir', None, 'Where checkpoints, logs and results go; rerun to resume.')
-flags.DEFINE_enum('mode', 'train', ['train'], 'What to do with the config.')
+flags.DEFINE_enum('mode', 'train', ['train', 'dataset_stats'],
+                  'train; or dataset_stats: the training split\'s mean, std, RGB covariance and '
+                  'its eigenvectors, per-pixel mean and ZCA matrix, into <workdir>/dataset_stats.npz.')
 flags.DEFINE_bool('show_traceback', False, 'Print the full traceback of configuration errors.')
 
 
@@ -109,8 +111,8 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   if FLAGS.config is None:
     raise app.UsageError('--config is required, e.g. --config=configs/lenet5_mnist.py')
-  if FLAGS.mode == 'train' and not FLAGS.workdir:
-    raise app.UsageError('--workdir is required for training, e.g. --workdir=runs/lenet5')
+  if not FLAGS.workdir:
+    raise app.UsageError(f'--workdir is required for --mode={FLAGS.mode}, e.g. --workdir=runs/lenet5')
 
   _quiet_library_logs()
   import input_pipeline  # pylint: disable=import-outside-toplevel
@@ -123,7 +125,11 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
 
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    if FLAGS.mode == 'dataset_stats':
+      from input_pipeline import dataset_stats  # pylint: disable=import-outside-toplevel
+      print(dataset_stats.write_dataset_stats(FLAGS.config, FLAGS.workdir))
+    else:
+      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except preemption.StopRequested as stop:
     logging.warning(str(stop))
     sys.exit(128 + stop.signum)

@@ -6,9 +6,15 @@
 `alexnet_paper` (two towers, LRN) trains on 227×227 crops, the size its layer arithmetic needs
 (the paper says 224); torchvision's `alexnet` on 224×224. Recipe: SGD momentum 0.9, weight decay
 5e-4, batch 128, lr 0.01 divided by 10 when the validation accuracy stops improving (three
-times), 90 epochs, dropout 0.5 in fc6/fc7, random crops of 256-pixel images with flips. Not
-reproduced: the PCA colour ("lighting") augmentation and 10-crop test averaging. The paper
-reports 37.5 % / 17.0 % top-1 / top-5 error on the ILSVRC-2010 test set; not measured here.
+times), 90 epochs, dropout 0.5 in fc6/fc7. `alexnet_paper` takes the paper's data recipe too:
+random crops and flips of the central 256×256 square of images resized to shorter side 256,
+PCA lighting noise (σ 0.1, ImageNet's eigenvectors), and the average softmax of ten views
+(four corners and the centre, each mirrored) at test time. It normalises with the ImageNet
+mean and std where the paper subtracted a per-pixel mean image; for that, run
+`--mode=dataset_stats` and use subtract_pixel_mean('<workdir>/dataset_stats.npz'). `alexnet`
+follows torchvision's reference recipe: random-resized (Inception) crops and flips, one
+centre crop at test. The paper reports 37.5 % / 17.0 % top-1 / top-5 error on the ILSVRC-2010
+test set; not measured here.
 """
 
 import ml_collections
@@ -26,7 +32,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   widths = (96, 256, 384, 384, 256) if variant == 'alexnet_paper' else (64, 192, 384, 256, 256)
   config.model = recipes.model(variant, features=widths, hidden_features=4096, dropout_rate=0.5,
                                dtype='float32')
-  recipes.imagenet(config, image_size=227 if variant == 'alexnet_paper' else 224)
+  if variant == 'alexnet_paper':
+    recipes.imagenet(config, image_size=227, crop='alexnet', lighting=0.1, ten_crop=True)
+  else:
+    recipes.imagenet(config, image_size=224)
   config.batch_size = 128
   config.num_epochs = 90
   config.optimizer.name = 'momentum'

@@ -22,8 +22,12 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.dataset.download = True  # False: fail at once if the data is not prepared
   config.dataset.train_split = ''  # '' → the registry's (e.g. 'train[:90%]' to hold out data)
   config.dataset.eval_split = ''
-  config.dataset.train_preprocess = ''  # ops, e.g. "random_crop(28, pad=2)|normalize('mnist')"
-  config.dataset.eval_preprocess = ''
+  # Preprocessing ops (input_pipeline/ops), e.g. "random_crop(28, pad=2)|normalize('mnist')";
+  # `decode` goes first unless the string starts with a decoding op.
+  config.dataset.train_preprocess = ''
+  config.dataset.eval_preprocess = ''  # ten_crop(...) here evaluates on averaged views
+  config.dataset.channels = 0  # 3: grey images are repeated into RGB (MNIST into RGB models)
+  config.dataset.min_size = 0  # > 0: smaller images are scaled up to this shorter side first
   config.dataset.cache = True  # keep decoded examples in memory (small datasets)
   config.dataset.shuffle_buffer = 16_384  # when not cached; cached splits shuffle fully
 

@@ -5,9 +5,9 @@
 
 Recipe (Huang et al. 2017, §4.2): SGD with Nesterov momentum 0.9, weight decay 1e-4 on every
 parameter (as the authors' Torch code, built on fb.resnet.torch), batch 256, 90 epochs, lr 0.1
-divided by 10 at epochs 30 and 60. The paper used fb.resnet.torch's augmentation (scale and
-aspect-ratio crops, colour jitter, lighting); this config uses recipes.imagenet's random 224
-crops of 256-resized images and flips. Convs start from He normal over fan_in, as torchvision.
+divided by 10 at epochs 30 and 60. Augmentation is fb.resnet.torch's, which the paper used:
+Inception-style scale and aspect-ratio crops, flips, colour jitter 0.4 (brightness, contrast,
+saturation) and PCA lighting noise 0.1. Convs start from He normal over fan_in, as torchvision.
 
 Reference: single 224-crop top-1 error of the authors' Torch models (their README, the weights
 torchvision ported): DenseNet-121 25.0 %, -169 23.6 %, -201 22.5 %, -161 (k=48) 22.2 %.
@@ -27,7 +27,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   variant, _ = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
   config.model = recipes.model(variant, drop_rate=0.0, dtype='float32')
-  recipes.imagenet(config, image_size=224)
+  recipes.imagenet(config, image_size=224, color_jitter=0.4, lighting=0.1)
   config.batch_size = 256
   config.num_epochs = 90
   recipes.sgd(config, lr=0.1, weight_decay=1e-4, nesterov=True, decay_norm_and_bias=True)

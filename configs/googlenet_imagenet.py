@@ -13,8 +13,10 @@ the classifier in the paper (0.2 in torchvision's) and 0.7 in the auxiliary head
 trains with asynchronous SGD on many machines and gives no batch size, base lr, weight decay
 or length; those come from Caffe's bvlc_googlenet solver.prototxt (batch 32, lr 0.01, step
 every 320,000 iterations ≈ 8 epochs, weight decay 2e-4 not on biases, 10M iterations ≈ 250
-epochs), with the lr scaled linearly to this batch size. Not reproduced: the paper's
-photometric distortions and scale / aspect-ratio crops, Polyak averaging, multi-crop testing.
+epochs), with the lr scaled linearly to this batch size. Training crops are the paper's:
+8–100 % of the image area, aspect ratio in [3/4, 4/3], with flips. Not reproduced: its
+photometric distortions (color_jitter can stand in), Polyak averaging, and its 144-crop testing
+(ten_crop gives AlexNet's ten views).
 
 Paper: 6.67 % top-5 error on the ILSVRC 2014 test set (7 models, 144 crops each); one model
 with one crop: 10.07 % top-5 error (Table 5). Caffe's bvlc_googlenet replication reports

@@ -4,13 +4,13 @@
   python main.py --config=configs/mobilenet_imagenet.py:mobilenet_v2 --workdir=runs/mobilenet_v2
   # width multiplier α (v1) / width_mult (v2):
   python main.py --config=configs/mobilenet_imagenet.py --config.model.alpha=0.5 ...
-  # resolution multiplier ρ = the input size: 224 (default), 192, 160 or 128, each cropped from
-  # an image resized by 1/0.875 (256 for 224):
-  N="normalize('imagenet2012')"
+  # resolution multiplier ρ = the input size: 224 (default), 192, 160 or 128, evaluated on the
+  # centre of an image resized by 1/0.875 (256 for 224):
+  N="normalize('imagenet')"
   python main.py --config=configs/mobilenet_imagenet.py --workdir=runs/mobilenet_v1_192 \
-      --config.dataset.train_preprocess="resize(219)|random_crop(192)|flip_lr|$N" \
-      --config.dataset.eval_preprocess="resize(219)|center_crop(192)|$N"
-  # 160: resize(183) and crops of 160; 128: resize(146) and crops of 128.
+      --config.dataset.train_preprocess="decode_and_random_resized_crop(192)|flip_lr|$N" \
+      --config.dataset.eval_preprocess="resize_shorter(219)|center_crop(192)|$N"
+  # 160: resize_shorter(183) and crops of 160; 128: resize_shorter(146) and crops of 128.
 
 mobilenet_v1 (Howard et al. 2017): trained "using RMSprop with asynchronous gradient descent
 similar to Inception V3", little regularisation, no label smoothing. Here TF-slim's values for
@@ -24,12 +24,10 @@ plain SGD (lr 0.045 × 0.94 every 2.5 epochs, batch 64). Reference: 70.6 % top-1
 128 (its mobilenet_v1.md).
 
 mobilenet_v2: torchvision's reference recipe (references/classification/README.md): SGD momentum
-0.9, lr 0.045 × 0.98 every epoch, weight decay 4e-5 on every parameter, 300 epochs, batch 256
-(8 GPUs × 32), dropout 0.2. torchvision crops with RandomResizedCrop; this config uses
-recipes.imagenet's random 224 crops of 256-pixel images. Reference: torchvision's weights from
-this recipe reach 71.878 % top-1 (its model card). The paper trained with RMSProp in TensorFlow.
-
-Not measured here.
+0.9, lr 0.045 × 0.98 every epoch, weight decay 4e-5 on every parameter, 300 epochs, batch 256 (8
+GPUs × 32), dropout 0.2, RandomResizedCrop (Inception) crops and flips. Reference: torchvision's
+weights from this recipe reach 71.878 % top-1 (its model card). The paper trained with RMSProp
+in TensorFlow. Not measured here.
 """
 
 import ml_collections

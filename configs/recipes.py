@@ -4,7 +4,7 @@ A family config declares `VARIANTS` and `DATASETS` (the first of each is the def
 calls `parse_arg`; the smoke test runs every config with every entry of both.
 """
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import ml_collections
 
@@ -43,16 +43,44 @@ def cifar(config: ml_collections.ConfigDict, dataset: str) -> None:
   config.eval_batch_size = 500
 
 
-def imagenet(config: ml_collections.ConfigDict, image_size: int = 224,
-             resize_to: int = 256) -> None:
-  """ImageNet: random `image_size` crops of `resize_to` images plus flips; centre crop for eval."""
+def imagenet(config: ml_collections.ConfigDict, image_size: int = 224, resize_to: int = 256, *,
+             crop: str = 'inception', color_jitter: Union[float, Sequence[float]] = 0.0,
+             lighting: float = 0.0, ten_crop: bool = False) -> None:
+  """ImageNet training crops, colour augmentation and evaluation views.
+
+  crop: 'inception' — random area (8–100 %) and aspect ratio (3/4–4/3), resized to
+  `image_size` (GoogLeNet onwards; torchvision, timm and flax's example), decoding only the
+  window of each JPEG; 'random' — random `image_size` crops of the image resized to shorter
+  side `resize_to` (VGG); 'alexnet' — the same from its central `resize_to`² square;
+  'scale_jitter' — from the image resized to a shorter side in [resize_to, 2·resize_to] (VGG).
+  color_jitter: brightness/contrast/saturation strength (fb.resnet.torch: 0.4), or the four
+  (brightness, contrast, saturation, hue) strengths (TF-slim's Inception distortion); lighting:
+  AlexNet's PCA noise σ (0.1). Evaluation: the centre `image_size` crop of the image resized
+  to `resize_to` (AlexNet: of its central square), or with `ten_crop` the ten AlexNet views.
+  """
   config.dataset.name = 'imagenet2012'
   config.dataset.cache = False
-  config.dataset.train_preprocess = (
-      f"resize({resize_to})|random_crop({image_size})|flip_lr|normalize('imagenet2012')")
-  config.dataset.eval_preprocess = (
-      f"resize({resize_to})|center_crop({image_size})|normalize('imagenet2012')")
-  config.eval_batch_size = 250
+  resized = f'resize_shorter({resize_to})'
+  square = f'{resized}|center_crop({resize_to})' if crop == 'alexnet' else resized
+  crops = {
+      'inception': f'decode_and_random_resized_crop({image_size})',
+      'alexnet': f'{square}|random_crop({image_size})',
+      'random': f'{resized}|random_crop({image_size})',
+      'scale_jitter': f'random_resize_shorter({resize_to}, {2 * resize_to})|'
+                      f'random_crop({image_size})',
+  }
+  if crop not in crops:
+    raise ValueError(f'Unknown ImageNet crop {crop!r}; choose from {", ".join(crops)}.')
+  train = f'{crops[crop]}|flip_lr'
+  if color_jitter:
+    strengths = (color_jitter,) * 3 if isinstance(color_jitter, (int, float)) else color_jitter
+    train += f'|color_jitter({", ".join(map(str, strengths))})'
+  if lighting:
+    train += f"|pca_lighting({lighting}, 'imagenet')"
+  views = f'{square}|ten_crop({image_size})' if ten_crop else f'{resized}|center_crop({image_size})'
+  config.dataset.train_preprocess = f"{train}|normalize('imagenet')"
+  config.dataset.eval_preprocess = f"{views}|normalize('imagenet')"
+  config.eval_batch_size = 50 if ten_crop else 250
 
 
 def sgd(config: ml_collections.ConfigDict, lr: float, weight_decay: float, *,

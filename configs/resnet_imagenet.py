@@ -6,12 +6,13 @@
   # the paper's v1 block (stride on the first 1×1) instead of torchvision's v1.5:
   python main.py --config=configs/resnet_imagenet.py --config.model.stride_on_3x3=False ...
 
-Recipe (flax examples/imagenet): SGD momentum 0.9, lr 0.1 per 256 images (scaled linearly
-with the batch), weight decay 1e-4 on the weights only (not on BN or biases), cosine decay
-after 5 warmup epochs, 90 epochs, random 224 crops and flips; like the flax example's blocks,
-the plain ResNets zero-initialise the last BN scale of every residual branch. He et al. 2016
-used step decay instead (lr divided by 10 at epochs 30 and 60): `--config.schedule.name=step
---config.schedule.decay_epochs=(30,60) --config.schedule.warmup_epochs=0`.
+Recipe (flax examples/imagenet): SGD momentum 0.9, lr 0.1 per 256 images (scaled linearly with
+the batch), weight decay 1e-4 on the weights only (not on BN or biases), cosine decay after 5
+warmup epochs, 90 epochs, Inception (random-resized) 224 crops and flips; like the flax
+example's blocks, the plain ResNets zero-initialise the last BN scale of every residual branch.
+He et al. 2016 used step decay instead (lr divided by 10 at epochs 30 and 60):
+`--config.schedule.name=step --config.schedule.decay_epochs=(30,60)
+--config.schedule.warmup_epochs=0`.
 
 Reference: ResNet-50 reaches about 76.5 % top-1 with this recipe (REFERENCE.md; the flax
 example's README reports 76.27-76.72 %). Those runs trained the flax example's default 100

@@ -17,9 +17,8 @@ published wide_resnet weights were trained otherwise (pytorch/vision#912: SGD wi
 warm restarts for 256 epochs, fp16; lr and batch not given), which this trainer's schedules do
 not express.
 
-All four train on recipes.imagenet's random 224 crops of 256-resized images and flips; the
-scale / aspect-ratio crops, colour jitter and lighting noise of fb.resnet.torch are not
-reproduced.
+All four train with fb.resnet.torch's augmentation (the ResNeXt code's): Inception-style
+scale and aspect-ratio crops, flips, colour jitter 0.4 and PCA lighting noise 0.1.
 
 Reference, single 224 crop: ResNeXt-50 (32x4d) 22.2 % top-1 error (facebookresearch/ResNeXt
 README); WRN-50-2-bottleneck 21.9 / 6.03 % top-1 / top-5 error (szagoruyko/wide-residual-
@@ -42,7 +41,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config = default.get_config()
   config.model = recipes.model(variant, stride_on_3x3=True, zero_init_residual=False,
                                dtype='float32')
-  recipes.imagenet(config, image_size=224)
+  recipes.imagenet(config, image_size=224, color_jitter=0.4, lighting=0.1)
   config.batch_size = 256
   if variant.startswith('resnext'):
     config.num_epochs = 100

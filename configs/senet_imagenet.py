@@ -12,8 +12,8 @@ scaled linearly: 0.15 at batch 256), divided by 10 every 30 epochs, 100 epochs, 
 r = 16. BN scales start at one (timm's default zero init of each block's last BN scale is
 `--config.model.zero_init_residual=True`). The paper states no weight decay that we could
 check: 1e-4 on the weights (not on BN or biases) is assumed, the ResNet value. Not
-reproduced: the scale / aspect-ratio crops and the authors' class-balanced sampling; this
-config uses recipes.imagenet's random 224 crops of 256-resized images and flips.
+Augmentation: Inception-style scale and aspect-ratio crops and flips. Not reproduced: the
+authors' class-balanced sampling.
 
 Reference: the authors' re-trained Caffe models (hujie-frank/SENet README: batch 256, lr 0.1,
 more epochs and stronger augmentation than the paper) reach 22.37 / 6.36 % (SE-ResNet-50),

@@ -9,8 +9,8 @@
 
 Recipe (megvii-model/ShuffleNet-Series, ShuffleNetV1/train.py): SGD momentum 0.9, lr 0.5 at
 batch 1024, weight decay 4e-5 on conv and fc weights only, label smoothing 0.1, 300,000
-iterations (240 epochs here), lr decayed linearly to 0. megvii's RandomResizedCrop and colour
-jitter are not reproduced (random 224 crops of 256-resized images and flips). The v2 runs use the same
+iterations (240 epochs here), lr decayed linearly to 0, RandomResizedCrop (Inception) crops,
+flips and colour jitter 0.4 (brightness, contrast, saturation). The v2 runs use the same
 recipe: megvii's ShuffleNetV2+ script has the same settings with 450,000 iterations (its plain
 ShuffleNetV2 script was not available to check). torchvision's x0_5/x1_0 weights were ported
 from another repository, its x1_5/x2_0 weights trained with torchvision's newer recipe.
@@ -39,7 +39,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
                                  fc_bias=False, dtype='float32')
   else:
     config.model = recipes.model(variant, dtype='float32')
-  recipes.imagenet(config, image_size=224)
+  recipes.imagenet(config, image_size=224, color_jitter=0.4)
   config.batch_size = 1024
   config.num_epochs = 240  # 240 × 1,281,167 / 1024 ≈ 300,270 iterations
   config.label_smoothing = 0.1

@@ -9,7 +9,8 @@
 Recipe (forresti/SqueezeNet, SqueezeNet_v1.0/solver.prototxt, the version its README describes:
 batch 32 × iter_size 16 = 512): SGD momentum 0.9, base lr 0.04 decreased linearly to 0 ("poly",
 power 1), weight decay 2e-4 on every parameter, 170,000 iterations of 512 images ≈ 68 epochs,
-dropout 0.5 before conv10, 227 × 227 crops (the Caffe data layer's crop_size) with flips.
+dropout 0.5 before conv10, random 227 × 227 crops (the Caffe data layer's crop_size) of 256²
+images with flips.
 Another version of that file has lr 0.08, power 0.5 and 85,000 iterations of 1,024 images. The
 repository gives no separate solver for v1.1; the same one is used here.
 
@@ -33,7 +34,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   variant, _ = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
   config.model = recipes.model(variant, bypass='none', dropout_rate=0.5, dtype='float32')
-  recipes.imagenet(config, image_size=227)
+  recipes.imagenet(config, image_size=227, crop='alexnet')
   config.batch_size = 512
   config.num_epochs = 68  # 170,000 × 512 / 1,281,167 = 67.9
   recipes.sgd(config, lr=0.04, weight_decay=2e-4, decay_norm_and_bias=True)

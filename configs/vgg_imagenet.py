@@ -6,8 +6,12 @@
 Recipe: batch 256, SGD momentum 0.9, weight decay 5e-4, dropout 0.5 in fc6/fc7, lr 0.01
 divided by 10 when validation accuracy stopped improving (3 times in the paper), 74 epochs
 (370k iterations). Training crops are 224 from images resized to smallest side S = 256, with
-flips; the paper also shifted RGB colours, and its best models jittered S in [256, 512].
-Evaluation here is a centre 224 crop, not the paper's dense evaluation over the whole image.
+flips and AlexNet's PCA colour shift (σ 0.1). The paper's best models jittered S in [256, 512]:
+  --config.dataset.train_preprocess="random_resize_shorter(256, 512)|random_crop(224)|flip_lr|\
+pca_lighting(0.1, 'imagenet')|normalize('imagenet')"
+Evaluation here is a centre 224 crop, not the paper's dense evaluation over the whole image;
+its multi-crop, multi-scale evaluation is close to
+  --config.dataset.eval_preprocess="ten_crop(224, scales=(256, 384, 512))|normalize('imagenet')".
 
 Paper, Table 3 (S = 256, one test scale Q = 256; top-1 / top-5 val. error): A (vgg11)
 29.6 / 10.4 %, B (vgg13) 28.7 / 9.9 %, D (vgg16) 27.0 / 8.8 %, E (vgg19) 27.3 / 9.0 %. Its best
@@ -29,7 +33,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   variant, _ = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
   config.model = recipes.model(variant, dropout_rate=0.5, dtype='float32')
-  recipes.imagenet(config, image_size=224, resize_to=256)
+  recipes.imagenet(config, image_size=224, resize_to=256, crop='random', lighting=0.1)
   config.batch_size = 256
   config.num_epochs = 74
   recipes.sgd(config, lr=0.01, weight_decay=5e-4)

@@ -8,7 +8,7 @@
 Recipe (paper §4.2–4.3): SGD with momentum 0.9, learning rate 0.045 lowered by a factor 0.94
 every two epochs, weight decay 1e-5 (the paper's L2 rate, in TF-slim's sense: gradient + rate ·
 w; Inception-v3's 4e-5 was "quite suboptimal" for Xception), dropout 0.5 before the classifier,
-no auxiliary tower, 299×299 inputs (random crops of 342² images here). The optimisation
+no auxiliary tower, 299×299 Inception crops with flips. The optimisation
 configuration is the one tuned for Inception-v3, which Xception reuses untuned; the paper gives no
 batch size or length (60 K80 GPUs, synchronous, about 3 days), so batch 32 and 100 epochs are
 Inception-v3's (Szegedy et al. 2016). No label smoothing (the paper lists none). Not reproduced:

@@ -1,47 +1,39 @@
 """tfds → tf.data → per-process numpy batches, reproducible to the example.
 
 Training batches are a pure function of (seed, step): epoch e is shuffled with a seed drawn
-from (seed, e, process), every example's augmentation draws from (that seed, its index), and
-each epoch contributes exactly `steps_per_epoch` batches. A run resumed at step s therefore
-sees exactly the batches the uninterrupted run saw, and skips examples before decoding work.
+from (seed, e, process), every example's augmentation draws from (that seed, its index), each
+batch op (mixup) from (that seed, the batch's index in the epoch), and each epoch contributes
+exactly `steps_per_epoch` batches. A run resumed at step s therefore sees exactly the batches
+the uninterrupted run saw, and skips examples before any decoding work.
 """
 
 import math
-from typing import Iterator, Optional
+from typing import Iterator
 
 import ml_collections
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
-from input_pipeline import datasets, ops
+from input_pipeline import datasets, ops, reading
+from input_pipeline.ops.decode import decode_uint8
 
 Batch = dict[str, np.ndarray]
 
 
-def _split_size(builder: tfds.core.DatasetBuilder, split: str) -> int:
-  try:
-    return builder.info.splits[split].num_examples
-  except (KeyError, ValueError):  # split info absent (e.g. under tfds.testing.mock_data)
-    cardinality = int(builder.as_dataset(split=split).cardinality())
-    if cardinality < 0:
-      raise datasets.DatasetError(f'Cannot tell the size of split {split!r} of {builder.name}.')
-    return cardinality
+def full_preprocess(config: ml_collections.ConfigDict, spec: str) -> str:
+  """`spec` with decoding in front, then the grey→RGB and minimum-size ops the config asks for."""
+  if config.channels not in (0, 1, 3):
+    raise ValueError(f'dataset.channels must be 0 (as stored), 1 or 3, not {config.channels}.')
+  after_decode = (['to_rgb'] if config.channels == 3 else []) + (
+      [f'ensure_min_size({config.min_size})'] if config.min_size else [])
+  return ops.with_decode(spec, after_decode)
 
 
-def _process_split(split: str, process_index: int, process_count: int) -> str:
-  """This process's share of `split` (hosts of a multi-host job read disjoint parts)."""
-  return split if process_count == 1 else tfds.even_splits(split, n=process_count)[process_index]
-
-
-def _to_example(features: dict) -> dict:
-  """Keeps image (float32 in [0, 1]) and label (int32)."""
-  if 'image' not in features or 'label' not in features:
-    raise datasets.DatasetError(
-        f'Expected an image classification dataset with "image" and "label" features, got '
-        f'{sorted(features)}.')
-  return {'image': tf.image.convert_image_dtype(features['image'], tf.float32),
-          'label': tf.cast(features['label'], tf.int32)}
+def _options() -> tf.data.Options:
+  options = tf.data.Options()
+  options.deterministic = True  # parallel map and batch keep the order: same seed, same batches
+  options.experimental_optimization.map_parallelization = True
+  return options
 
 
 class InputPipeline:
@@ -54,24 +46,26 @@ class InputPipeline:
                        f'over {process_count} processes.')
     self.spec = datasets.get_spec(config.name)
     self._builder = datasets.load_builder(self.spec, config.data_dir or None, config.download)
-    features = self._builder.info.features
-    if 'label' not in features or not hasattr(features['label'], 'num_classes'):
-      raise datasets.DatasetError(f'{config.name!r} has no class label feature; the trainer '
-                                  'needs an image classification dataset.')
-    self.num_classes: int = features['label'].num_classes
-    self._seed, self._process_index, self._process_count = seed, process_index, process_count
+    label_key = reading.image_and_label_keys(self._builder)[1]
+    self.num_classes: int = self._builder.info.features[label_key].num_classes
+    self._seed, self._process_index = seed, process_index
     self._batch = global_batch_size // process_count
     self._eval_batch = eval_batch_size // process_count
     self._cache = config.cache
-    self._train_preprocess = ops.parse(config.train_preprocess)
-    self._eval_preprocess = ops.parse(config.eval_preprocess)
+    self._train_preprocess = ops.parse(full_preprocess(config, config.train_preprocess))
+    self._eval_preprocess = ops.parse(full_preprocess(config, config.eval_preprocess))
+    if self._train_preprocess.views:
+      raise ValueError('dataset.train_preprocess stacks evaluation views (ten_crop); those '
+                       'belong in dataset.eval_preprocess.')
+    if self._eval_preprocess.batch_fn is not None:
+      raise ValueError('dataset.eval_preprocess has a batch op (mixup); that is for training only.')
 
     train_split = config.train_split or self.spec.train_split
     eval_split = config.eval_split or self.spec.eval_split
-    self.num_train_examples = _split_size(self._builder, train_split)
-    self.num_eval_examples = _split_size(self._builder, eval_split)
-    self._train_split = _process_split(train_split, process_index, process_count)
-    self._eval_split = _process_split(eval_split, process_index, process_count)
+    self.num_train_examples = reading.split_size(self._builder, train_split)
+    self.num_eval_examples = reading.split_size(self._builder, eval_split)
+    self._train_split = reading.process_split(train_split, process_index, process_count)
+    self._eval_split = reading.process_split(eval_split, process_index, process_count)
     # Every process runs the same number of steps: the smallest shard sets the pace.
     self.steps_per_epoch = (self.num_train_examples // process_count) // self._batch
     if self.steps_per_epoch == 0:
@@ -81,20 +75,23 @@ class InputPipeline:
         math.ceil(self.num_eval_examples / process_count) / self._eval_batch)
     self._shuffle_buffer = self.num_train_examples if self._cache else config.shuffle_buffer
 
-    self._train_base = self._read(self._train_split, shuffle_files=False) if self._cache else None
+    self._train_base = self._cached(self._train_split, self._train_preprocess) if self._cache else None
     self._eval_ds = self._make_eval_dataset()
-    image_spec = self._make_train_epoch(0, 0).element_spec['image']
-    if not image_spec.shape[1:].is_fully_defined():
-      raise ValueError(f'Training images have no fixed size ({image_spec.shape}); add '
-                       'resize(...) or random_crop(...) to dataset.train_preprocess.')
-    self.image_shape: tuple[int, ...] = tuple(image_spec.shape[1:])
+    self.image_shape: tuple[int, ...] = self._first_train_image_shape()
 
-  def _read(self, split: str, shuffle_files: bool, file_seed: Optional[int] = None) -> tf.data.Dataset:
-    """(index, example) pairs of `split`; cached in memory when configured."""
-    read_config = tfds.ReadConfig(shuffle_seed=file_seed, try_autocache=False)
-    ds = self._builder.as_dataset(split=split, shuffle_files=shuffle_files, read_config=read_config)
-    ds = ds.map(_to_example, num_parallel_calls=tf.data.AUTOTUNE).enumerate()
-    return ds.cache() if self._cache else ds
+  def _cached(self, split: str, preprocess: ops.Preprocess) -> tf.data.Dataset:
+    """The split in memory: decoded to uint8 when the pipeline starts with a plain `decode`."""
+    ds = reading.read(self._builder, split)
+    if preprocess.names[:1] == ('decode',):
+      ds = ds.map(lambda i, ex: (i, {**ex, 'image': decode_uint8(ex['image'])}),
+                  num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.cache()
+
+  def _first_train_image_shape(self) -> tuple[int, ...]:
+    """The training images' shape, from one preprocessed example (decoded sizes are dynamic)."""
+    index, example = next(iter(reading.read(self._builder, self._train_split).take(1)))
+    image = self._train_preprocess(example, tf.stack([tf.constant(0, tf.int64), index]))['image']
+    return tuple(image.shape)
 
   def _epoch_seed(self, epoch: int) -> int:
     return int(np.random.SeedSequence([self._seed, epoch, self._process_index]).generate_state(1)[0])
@@ -104,16 +101,23 @@ class InputPipeline:
     if self._train_base is not None:
       ds = self._train_base
     else:
-      ds = self._read(self._train_split, shuffle_files=True, file_seed=seed)
+      ds = reading.read(self._builder, self._train_split, shuffle_files=True, file_seed=seed)
     ds = ds.shuffle(self._shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
     ds = ds.take(self.steps_per_epoch * self._batch).skip(skip_batches * self._batch)
+    seed_t = tf.constant(seed, tf.int64)
 
     def preprocess(index, example):
-      example = self._train_preprocess(example, tf.stack([tf.constant(seed, tf.int64), index]))
+      example = self._train_preprocess(example, tf.stack([seed_t, index]))
       return {**example, 'mask': tf.constant(True)}
 
     ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(self._batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(self._batch, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
+    batch_fn = self._train_preprocess.batch_fn
+    if batch_fn is not None:  # seeded by the batch's index in the epoch, negated to stay apart
+      ds = ds.enumerate(start=skip_batches).map(
+          lambda i, batch: batch_fn(batch, tf.stack([seed_t, -1 - i])),
+          num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
   def train_batches(self, start_step: int = 0) -> Iterator[Batch]:
     """Endless training batches from global step `start_step` on."""
@@ -124,11 +128,11 @@ class InputPipeline:
 
   def _make_eval_dataset(self) -> tf.data.Dataset:
     fixed_seed = tf.constant([0, 0], tf.int64)  # eval ops are deterministic
-    ds = self._builder.as_dataset(split=self._eval_split, shuffle_files=False)
-    ds = ds.map(lambda ex: self._eval_preprocess(_to_example(ex), fixed_seed),
+    ds = reading.read(self._builder, self._eval_split)
+    ds = ds.map(lambda index, ex: self._eval_preprocess(ex, fixed_seed),
                 num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(self._eval_batch)
-    return (ds.cache() if self._cache else ds).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(self._eval_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    return (ds.cache() if self._cache else ds).prefetch(tf.data.AUTOTUNE).with_options(_options())
 
   def eval_batches(self) -> Iterator[Batch]:
     """The eval split once, in batches padded to full size; `mask` marks real examples.
@@ -145,6 +149,23 @@ class InputPipeline:
       raise datasets.DatasetError(f'The eval split of {self.spec.name} is empty on this process.')
     for _ in range(self.num_eval_batches - count):
       yield {k: np.zeros_like(v) for k, v in last.items()}
+
+
+def stats_images(config: ml_collections.ConfigDict, batch_size: int = 500
+                 ) -> tuple[Iterator[np.ndarray], dict[str, str]]:
+  """Batches of the training split as the eval pipeline's first statistics op would see them
+  (its ops before normalize/zca/pca_lighting), in file order; and what they are."""
+  spec = datasets.get_spec(config.name)
+  builder = datasets.load_builder(spec, config.data_dir or None, config.download)
+  split = config.train_split or spec.train_split
+  preprocess_text = full_preprocess(config, ops.before_stats(config.eval_preprocess))
+  preprocess = ops.parse(preprocess_text)
+  seed = tf.constant([0, 0], tf.int64)
+  ds = reading.read(builder, split).map(lambda i, ex: preprocess(ex, seed)['image'],
+                                        num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(_options())
+  return ds.as_numpy_iterator(), {'dataset': spec.name, 'split': split,
+                                  'preprocess': preprocess_text}
 
 
 def pad_batch(batch: Batch, size: int) -> Batch:

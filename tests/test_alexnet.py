@@ -105,7 +105,8 @@ def test_small_inputs_compute_and_dropout_acts_in_training_only(name):
 def test_config_variants_use_their_input_size_and_the_papers_recipe():
   paper, tv = alexnet_imagenet.get_config(), alexnet_imagenet.get_config('alexnet')
   assert (paper.model.name, tv.model.name) == ('alexnet_paper', 'alexnet')
-  assert 'random_crop(227)' in paper.dataset.train_preprocess
+  assert 'random_crop(227)' in paper.dataset.train_preprocess and 'ten_crop(227)' in paper.dataset.eval_preprocess
+  assert "pca_lighting(0.1, 'imagenet')" in paper.dataset.train_preprocess
   assert 'center_crop(224)' in tv.dataset.eval_preprocess
   assert (paper.optimizer.lr, paper.optimizer.momentum, paper.optimizer.weight_decay,
           paper.batch_size, paper.num_epochs) == (0.01, 0.9, 5e-4, 128, 90)

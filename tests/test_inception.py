@@ -210,7 +210,7 @@ def test_bninception_train_and_eval_step():
     ('inception_v3', 299, 2.0, 0.94), ('bninception', 224, 4 / 3, 0.96)])
 def test_config_schedule_and_input_size(variant, size, every, factor):
   config = inception_imagenet.get_config(variant)
-  assert f'random_crop({size})' in config.dataset.train_preprocess
+  assert f'random_resized_crop({size})' in config.dataset.train_preprocess
   assert f'center_crop({size})' in config.dataset.eval_preprocess
   lr = schedules.create_learning_rate_fn(config.schedule, 1.0, steps_per_epoch=30,
                                          total_steps=config.num_epochs * 30)

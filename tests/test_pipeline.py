@@ -1,17 +1,20 @@
 """tf.data pipeline: reproducible, resumable training batches; padded eval that counts once."""
 
-import ml_collections
 import numpy as np
 import pytest
 
 import input_pipeline
+from configs import default
+from input_pipeline import pipeline as pipeline_lib
 
 
-def _pipeline(data_dir, batch=64, eval_batch=300, seed=0, process_index=0, process_count=1):
-  config = ml_collections.ConfigDict(dict(
-      name='offline_digits', data_dir=data_dir, download=False, train_split='', eval_split='',
-      train_preprocess="random_crop(28, pad=2)|normalize('mnist')",
-      eval_preprocess="normalize('mnist')", cache=True, shuffle_buffer=1000))
+def _pipeline(data_dir, batch=64, eval_batch=300, seed=0, process_index=0, process_count=1,
+              **fields):
+  config = default.get_config().dataset
+  config.update(name='offline_digits', data_dir=data_dir, download=False,
+                train_preprocess="random_crop(28, pad=2)|normalize('mnist')",
+                eval_preprocess="normalize('mnist')", shuffle_buffer=1000)
+  config.update(fields)
   return input_pipeline.InputPipeline(config, global_batch_size=batch, eval_batch_size=eval_batch,
                                       seed=seed, process_index=process_index,
                                       process_count=process_count)
@@ -85,3 +88,75 @@ def test_batch_sizes_must_fit(data_dir):
     _pipeline(data_dir, batch=64, process_count=3)
   with pytest.raises(ValueError, match='larger than the training split'):
     _pipeline(data_dir, batch=8192)
+
+
+def _digit_identities_and_offsets(batches):
+  """Each training digit's identity (its sorted pixels, which a shift of ≤ 2 px keeps unless
+  it cuts the digit) and the position its crop put it at (its centroid)."""
+  found = {}
+  for b in batches:
+    for image, label in zip(b['image'][..., 0], b['label']):
+      ink = image - image.min()
+      key = (int(label), np.sort(ink.ravel()).round(4).tobytes())
+      rows, cols = np.indices(ink.shape)
+      found[key] = (float((rows * ink).sum() / ink.sum()), float((cols * ink).sum() / ink.sum()))
+  return found
+
+
+def test_each_example_gets_new_augmentation_each_epoch_and_the_same_on_a_rerun(data_dir):
+  p = _pipeline(data_dir, batch=500)  # 8 steps: every digit once per epoch
+  batches = _take(p.train_batches(0), 2 * p.steps_per_epoch)
+  epoch0 = _digit_identities_and_offsets(batches[:8])
+  epoch1 = _digit_identities_and_offsets(batches[8:])
+  rerun = _digit_identities_and_offsets(_take(_pipeline(data_dir, batch=500).train_batches(0), 8))
+  common = set(epoch0) & set(epoch1)
+  assert len(common) > 3500  # the same digits, less those whose crop cut a stroke
+  moved = sum(np.hypot(*np.subtract(epoch0[k], epoch1[k])) > 0.5 for k in common)
+  assert moved > 0.8 * len(common)  # 24 of the 25 offsets differ from any given one
+  assert rerun == epoch0
+
+
+def test_decoding_before_the_cache_changes_no_batch(data_dir):
+  cached = next(_pipeline(data_dir, batch=100).train_batches(3))
+  streamed = next(_pipeline(data_dir, batch=100, cache=False, shuffle_buffer=4000).train_batches(3))
+  for key in ('image', 'label'):
+    np.testing.assert_array_equal(cached[key], streamed[key])
+
+
+def test_mixup_batches_are_seeded_by_their_place_in_the_epoch(data_dir):
+  p = _pipeline(data_dir, train_preprocess="random_crop(28, pad=2)|mixup(0.4)")
+  straight = _take(p.train_batches(0), p.steps_per_epoch + 2)
+  resumed = _take(p.train_batches(p.steps_per_epoch - 1), 3)
+  for a, b in zip(straight[-3:], resumed):
+    for key in ('image', 'label', 'mix_label', 'mix_weight'):
+      np.testing.assert_array_equal(a[key], b[key])
+  weights = [b['mix_weight'][0] for b in straight]
+  assert len(set(weights)) == len(weights)  # a new λ every batch
+  assert all(np.any(b['mix_label'] != b['label']) for b in straight)
+
+
+def test_ten_view_eval_and_grey_to_rgb_at_a_minimum_size(data_dir):
+  p = _pipeline(data_dir, eval_batch=250, channels=3, min_size=36,
+                train_preprocess='random_crop(32)', eval_preprocess='ten_crop(32)')
+  assert p.image_shape == (32, 32, 3)
+  batch = next(p.eval_batches())
+  assert batch['image'].shape == (250, 10, 32, 32, 3)
+  views = batch['image'][0]
+  np.testing.assert_array_equal(views[0], views[5][:, ::-1])  # the centre and its mirror
+  np.testing.assert_array_equal(views[..., 0], views[..., 2])  # grey in all three channels
+
+
+def test_views_in_training_and_mixup_in_eval_are_refused(data_dir):
+  with pytest.raises(ValueError, match='belong in dataset.eval_preprocess'):
+    _pipeline(data_dir, train_preprocess='ten_crop(24)')
+  with pytest.raises(ValueError, match='training only'):
+    _pipeline(data_dir, eval_preprocess='mixup(0.2)')
+
+
+def test_stats_images_are_what_the_first_statistics_op_sees(data_dir):
+  config = default.get_config().dataset
+  config.update(data_dir=data_dir, eval_preprocess="center_crop(20)|normalize('mnist')|cutout(4)")
+  batches, source = pipeline_lib.stats_images(config, batch_size=1000)
+  images = np.concatenate(list(batches))
+  assert images.shape == (4000, 20, 20, 1) and source['preprocess'] == 'decode|center_crop(20)'
+  assert 0.0 <= images.min() and images.max() <= 1.0 and images.max() > 0.99

@@ -36,6 +36,9 @@ def _jitted_train_step(lr, aux_loss_weight):
                                    learning_rate_fn=optax.constant_schedule(lr)))
 
 
+_eval_step = jax.jit(functools.partial(steps.eval_step, loss_fn=LOSS))  # compiled beats eager
+
+
 def _train_step(state, batch, lr=0.1, aux_loss_weight=0.3):
   return _jitted_train_step(lr, aux_loss_weight)(state, batch, jax.random.key(0))
 
@@ -88,17 +91,45 @@ def test_auxiliary_losses_are_weighted_into_the_training_loss():
   np.testing.assert_allclose(m['main_loss'], main, rtol=1e-5)
   np.testing.assert_allclose(m['loss'], main + 0.3 * aux, rtol=1e-5)
   # Eval reads the main head only.
-  sums = steps.eval_step(state, batch, loss_fn=LOSS)
+  sums = _eval_step(state, batch)
   np.testing.assert_allclose(sums['loss_sum'] / 8, main, rtol=1e-5)
 
 
 def test_eval_step_ignores_padding():
   state, batch = _state(), _batch(8)
-  full = steps.eval_step(state, batch, loss_fn=LOSS)
+  full = _eval_step(state, batch)
   padded = {k: np.concatenate([v, v[:3]]) for k, v in batch.items()}
   padded['mask'][8:] = False
   padded['label'][8:] = (padded['label'][8:] + 1) % 10  # wrong labels that must not count
-  sums = steps.eval_step(state, padded, loss_fn=LOSS)
+  sums = _eval_step(state, padded)
   assert float(sums['count']) == 8
   for key in ('loss_sum', 'top1_sum', 'top5_sum'):
     np.testing.assert_allclose(sums[key], full[key], rtol=1e-5)
+
+
+def test_mixup_loss_mixes_the_two_labels_losses():
+  state, batch = _state(), _batch()
+  partner = np.roll(batch['label'], 1)
+  _, mixed = _train_step(state, {**batch, 'mix_label': partner,
+                                 'mix_weight': np.full(8, 0.3, np.float32)}, lr=0.0)
+  logits, _ = state.apply_fn(state.variables(), batch['image'], train=True,
+                             mutable=['batch_stats'])  # as the step sees them: batch statistics
+  expected = 0.7 * LOSS(logits, batch['label']).mean() + 0.3 * LOSS(logits, partner).mean()
+  np.testing.assert_allclose(mixed['loss'], expected, rtol=1e-5)
+
+
+def test_views_are_classified_by_their_average_softmax():
+  state, batch = _state(), _batch(4)
+  rng = np.random.default_rng(1)
+  views = rng.normal(size=(4, 3, 28, 28, 1)).astype(np.float32)
+  sums = _eval_step(state, {**batch, 'image': views})
+  logits = state.apply_fn(state.variables(), views.reshape(12, 28, 28, 1), train=False)
+  probs = np.asarray(jax.nn.softmax(logits)).reshape(4, 3, 10).mean(axis=1)
+  expected_loss = -np.log(probs[np.arange(4), batch['label']]).sum()
+  np.testing.assert_allclose(sums['loss_sum'], expected_loss, rtol=1e-5)
+  assert float(sums['top1_sum']) == np.sum(probs.argmax(-1) == batch['label'])
+  # One view repeated gives that view's single-view result.
+  single = _eval_step(state, batch)
+  repeated = _eval_step(state, {**batch, 'image': np.repeat(batch['image'][:, None], 3, 1)})
+  for key in single:
+    np.testing.assert_allclose(repeated[key], single[key], rtol=1e-5, atol=1e-6)

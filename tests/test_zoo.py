@@ -77,7 +77,8 @@ def test_config_model_takes_its_input_and_gives_one_logit_per_class(config_name,
   d = config.dataset
   train_shape, eval_shape, classes = _pipeline_shape(d.name, d.train_preprocess,
                                                      d.eval_preprocess, data_dir)
-  assert train_shape == eval_shape, 'training and evaluation must feed the same image size'
+  assert eval_shape[-3:] == train_shape, 'training and evaluation must feed the same image size'
+  assert len(eval_shape) == 3 or 'ten_crop' in d.eval_preprocess  # [views, H, W, C]
   model = train.make_model(config, classes)
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
   logits, _ = jax.eval_shape(functools.partial(model.init_with_output, train=True), rngs,

@@ -6,12 +6,19 @@ import tempfile
 from typing import Any, Callable
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 def write_atomic(path: str, write: Callable[[str], None]) -> None:
   """Calls `write(tmp_path)`, then renames tmp_path over `path` in one step."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
   os.close(fd)
+  os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
   try:
     write(tmp)
     os.replace(tmp, path)

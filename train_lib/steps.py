@@ -17,14 +17,25 @@ def _aux_logits(intermediates) -> list[jax.Array]:
   return found
 
 
+def _targets_loss(loss_fn: losses.LossFn, logits: jax.Array,
+                  batch: dict[str, jax.Array]) -> jax.Array:
+  """Per-example loss against `label`, or against both labels of a mixup batch, weighted."""
+  loss = loss_fn(logits, batch['label'])
+  if 'mix_label' not in batch:
+    return loss
+  weight = batch['mix_weight']
+  return (1.0 - weight) * loss + weight * loss_fn(logits, batch['mix_label'])
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
                loss_fn: losses.LossFn, learning_rate_fn: optax.Schedule,
                aux_loss_weight: float = 0.3) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step on `batch`; `rng` is this step's dropout key.
 
-  Auxiliary-head losses are added with `aux_loss_weight`. A step whose loss or gradient is
-  not finite leaves the state unchanged and reports `finite = 0`, so the loop can stop with
-  the last good state on disk.
+  Auxiliary-head losses are added with `aux_loss_weight`. Mixup batches carry `mix_label` and
+  `mix_weight`, and the loss mixes the two labels' losses with that weight. A step whose loss
+  or gradient is not finite leaves the state unchanged and reports `finite = 0`, so the loop
+  can stop with the last good state on disk.
   """
   mask = batch['mask'].astype(jnp.float32)
   num_real = jnp.maximum(jnp.sum(mask), 1.0)
@@ -33,8 +44,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     logits, updates = state.apply_fn(
         {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
         rngs={'dropout': rng}, mutable=['batch_stats', 'intermediates'])
-    main_loss = jnp.sum(loss_fn(logits, batch['label']) * mask) / num_real
-    aux = [jnp.sum(loss_fn(a, batch['label']) * mask) / num_real
+    main_loss = jnp.sum(_targets_loss(loss_fn, logits, batch) * mask) / num_real
+    aux = [jnp.sum(_targets_loss(loss_fn, a, batch) * mask) / num_real
            for a in _aux_logits(updates.get('intermediates', {}))]
     total = main_loss + aux_loss_weight * sum(aux) if aux else main_loss
     return total, (main_loss, logits, updates.get('batch_stats', {}))
@@ -58,9 +69,25 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   return new_state, step_metrics
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
-              loss_fn: losses.LossFn) -> dict[str, jax.Array]:
-  """Masked sums of loss and top-1/top-5 hits on `batch`, from the main head only."""
-  logits = state.apply_fn(state.variables(), batch['image'], train=False)
+def eval_step(state: TrainState, batch: dict[str, jax.Array], *, loss_fn: losses.LossFn,
+              average_softmax: bool = True) -> dict[str, jax.Array]:
+  """Masked sums of loss and top-1/top-5 hits on `batch`, from the main head only.
+
+  Images [batch, views, H, W, C] (ten_crop) are classified by their views' averaged softmax,
+  whose log then stands in for the logits (so cross-entropy scores the average); with
+  `average_softmax=False` (an l2 loss) the raw outputs are averaged.
+  """
+  images = batch['image']
+  if images.ndim == 5:
+    b, v = images.shape[:2]
+    logits = state.apply_fn(state.variables(), images.reshape(b * v, *images.shape[2:]),
+                            train=False)
+    logits = logits.astype(jnp.float32).reshape(b, v, -1)
+    if average_softmax:
+      logits = jnp.log(jnp.mean(jax.nn.softmax(logits), axis=1))
+    else:
+      logits = jnp.mean(logits, axis=1)
+  else:
+    logits = state.apply_fn(state.variables(), images, train=False)
   return metrics.classification_sums(logits, batch['label'], loss_fn(logits, batch['label']),
                                      batch['mask'])

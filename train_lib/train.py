@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from jax.experimental import multihost_utils
 
 import models
@@ -40,11 +41,12 @@ def _eval_batch_size(config: ml_collections.ConfigDict, num_devices: int) -> int
   return -(-size // num_devices) * num_devices
 
 
-def _make_data(config: ml_collections.ConfigDict, eval_batch_size: int) -> DataSource:
+def make_data(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> DataSource:
+  """This process's input pipeline for `config.dataset`, with batch sizes that fit the mesh."""
   import input_pipeline  # pylint: disable=import-outside-toplevel  (the only TensorFlow user)
   return input_pipeline.InputPipeline(
-      config.dataset, global_batch_size=config.batch_size, eval_batch_size=eval_batch_size,
-      seed=config.seed,
+      config.dataset, global_batch_size=config.batch_size,
+      eval_batch_size=_eval_batch_size(config, mesh.size), seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count())
 
 
@@ -54,6 +56,36 @@ def make_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module
   if isinstance(kwargs.get('dtype'), str):
     kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
   return models.create_model(config.model.name, num_classes=num_classes, **kwargs)
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int
+                           ) -> tuple[float, int, optax.Schedule]:
+  """(base lr after linear batch scaling, total steps, the schedule) of `config`."""
+  total_steps = config.total_steps if config.total_steps > 0 else config.num_epochs * steps_per_epoch
+  base_lr = config.optimizer.lr
+  if config.optimizer.lr_reference_batch_size > 0:  # linear scaling rule
+    base_lr *= config.batch_size / config.optimizer.lr_reference_batch_size
+  return base_lr, total_steps, schedules.create_learning_rate_fn(
+      config.schedule, base_lr, steps_per_epoch, total_steps)
+
+
+def init_state(config: ml_collections.ConfigDict, model: nn.Module, image_shape: tuple[int, ...],
+               mesh: jax.sharding.Mesh) -> TrainState:
+  """The initial train state, replicated over the mesh (compiled once, not run op by op)."""
+  init = functools.partial(create_train_state, model, optim.create_optimizer(config.optimizer),
+                           config.seed, image_shape)
+  return jax.jit(init, out_shardings=sharding.replicated(mesh))()
+
+
+def jit_train_step(config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule,
+                   mesh: jax.sharding.Mesh):
+  """steps.train_step with `config`'s loss, compiled for the mesh, donating the old state."""
+  replicated = sharding.replicated(mesh)
+  return jax.jit(
+      functools.partial(steps.train_step, loss_fn=losses.get_loss(config.loss, config.label_smoothing),
+                        learning_rate_fn=learning_rate_fn, aux_loss_weight=config.aux_loss_weight),
+      in_shardings=(replicated, sharding.batch_sharded(mesh), replicated),
+      out_shardings=(replicated, replicated), donate_argnums=0)
 
 
 def _every(value: int, steps_per_epoch: int) -> int:
@@ -112,20 +144,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   start_time = time.perf_counter()
   mesh = sharding.make_mesh()
   sharding.check_divisible(config.batch_size, mesh)
-  data = data or _make_data(config, _eval_batch_size(config, mesh.size))
+  data = data or make_data(config, mesh)
   steps_per_epoch = data.steps_per_epoch
-  total_steps = config.total_steps if config.total_steps > 0 else config.num_epochs * steps_per_epoch
   model = make_model(config, data.num_classes)
-
-  base_lr = config.optimizer.lr
-  if config.optimizer.lr_reference_batch_size > 0:  # linear scaling rule
-    base_lr *= config.batch_size / config.optimizer.lr_reference_batch_size
-  learning_rate_fn = schedules.create_learning_rate_fn(config.schedule, base_lr, steps_per_epoch,
-                                                       total_steps)
-  tx = optim.create_optimizer(config.optimizer)
+  base_lr, total_steps, learning_rate_fn = learning_rate_schedule(config, steps_per_epoch)
   replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-  init = functools.partial(create_train_state, model, tx, config.seed, data.image_shape)
-  state = jax.jit(init, out_shardings=replicated)()
+  state = init_state(config, model, data.image_shape, mesh)
 
   checkpointer = checkpoint.Checkpointer(
       os.path.join(workdir, 'checkpoints'), max_to_keep=config.keep_checkpoints)
@@ -142,12 +166,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                config.model.name, f'{derived["num_params"]:,}', total_steps, steps_per_epoch,
                mesh.size, f', resuming at step {start_step}' if start_step else '')
 
-  train_step = jax.jit(
-      functools.partial(steps.train_step, loss_fn=losses.get_loss(config.loss, config.label_smoothing),
-                        learning_rate_fn=learning_rate_fn, aux_loss_weight=config.aux_loss_weight),
-      in_shardings=(replicated, batch_sharding, replicated),
-      out_shardings=(replicated, replicated), donate_argnums=0)
-  eval_step = jax.jit(functools.partial(steps.eval_step, loss_fn=losses.get_loss(config.loss)),
+  train_step = jit_train_step(config, learning_rate_fn, mesh)
+  eval_step = jax.jit(functools.partial(steps.eval_step, loss_fn=losses.get_loss(config.loss),
+                                        average_softmax=config.loss == 'softmax_xent'),
                       in_shardings=(replicated, batch_sharding), out_shardings=replicated)
 
   writer = reporting.MetricWriter(workdir, start_step, enabled=is_chief)

@@ -1,0 +1,250 @@
+"""Does the input pipeline keep the devices fed? Times the two halves of a training step apart.
+
+  python -m input_pipeline.benchmark --config=configs/resnet_cifar10.py [--config.x=y ...]
+      [--batches=50] [--steps=20] [--no_model] [--warmup=5] [--repeats=3] [--json=out.json]
+      [--mock_examples=50000]   # tfds's random mock data in place of the dataset
+
+1. The training InputPipeline, built as train_lib/train.py builds it on one process (the
+   whole global batch config.batch_size): images/s it delivers as numpy batches on this
+   host's CPUs, after `warmup` batches (the first one fills the shuffle buffer, and the cache).
+2. Unless --no_model, the jitted train step, built as train.py builds it (same model, state,
+   optimizer, schedule, mesh shardings and state donation), on a synthetic batch of the
+   pipeline's shape already on the devices: images/s the devices consume, after compiling.
+
+Each figure is the best of `repeats` windows of `batches` batches (`steps` steps): the best
+window is the one least disturbed by other work on a shared machine; the mean is printed too.
+Neither figure includes the host-to-device copy of a batch. On a CPU-only machine the
+pipeline and the step share the cores, so measured apart they overstate what runs together.
+"""
+
+import contextlib
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, Iterator, Optional
+
+from absl import app, flags, logging
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
+import input_pipeline
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer('batches', 50, 'Pipeline batches per timed window.')
+flags.DEFINE_integer('steps', 20, 'Train steps per timed window.')
+flags.DEFINE_bool('no_model', False, 'Time the input pipeline only.')
+flags.DEFINE_integer('warmup', 5, 'Pipeline batches discarded before timing (at least 1).')
+flags.DEFINE_integer('repeats', 3, 'Timed windows; the best one is reported.')
+flags.DEFINE_integer('mock_examples', 0, 'If > 0, time tfds.testing.mock_data with this many '
+                     'random examples per split instead of the real dataset (no download).')
+flags.DEFINE_string('json', '', 'Also write the figures (benchmark()\'s dict) to this JSON file.')
+
+
+def _cpu_cores() -> int:
+  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+
+
+def _windows(run_one: Callable[[], Any], count: int, repeats: int,
+             finish: Callable[[], Any] = lambda: None) -> list[float]:
+  """Seconds taken by each of `repeats` windows of `count` calls of `run_one`."""
+  seconds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(count):
+      run_one()
+    finish()
+    seconds.append(time.perf_counter() - start)
+  return seconds
+
+
+def _rates(seconds: list[float], images_per_window: int) -> tuple[float, float]:
+  """(best, mean) images/s over the windows."""
+  return images_per_window / min(seconds), images_per_window * len(seconds) / sum(seconds)
+
+
+def tf_data_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The input settings that decide the pipeline's speed, as this run uses them."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel  (input_pipeline's own)
+  d = config.dataset
+  return {'cache': bool(d.cache),
+          'shuffle_buffer': 'the whole split (cached)' if d.cache else int(d.shuffle_buffer),
+          'train_preprocess': d.train_preprocess or '(decode only)',
+          'channels': int(d.get('channels', 0)), 'min_size': int(d.get('min_size', 0)),
+          'tf_inter_op_threads': tf.config.threading.get_inter_op_parallelism_threads() or 'auto',
+          'tf_intra_op_threads': tf.config.threading.get_intra_op_parallelism_threads() or 'auto',
+          'cpu_cores': _cpu_cores()}
+
+
+def verdict(ratio: float, config: ml_collections.ConfigDict) -> str:
+  """One line: does the pipeline keep up with the step, and what to try if not."""
+  if ratio >= 1.0:
+    return f'the pipeline keeps the accelerator fed with {ratio:.1f}x headroom'
+  tips = []
+  if not config.dataset.cache:
+    tips.append('cache=True (if the decoded split fits in memory)')
+  preprocess = config.dataset.train_preprocess
+  if 'random_resized_crop' in preprocess and 'decode_and_random_resized_crop' not in preprocess:
+    tips.append('a fused decode_and_random_resized_crop')
+  tips.append(f'more CPU cores (this process has {_cpu_cores()})')
+  return (f'input-bound: the pipeline delivers {ratio:.0%} of what the step consumes; try '
+          + ', '.join(tips))
+
+
+def synthetic_batch(like: dict[str, np.ndarray], num_classes: int,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+  """Random arrays with the keys, shapes and dtypes of the pipeline batch `like`."""
+  rng = np.random.default_rng(seed)
+  batch = {}
+  for key, value in like.items():
+    if value.dtype == np.bool_:
+      batch[key] = np.ones(value.shape, np.bool_)
+    elif np.issubdtype(value.dtype, np.integer):
+      batch[key] = rng.integers(0, num_classes, value.shape).astype(value.dtype)
+    else:
+      batch[key] = rng.random(value.shape).astype(value.dtype)
+  return batch
+
+
+def _time_pipeline(batches: Iterator[dict[str, np.ndarray]], count: int, warmup: int,
+                   repeats: int) -> tuple[dict[str, np.ndarray], list[float]]:
+  first = next(batches)  # builds the epoch: fills the shuffle buffer (and the cache)
+  for _ in range(warmup - 1):
+    next(batches)
+  return first, _windows(lambda: next(batches), count, repeats)
+
+
+def _time_train_step(config: ml_collections.ConfigDict, data: input_pipeline.InputPipeline,
+                     like: dict[str, np.ndarray], steps: int, repeats: int) -> dict[str, Any]:
+  """Builds the model and the jitted train step as train_and_evaluate does and times it."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from train_lib import sharding, train  # pylint: disable=import-outside-toplevel
+
+  mesh = sharding.make_mesh()
+  _, _, learning_rate_fn = train.learning_rate_schedule(config, data.steps_per_epoch)
+  state = train.init_state(config, train.make_model(config, data.num_classes), data.image_shape,
+                           mesh)
+  train_step = train.jit_train_step(config, learning_rate_fn, mesh)
+  batch = sharding.to_global(synthetic_batch(like, data.num_classes), sharding.batch_sharded(mesh))
+  step = 0
+
+  def run_one() -> None:
+    nonlocal state, step
+    step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), step)
+    state, _ = train_step(state, batch, step_rng)
+    step += 1
+
+  began = time.perf_counter()
+  run_one()  # compiles
+  jax.block_until_ready(state)
+  compile_s = time.perf_counter() - began
+  for _ in range(2):
+    run_one()
+  jax.block_until_ready(state)
+  seconds = _windows(run_one, steps, repeats, finish=lambda: jax.block_until_ready(state))
+  return {'seconds': seconds, 'compile_s': compile_s, 'mesh_size': mesh.size}
+
+
+def _devices() -> dict[str, Any]:
+  import jax  # pylint: disable=import-outside-toplevel
+  devices = jax.devices()
+  return {'device_kind': devices[0].device_kind, 'device_count': len(devices),
+          'platform': devices[0].platform}
+
+
+def benchmark(config: ml_collections.ConfigDict, *, batches: int = 50, steps: int = 20,
+              model: bool = True, warmup: int = 5, repeats: int = 3) -> dict[str, Any]:
+  """Images/s of the training pipeline and (if `model`) of the train step, and the verdict."""
+  if min(batches, steps, warmup, repeats) < 1:
+    raise ValueError(f'batches, steps, warmup and repeats must be at least 1, got {batches}, '
+                     f'{steps}, {warmup}, {repeats}.')
+  from train_lib import sharding, train  # pylint: disable=import-outside-toplevel
+  devices = _devices()
+  sharding.check_divisible(config.batch_size, sharding.make_mesh())
+  data = train.make_data(config, sharding.make_mesh())
+  first, seconds = _time_pipeline(data.train_batches(0), batches, warmup, repeats)
+  pipeline_best, pipeline_mean = _rates(seconds, batches * config.batch_size)
+  results: dict[str, Any] = {
+      'dataset': data.spec.name, 'num_train_examples': data.num_train_examples,
+      'steps_per_epoch': data.steps_per_epoch, 'batch_size': config.batch_size,
+      'image_shape': tuple(data.image_shape), 'model': config.model.name,
+      **devices, 'tf_data': tf_data_settings(config),
+      'pipeline_images_per_s': pipeline_best, 'pipeline_images_per_s_mean': pipeline_mean,
+      'pipeline_timing': f'best of {repeats} windows of {batches} batches after {warmup} '
+                         'warm-up batches',
+      'step_images_per_s': None, 'step_images_per_s_mean': None, 'ratio': None,
+  }
+  if not model:
+    results['verdict'] = 'train step not measured (--no_model)'
+    return results
+  step = _time_train_step(config, data, first, steps, repeats)
+  step_best, step_mean = _rates(step['seconds'], steps * config.batch_size)
+  ratio = pipeline_best / step_best
+  results.update(
+      step_images_per_s=step_best, step_images_per_s_mean=step_mean, ratio=ratio,
+      compile_s=step['compile_s'],
+      step_timing=f'best of {repeats} windows of {steps} steps after compiling and 2 warm-up '
+                  'steps',
+      verdict=verdict(ratio, config))
+  return results
+
+
+def format_report(results: dict[str, Any]) -> str:
+  """The printed lines: what was measured, the two rates, their ratio and the verdict."""
+  settings = ', '.join(f'{k}={v!r}' if isinstance(v, str) else f'{k}={v}'
+                       for k, v in results['tf_data'].items())
+  lines = [
+      f'dataset: {results["dataset"]} ({results["num_train_examples"]:,} training examples, '
+      f'{results["steps_per_epoch"]} steps per epoch), batch {results["batch_size"]} of '
+      f'{results["image_shape"]}',
+      f'tf.data: {settings}',
+      f'devices: {results["device_count"]} x {results["device_kind"]} ({results["platform"]})',
+      f'pipeline: {results["pipeline_images_per_s"]:,.0f} images/s '
+      f'({results["pipeline_timing"]}; mean {results["pipeline_images_per_s_mean"]:,.0f})',
+  ]
+  if results['step_images_per_s'] is not None:
+    lines += [
+        f'train step ({results["model"]}): {results["step_images_per_s"]:,.0f} images/s '
+        f'({results["step_timing"]}; mean {results["step_images_per_s_mean"]:,.0f}; compiled in '
+        f'{results["compile_s"]:.1f} s)',
+        f'ratio pipeline/step: {results["ratio"]:.2f}',
+    ]
+    if results['platform'] == 'cpu':
+      lines.append('note: on CPU the pipeline and the step share the cores; measured apart, '
+                   'each figure overstates what runs together')
+  lines.append(f'verdict: {results["verdict"]}')
+  return '\n'.join(lines)
+
+
+def _main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS.config is None:
+    raise app.UsageError('--config is required, e.g. --config=configs/lenet5_mnist.py')
+  logging.set_verbosity(logging.WARNING)  # tfds's per-split INFO lines would bury the report
+  input_pipeline.hide_accelerators_from_tf()
+  data = (tfds.testing.mock_data(num_examples=FLAGS.mock_examples) if FLAGS.mock_examples
+          else contextlib.nullcontext())
+  try:
+    with data:
+      results = benchmark(FLAGS.config, batches=FLAGS.batches, steps=FLAGS.steps,
+                          model=not FLAGS.no_model, warmup=FLAGS.warmup, repeats=FLAGS.repeats)
+  except ValueError as e:  # DatasetError, unknown model, batch size, preprocessing ops, ...
+    sys.exit(f'error: {e}')
+  if FLAGS.mock_examples:
+    results['dataset'] += f' (mock data: {FLAGS.mock_examples:,} random examples)'
+  print(format_report(results))
+  if FLAGS.json:
+    with open(FLAGS.json, 'w') as f:
+      json.dump(results, f, indent=2)
+
+
+def run(argv: Optional[list[str]] = None) -> None:
+  """The command line: main.py's --config flag and its parser, plus this module's flags."""
+  import main as entry  # pylint: disable=import-outside-toplevel  (defines --config)
+  app.run(_main, argv=argv, flags_parser=entry.parse_flags)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,113 @@
+"""Normalisation: per-channel mean/std, per-pixel mean, ZCA whitening.
+
+Each op takes its statistics as a dataset name ('cifar10', 'imagenet') or the path of a
+`dataset_stats.npz` written by `python main.py --mode=dataset_stats` (or its directory),
+read once when the op string is parsed.
+"""
+
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import tensorflow as tf
+
+from input_pipeline import stats as stats_lib
+from input_pipeline.ops.registry import Op, deterministic_image_op, register
+
+
+def require(stats: stats_lib.DatasetStats, name: str, field: str, op: str) -> np.ndarray:
+  """`stats.<field>`, or a ValueError saying why it is missing and how to get it."""
+  value = getattr(stats, field)
+  if value is not None:
+    return value
+  if stats.num_examples is not None and stats.zca_note:  # computed here: the note says why
+    why = stats.zca_note
+  else:
+    why = 'only per-channel numbers are recorded for it'
+  raise ValueError(f'{op} needs the {field} of {name!r}, which has none: {why}. Compute the '
+                   'statistics of the images this op sees: run python main.py '
+                   '--mode=dataset_stats --config=... --workdir=... and pass the path to '
+                   'dataset_stats.npz.')
+
+
+def check_trailing_shape(image: tf.Tensor, expected: Sequence[int], message: str) -> tf.Tensor:
+  """`image`, checked to end in `expected` dimensions: now if its shape is known, else at run
+  time (inside tf.data the size after decoding is known only then)."""
+  expected = tuple(int(d) for d in expected)
+  static = image.shape[-len(expected):] if image.shape.rank is not None else image.shape
+  if not static.is_compatible_with(expected):
+    raise ValueError(f'{message} (got shape {image.shape.as_list()})')
+  if static.is_fully_defined() and static.rank == len(expected):
+    return image
+  check = tf.debugging.assert_equal(tf.shape(image)[-len(expected):], expected, message=message)
+  with tf.control_dependencies([check]):
+    return tf.identity(image)
+
+
+@register('normalize', uses_stats=True)
+def normalize(mean: Union[str, Sequence[float]], std: Union[Sequence[float], None] = None) -> Op:
+  """(image - mean) / std per channel: `normalize('cifar10')`, a stats file
+  `normalize('<workdir>/dataset_stats.npz')`, or `normalize((m,...), (s,...))`."""
+  if isinstance(mean, str):
+    try:
+      stats = stats_lib.load(mean)
+    except ValueError as e:
+      raise ValueError(f'{e} Or give the numbers: normalize((m, ...), (s, ...)).') from e
+    mean, std = stats.mean, stats.std
+  if std is None:
+    raise ValueError('normalize needs std when mean is given as numbers.')
+  mean_t, std_t = tf.constant(mean, tf.float32), tf.constant(std, tf.float32)
+  channels = mean_t.shape[-1] if mean_t.shape.rank else 1
+  message = f'normalize: the image must have {channels} channels, as its mean and std do'
+
+  def fn(image: tf.Tensor) -> tf.Tensor:
+    if channels > 1:  # one value for all channels broadcasts; several must match
+      image = check_trailing_shape(image, (channels,), message)
+    return (image - mean_t) / std_t
+
+  return deterministic_image_op(fn)
+
+
+def _pixel_mean(stats: str, op: str) -> tuple[stats_lib.DatasetStats, np.ndarray]:
+  loaded = stats_lib.load(stats)
+  return loaded, require(loaded, stats, 'pixel_mean', op)
+
+
+def _shape_message(op: str, name: str, shape: Sequence[int]) -> str:
+  return (f'{op}: the image shape differs from the mean image of {name!r} '
+          f'({"x".join(map(str, shape))}); crop or resize to that size before {op}, or compute '
+          'the statistics of this pipeline (python main.py --mode=dataset_stats)')
+
+
+@register('subtract_pixel_mean', uses_stats=True)
+def subtract_pixel_mean(stats: str) -> Op:
+  """image - the dataset's mean image (AlexNet; He et al. 2016's CIFAR ResNets). Needs images
+  of the stored mean's size; works on view stacks [V, H, W, C] too."""
+  _, pixel_mean = _pixel_mean(stats, 'subtract_pixel_mean')
+  mean_t = tf.constant(pixel_mean, tf.float32)
+  message = _shape_message('subtract_pixel_mean', stats, pixel_mean.shape)
+  return deterministic_image_op(
+      lambda image: check_trailing_shape(image, pixel_mean.shape, message) - mean_t)
+
+
+@register('zca', uses_stats=True)
+def zca(stats: str, epsilon: Optional[float] = None) -> Op:
+  """ZCA whitening: (image - mean image), flattened, @ W (W from `stats.compute`).
+
+  `epsilon` None uses the stored W (whose ε the JSON records); another ε rebuilds W from the
+  stored one at parse time (one D×D eigendecomposition, 11 s for 32×32×3 on two busy CPU
+  cores: the file keeps one D×D matrix, not the covariance as well). Works on view stacks
+  [V, H, W, C] too.
+  """
+  loaded, pixel_mean = _pixel_mean(stats, 'zca')
+  w = require(loaded, stats, 'zca', 'zca')
+  if epsilon is not None and epsilon != loaded.zca_epsilon:
+    w = stats_lib.rezca(w, loaded.zca_epsilon, epsilon)
+  mean_t, w_t = tf.constant(pixel_mean, tf.float32), tf.constant(w, tf.float32)
+  message = _shape_message('zca', stats, pixel_mean.shape)
+
+  def fn(image: tf.Tensor) -> tf.Tensor:
+    centred = check_trailing_shape(image, pixel_mean.shape, message) - mean_t
+    flat = tf.reshape(centred, [-1, w.shape[0]])
+    return tf.reshape(tf.matmul(flat, w_t), tf.shape(image))
+
+  return deterministic_image_op(fn)
