@@ -8,6 +8,7 @@ the uninterrupted run saw, and skips examples before any decoding work.
 """
 
 import math
+import re
 from typing import Iterator
 
 import ml_collections
@@ -22,8 +23,9 @@ Batch = dict[str, np.ndarray]
 
 def full_preprocess(config: ml_collections.ConfigDict, spec: str) -> str:
   """`spec` with decoding in front, then the grey→RGB and minimum-size ops the config asks for."""
-  if config.channels not in (0, 1, 3):
-    raise ValueError(f'dataset.channels must be 0 (as stored), 1 or 3, not {config.channels}.')
+  if config.channels not in (0, 3):
+    raise ValueError(f'dataset.channels must be 0 (as stored) or 3 (grey to RGB), not '
+                     f'{config.channels}.')
   after_decode = (['to_rgb'] if config.channels == 3 else []) + (
       [f'ensure_min_size({config.min_size})'] if config.min_size else [])
   return ops.with_decode(spec, after_decode)
@@ -34,6 +36,19 @@ def _options() -> tf.data.Options:
   options.deterministic = True  # parallel map and batch keep the order: same seed, same batches
   options.experimental_optimization.map_parallelization = True
   return options
+
+
+def _explain_size_errors(batches: Iterator[Batch], which: str) -> Iterator[Batch]:
+  """`batches`, with tf.data's "cannot batch" error turned into what to change in the config."""
+  try:
+    yield from batches
+  except tf.errors.InvalidArgumentError as e:
+    if 'Cannot batch tensors with different shapes' not in str(e):
+      raise
+    shapes = re.search(r'First element had shape \S+ and element \d+ had shape [^ .]+', str(e))
+    raise ValueError(f'Images of different sizes cannot form a batch '
+                     f'({shapes.group(0) if shapes else e.message}): end dataset.{which} with ops '
+                     'that fix the size, e.g. resize_shorter(256)|center_crop(224).') from e
 
 
 class InputPipeline:
@@ -123,7 +138,8 @@ class InputPipeline:
     """Endless training batches from global step `start_step` on."""
     epoch, skip = divmod(start_step, self.steps_per_epoch)
     while True:
-      yield from self._make_train_epoch(epoch, skip).as_numpy_iterator()
+      yield from _explain_size_errors(self._make_train_epoch(epoch, skip).as_numpy_iterator(),
+                                      'train_preprocess')
       epoch, skip = epoch + 1, 0
 
   def _make_eval_dataset(self) -> tf.data.Dataset:
@@ -141,7 +157,7 @@ class InputPipeline:
     shard is shorter), so multi-host eval steps stay in lockstep.
     """
     count, last = 0, None
-    for batch in self._eval_ds.as_numpy_iterator():
+    for batch in _explain_size_errors(self._eval_ds.as_numpy_iterator(), 'eval_preprocess'):
       last = pad_batch(batch, self._eval_batch)
       count += 1
       yield last

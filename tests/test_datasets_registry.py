@@ -151,6 +151,14 @@ def test_unknown_configuration_lists_the_configurations(tmp_path):
     datasets.load_builder(input_pipeline.get_spec('imagenette/999px'), str(tmp_path), False)
 
 
+def test_images_of_different_sizes_need_an_op_that_fixes_the_size():
+  config = _dataset_config('imagenette', *CROP)
+  config.eval_preprocess = "normalize('imagenette')"
+  with pytest.raises(ValueError, match=r'(?s)different sizes cannot form a batch \(First element '
+                     r'had shape .*end dataset.eval_preprocess with ops that fix the size'):
+    _mocked_pipeline(config)
+
+
 def test_missing_dataset_with_download_off_says_how_to_prepare(tmp_path):
   with pytest.raises(input_pipeline.DatasetError, match='(?s)download_and_prepare.*offline_digits'):
     input_pipeline.InputPipeline(_dataset_config('mnist', data_dir=str(tmp_path), download=False),

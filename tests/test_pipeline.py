@@ -146,11 +146,13 @@ def test_ten_view_eval_and_grey_to_rgb_at_a_minimum_size(data_dir):
   np.testing.assert_array_equal(views[..., 0], views[..., 2])  # grey in all three channels
 
 
-def test_views_in_training_and_mixup_in_eval_are_refused(data_dir):
+def test_views_in_training_mixup_in_eval_and_other_channel_counts_are_refused(data_dir):
   with pytest.raises(ValueError, match='belong in dataset.eval_preprocess'):
     _pipeline(data_dir, train_preprocess='ten_crop(24)')
   with pytest.raises(ValueError, match='training only'):
     _pipeline(data_dir, eval_preprocess='mixup(0.2)')
+  with pytest.raises(ValueError, match='dataset.channels must be 0'):
+    _pipeline(data_dir, channels=1)
 
 
 def test_stats_images_are_what_the_first_statistics_op_sees(data_dir):
