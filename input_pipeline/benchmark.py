@@ -25,11 +25,13 @@ import time
 from typing import Any, Callable, Iterator, Optional
 
 from absl import app, flags, logging
+import jax
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
 import input_pipeline
+from train_lib import sharding, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('batches', 50, 'Pipeline batches per timed window.')
@@ -116,12 +118,9 @@ def _time_pipeline(batches: Iterator[dict[str, np.ndarray]], count: int, warmup:
 
 
 def _time_train_step(config: ml_collections.ConfigDict, data: input_pipeline.InputPipeline,
-                     like: dict[str, np.ndarray], steps: int, repeats: int) -> dict[str, Any]:
+                     like: dict[str, np.ndarray], steps: int, repeats: int,
+                     mesh: jax.sharding.Mesh) -> dict[str, Any]:
   """Builds the model and the jitted train step as train_and_evaluate does and times it."""
-  import jax  # pylint: disable=import-outside-toplevel
-  from train_lib import sharding, train  # pylint: disable=import-outside-toplevel
-
-  mesh = sharding.make_mesh()
   _, _, learning_rate_fn = train.learning_rate_schedule(config, data.steps_per_epoch)
   state = train.init_state(config, train.make_model(config, data.num_classes), data.image_shape,
                            mesh)
@@ -147,7 +146,6 @@ def _time_train_step(config: ml_collections.ConfigDict, data: input_pipeline.Inp
 
 
 def _devices() -> dict[str, Any]:
-  import jax  # pylint: disable=import-outside-toplevel
   devices = jax.devices()
   return {'device_kind': devices[0].device_kind, 'device_count': len(devices),
           'platform': devices[0].platform}
@@ -159,10 +157,10 @@ def benchmark(config: ml_collections.ConfigDict, *, batches: int = 50, steps: in
   if min(batches, steps, warmup, repeats) < 1:
     raise ValueError(f'batches, steps, warmup and repeats must be at least 1, got {batches}, '
                      f'{steps}, {warmup}, {repeats}.')
-  from train_lib import sharding, train  # pylint: disable=import-outside-toplevel
   devices = _devices()
-  sharding.check_divisible(config.batch_size, sharding.make_mesh())
-  data = train.make_data(config, sharding.make_mesh())
+  mesh = sharding.make_mesh()
+  sharding.check_divisible(config.batch_size, mesh)
+  data = train.make_data(config, mesh)
   first, seconds = _time_pipeline(data.train_batches(0), batches, warmup, repeats)
   pipeline_best, pipeline_mean = _rates(seconds, batches * config.batch_size)
   results: dict[str, Any] = {
@@ -178,7 +176,7 @@ def benchmark(config: ml_collections.ConfigDict, *, batches: int = 50, steps: in
   if not model:
     results['verdict'] = 'train step not measured (--no_model)'
     return results
-  step = _time_train_step(config, data, first, steps, repeats)
+  step = _time_train_step(config, data, first, steps, repeats, mesh)
   step_best, step_mean = _rates(step['seconds'], steps * config.batch_size)
   ratio = pipeline_best / step_best
   results.update(

@@ -1,5 +1,6 @@
 """Dataset registry: tfds name, splits, normalisation, and how to get the data onto disk."""
 
+import collections
 import dataclasses
 import difflib
 import os
@@ -107,9 +108,9 @@ _SPECS = {s.name: s for s in [
                               ('ILSVRC2012_img_val.tar', 6_744_924_160))),
 ]}
 # Another configuration of a dataset registered once shares its spec ('imagenette/160px-v2').
-_SPECS_BY_TFDS_BASE = {s.tfds_name.split('/')[0]: s for s in _SPECS.values()}
-_SPECS_BY_TFDS_BASE = {base: s for base, s in _SPECS_BY_TFDS_BASE.items()
-                       if sum(t.tfds_name.split('/')[0] == base for t in _SPECS.values()) == 1}
+_BASE_COUNTS = collections.Counter(s.tfds_name.split('/')[0] for s in _SPECS.values())
+_SPECS_BY_TFDS_BASE = {s.tfds_name.split('/')[0]: s for s in _SPECS.values()
+                       if _BASE_COUNTS[s.tfds_name.split('/')[0]] == 1}
 _ALIASES = {'imagenet': 'imagenet2012',  # for statistics: normalize('imagenet')
             'emnist': 'emnist/balanced', 'svhn': 'svhn_cropped'}
 assert offline_digits.OfflineDigits.name == 'offline_digits'  # registered with tfds on import

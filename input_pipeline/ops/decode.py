@@ -4,7 +4,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from input_pipeline.ops.geometry import Size, _hw, sample_window
+from input_pipeline.ops.geometry import Size, _hw, random_resized_crop, sample_window
 from input_pipeline.ops.registry import Features, Op, register
 
 
@@ -41,26 +41,22 @@ def decode_and_random_resized_crop(size: Size, scale: Sequence[float] = (0.08, 1
                                    channels: int = 3) -> Op:
   """`random_resized_crop` fused with decoding: JPEGs decode only the crop window (the
   ImageNet speed-up of flax's example); other formats decode whole, then crop."""
-
-  def window_of(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    offset, window = sample_window(shape, seed, scale, ratio)
-    return tf.concat([offset, window], 0)
+  crop_decoded = random_resized_crop(size, scale, ratio)
 
   def fn(features: Features, seed: tf.Tensor) -> Features:
     data = features['image']
-
-    def crop_decoded(image: tf.Tensor) -> tf.Tensor:
-      y, x, h, w = tf.unstack(window_of(tf.shape(image), seed))
-      return image[y:y + h, x:x + w]
-
     if data.dtype != tf.string:
-      crop = crop_decoded(data)
-    else:
-      crop = tf.cond(
-          tf.io.is_jpeg(data),
-          lambda: tf.image.decode_and_crop_jpeg(
-              data, window_of(tf.image.extract_jpeg_shape(data), seed), channels=channels),
-          lambda: crop_decoded(decode_uint8(data, channels)))
-    return {**features, 'image': tf.image.resize(to_float(crop), _hw(size))}
+      return crop_decoded({**features, 'image': to_float(data)}, seed)
+
+    def jpeg() -> tf.Tensor:
+      offset, window = sample_window(tf.image.extract_jpeg_shape(data), seed, scale, ratio)
+      crop = tf.image.decode_and_crop_jpeg(data, tf.concat([offset, window], 0),
+                                           channels=channels)
+      return tf.image.resize(to_float(crop), _hw(size))
+
+    def other() -> tf.Tensor:
+      return crop_decoded({'image': to_float(decode_uint8(data, channels))}, seed)['image']
+
+    return {**features, 'image': tf.cond(tf.io.is_jpeg(data), jpeg, other)}
 
   return fn
