@@ -1,7 +1,10 @@
-"""Entry point: python main.py --config=configs/<experiment>.py[:arg] --workdir=<dir> [--mode=train|dataset_stats].
+"""Entry point: python main.py --config=configs/<experiment>.py[:arg] --workdir=<dir> [--mode=...].
 
 Any config field can be overridden: --config.optimizer.lr=0.05. Rerunning the same command
-resumes from the newest checkpoint in the workdir.
+resumes from the newest checkpoint in the workdir. Other modes look inside networks and runs:
+  --mode=summary --model=resnet50 [--image_size=224 --num_classes=1000 --format=table|markdown|json]
+  --mode=filters|feature_maps|curves --workdir=<run> [--output=<png>]
+  --mode=compare --workdirs=<run>,<run>,... --output=<png>
 """
 
 import difflib
@@ -13,13 +16,29 @@ from absl import app, flags, logging
 from ml_collections import config_dict, config_flags
 
 FLAGS = flags.FLAGS
+ANALYSIS_MODES = ('summary', 'filters', 'feature_maps', 'curves', 'compare')
 config_flags.DEFINE_config_file(
     'config', None, 'Experiment config: configs/<name>.py, or configs/<name>.py:<arg>.',
     lock_config=True)
 flags.DEFINE_string('workdir', None, 'Where checkpoints, logs and results go; rerun to resume.')
-flags.DEFINE_enum('mode', 'train', ['train', 'dataset_stats'],
-                  'train; or dataset_stats: the training split\'s mean, std, RGB covariance and '
-                  'its eigenvectors, per-pixel mean and ZCA matrix, into <workdir>/dataset_stats.npz.')
+flags.DEFINE_enum('mode', 'train', ['train', 'dataset_stats', *ANALYSIS_MODES],
+                  'train; dataset_stats: the training split\'s mean, std, RGB covariance and its '
+                  'eigenvectors, per-pixel mean and ZCA matrix, into <workdir>/dataset_stats.npz; '
+                  'summary: per-layer shapes, neurons, parameters, MACs and receptive fields; '
+                  'filters / feature_maps / curves: PNGs of a trained workdir; compare: accuracy '
+                  'against parameters and MACs of several workdirs.')
+flags.DEFINE_string('model', None, 'summary: a registry model name (instead of --config).')
+flags.DEFINE_integer('image_size', None, 'summary: input height and width (default: the '
+                     "model's native input, or the config's).")
+flags.DEFINE_integer('channels', None, 'summary: input channels (default: native or config).')
+flags.DEFINE_integer('num_classes', None, 'summary: classes (default: native or config).')
+flags.DEFINE_enum('format', 'table', ['table', 'markdown', 'json'], 'summary: output format.')
+flags.DEFINE_string('output', None, 'Where a picture (or the summary) is written; pictures '
+                    'default to <workdir>/<mode>.png.')
+flags.DEFINE_string('image', None, 'feature_maps: an image file (default: the first eval image).')
+flags.DEFINE_list('layers', None, 'feature_maps: summary layer names (default: the first, a '
+                  'middle and the last convolution).')
+flags.DEFINE_list('workdirs', None, 'compare: the runs to compare.')
 flags.DEFINE_bool('show_traceback', False, 'Print the full traceback of configuration errors.')
 
 
@@ -106,17 +125,50 @@ def _quiet_library_logs() -> None:
       lambda record: record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname)
 
 
+def _check_required_flags() -> None:
+  mode = FLAGS.mode
+  if mode in ('train', 'dataset_stats') and FLAGS.config is None:
+    raise app.UsageError('--config is required, e.g. --config=configs/lenet5_mnist.py')
+  if mode == 'summary' and (FLAGS.config is None) == (FLAGS.model is None):
+    raise app.UsageError('--mode=summary takes --model=<name> (e.g. resnet50) or --config=..., '
+                         'one of them.')
+  if mode == 'compare' and not FLAGS.workdirs:
+    raise app.UsageError('--mode=compare needs --workdirs=<run>,<run>,...')
+  if mode not in ('summary', 'compare') and not FLAGS.workdir:
+    raise app.UsageError(f'--workdir is required for --mode={mode}, e.g. --workdir=runs/lenet5')
+
+
+def _analysis(mode: str) -> str:
+  """Runs an analysis mode; returns what to print (the summary, or the path of the picture)."""
+  # pylint: disable=import-outside-toplevel
+  if mode == 'summary':
+    from analysis import commands
+    text = commands.summary_text(FLAGS.config, FLAGS.model, image_size=FLAGS.image_size,
+                                 channels=FLAGS.channels, num_classes=FLAGS.num_classes,
+                                 fmt=FLAGS.format)
+    if FLAGS.output:
+      from train_lib import files
+      files.write_text_atomic(FLAGS.output, text + '\n')
+    return text
+  from analysis import plots_cli as pictures
+  if mode == 'filters':
+    return pictures.write_filters(FLAGS.workdir, FLAGS.output)
+  if mode == 'feature_maps':
+    return pictures.write_feature_maps(FLAGS.workdir, FLAGS.image, FLAGS.layers, FLAGS.output)
+  if mode == 'curves':
+    return pictures.write_curves(FLAGS.workdir, FLAGS.output)
+  return pictures.write_comparison(FLAGS.workdirs, FLAGS.output)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  if FLAGS.config is None:
-    raise app.UsageError('--config is required, e.g. --config=configs/lenet5_mnist.py')
-  if not FLAGS.workdir:
-    raise app.UsageError(f'--workdir is required for --mode={FLAGS.mode}, e.g. --workdir=runs/lenet5')
+  _check_required_flags()
 
   _quiet_library_logs()
-  import input_pipeline  # pylint: disable=import-outside-toplevel
-  input_pipeline.hide_accelerators_from_tf()
+  if FLAGS.mode != 'summary' or FLAGS.config is not None:  # a --model summary needs no TensorFlow
+    import input_pipeline  # pylint: disable=import-outside-toplevel
+    input_pipeline.hide_accelerators_from_tf()
   if _is_multiprocess_launch():
     _initialize_distributed()
   import jax  # pylint: disable=import-outside-toplevel
@@ -125,7 +177,9 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
 
   try:
-    if FLAGS.mode == 'dataset_stats':
+    if FLAGS.mode in ANALYSIS_MODES:
+      print(_analysis(FLAGS.mode))
+    elif FLAGS.mode == 'dataset_stats':
       from input_pipeline import dataset_stats  # pylint: disable=import-outside-toplevel
       print(dataset_stats.write_dataset_stats(FLAGS.config, FLAGS.workdir))
     else:

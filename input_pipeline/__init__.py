@@ -3,10 +3,11 @@
 import tensorflow as tf
 
 from input_pipeline.datasets import DatasetError, get_spec, registered_names
-from input_pipeline.pipeline import InputPipeline, pad_batch
+from input_pipeline.examples import model_input
+from input_pipeline.pipeline import InputPipeline, input_signature, pad_batch
 
 __all__ = ['DatasetError', 'InputPipeline', 'get_spec', 'hide_accelerators_from_tf',
-           'pad_batch', 'registered_names']
+           'input_signature', 'model_input', 'pad_batch', 'registered_names']
 
 
 def hide_accelerators_from_tf() -> None:

@@ -200,17 +200,22 @@ def _under_mock_data() -> bool:
   return tfds.core.DatasetBuilder.download_and_prepare.__name__ == 'mock_download_and_prepare'
 
 
-def load_builder(spec: DatasetSpec, data_dir: Optional[str],
-                 download: bool) -> tfds.core.DatasetBuilder:
-  """A prepared tfds builder for `spec`, downloading it if allowed; DatasetError otherwise."""
+def builder_info_only(spec: DatasetSpec, data_dir: Optional[str]) -> tfds.core.DatasetBuilder:
+  """The tfds builder for `spec`, prepared or not (its features and metadata are known)."""
   try:
-    builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+    return tfds.builder(spec.tfds_name, data_dir=data_dir)
   except (ValueError, AssertionError) as e:  # tfds: unknown configuration or version
     base = spec.tfds_name.split(':')[0].split('/')[0]
     configs = sorted(getattr(tfds.builder_cls(base), 'builder_configs', {}) or {})
     hint = f' Its configurations: {", ".join(f"{base}/{c}" for c in configs)}.' if configs else ''
     raise DatasetError(f'tensorflow_datasets cannot open {spec.tfds_name!r}: '
                        f'{str(e).splitlines()[0]}{hint}') from e
+
+
+def load_builder(spec: DatasetSpec, data_dir: Optional[str],
+                 download: bool) -> tfds.core.DatasetBuilder:
+  """A prepared tfds builder for `spec`, downloading it if allowed; DatasetError otherwise."""
+  builder = builder_info_only(spec, data_dir)
   if builder.info.splits:  # prepared (under tfds.testing.mock_data the download is a no-op)
     return builder
   manual_problem = '' if _under_mock_data() else _manual_download_problem(spec, builder)

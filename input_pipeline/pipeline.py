@@ -167,6 +167,23 @@ class InputPipeline:
       yield {k: np.zeros_like(v) for k, v in last.items()}
 
 
+def input_signature(config: ml_collections.ConfigDict) -> tuple[tuple[int, ...], int]:
+  """(image shape the model sees, number of classes) for `config.dataset`, without reading data.
+
+  The shape is that of a blank image of the stored size (512² where sizes vary) after the
+  training preprocessing less its statistics ops, so it needs only the dataset's metadata.
+  """
+  spec = datasets.get_spec(config.name)
+  builder = datasets.builder_info_only(spec, config.data_dir or None)
+  image_key, label_key = reading.image_and_label_keys(builder)
+  stored = builder.info.features[image_key].shape
+  blank = tf.zeros([d or 512 for d in stored], tf.uint8)
+  preprocess = ops.parse(full_preprocess(config, ops.without_stats(config.train_preprocess)))
+  image = preprocess({'image': blank, 'label': tf.constant(0, tf.int64)},
+                     tf.constant([0, 0], tf.int64))['image']
+  return tuple(image.shape), builder.info.features[label_key].num_classes
+
+
 def stats_images(config: ml_collections.ConfigDict, batch_size: int = 500
                  ) -> tuple[Iterator[np.ndarray], dict[str, str]]:
   """Batches of the training split as the eval pipeline's first statistics op would see them

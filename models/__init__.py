@@ -4,6 +4,8 @@
 from models import (alexnet, densenet, googlenet, inception, inception_v4, lenet, mobilenet, nin,
                     preact_resnet, resnet, resnext, rir, senet, shufflenet, squeezenet, vgg,
                     wide_resnet, xception)
-from models.registry import UnknownModelError, create_model, list_models, register
+from models.registry import (NativeInput, UnknownModelError, create_model, list_models,
+                             native_input, register)
 
-__all__ = ['UnknownModelError', 'create_model', 'list_models', 'register']
+__all__ = ['NativeInput', 'UnknownModelError', 'create_model', 'list_models', 'native_input',
+           'register']

@@ -7,11 +7,11 @@ import jax
 import jax.numpy as jnp
 
 from models import layers
-from models.registry import register
+from models.registry import NativeInput, register
 
 
 
-@register('alexnet_paper')
+@register('alexnet_paper', native_input=NativeInput(227, 3, 1000))
 class AlexNetPaper(nn.Module):
   """The paper's AlexNet (Caffe's bvlc_alexnet layout) on 227×227 inputs.
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from models import layers
-from models.registry import register
+from models.registry import CIFAR10, register
 
 STEMS = ('imagenet', 'cifar')
 INIT_MODES = ('fan_in', 'fan_out')
@@ -177,9 +177,10 @@ def _register_cifar(name: str, depth: int, growth_rate: int, bottleneck: bool) -
   16 is the paper's text and gives Table 2's parameter counts; the authors' released Torch
   code uses 2k stem channels for the plain DenseNet too.
   """
-  register(name, block_config=cifar_block_config(depth, bottleneck), growth_rate=growth_rate,
-           num_init_features=2 * growth_rate if bottleneck else 16, bottleneck=bottleneck,
-           compression=0.5 if bottleneck else 1.0, stem='cifar', init_mode='fan_out')(DenseNet)
+  register(name, native_input=CIFAR10, block_config=cifar_block_config(depth, bottleneck),
+           growth_rate=growth_rate, num_init_features=2 * growth_rate if bottleneck else 16,
+           bottleneck=bottleneck, compression=0.5 if bottleneck else 1.0, stem='cifar',
+           init_mode='fan_out')(DenseNet)
 
 
 _register_cifar('densenet_bc_100_k12', 100, 12, bottleneck=True)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from models import layers
-from models.registry import register
+from models.registry import INPUT_299, register
 
 Pair = Union[int, tuple[int, int]]
 
@@ -192,7 +192,7 @@ class InceptionAux(nn.Module):
     return logits
 
 
-@register('inception_v3')
+@register('inception_v3', native_input=INPUT_299)
 class InceptionV3(nn.Module):
   """Inception v3 (Szegedy et al. 2016, "Rethinking the Inception Architecture"), torchvision's.
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from models import layers
-from models.registry import register
+from models.registry import INPUT_299, register
 
 Kernel = Union[int, tuple[int, int]]
 # One conv of a tower: (features, kernel) or (features, kernel, strides, valid).
@@ -202,7 +202,7 @@ class ReductionB(_Block):
     ], axis=-1)
 
 
-@register('inception_v4')
+@register('inception_v4', native_input=INPUT_299)
 class InceptionV4(nn.Module):
   """Inception-v4 (Fig. 9): stem, 4 × A, Reduction-A, 7 × B, Reduction-B, 3 × C, average pool,
   dropout (keep 0.8 in TF-slim), fc. `repeats` sets the A/B/C counts.
@@ -321,8 +321,10 @@ INCEPTION_RESNET = {
 }
 
 
-@register('inception_resnet_v1', version=1, repeats=(5, 10, 5), final_block=False)
-@register('inception_resnet_v2', version=2, repeats=(10, 20, 9), final_block=True)
+@register('inception_resnet_v1', native_input=INPUT_299, version=1, repeats=(5, 10, 5),
+          final_block=False)
+@register('inception_resnet_v2', native_input=INPUT_299, version=2, repeats=(10, 20, 9),
+          final_block=True)
 class InceptionResNet(nn.Module):
   """Inception-ResNet (Fig. 15): stem, A blocks, Reduction-A, B blocks, Reduction-B, C blocks,
   average pool, dropout (keep 0.8), fc. Residuals scaled by `scales` (A, B, C) before the add.

@@ -72,25 +72,26 @@ def pool(x: jax.Array, kind: str, window: int, stride: int, padding: Padding = '
   """
   if kind not in ('max', 'avg'):
     raise ValueError(f'Unknown pooling {kind!r}; choose "max" or "avg".')
-  shape, strides = (window, window), (stride, stride)
-  if isinstance(padding, str):
-    if ceil_mode:
-      raise ValueError('ceil_mode needs numeric padding.')
-    fn = nn.max_pool if kind == 'max' else nn.avg_pool
-    return fn(x, shape, strides, padding)
-  explicit = _explicit_padding(padding)
-  extra = _ceil_extension(x, window, stride, explicit) if ceil_mode else [(0, 0)] * 2
-  total = [(lo, hi + e) for (lo, hi), (_, e) in zip(explicit, extra)]
-  if kind == 'max':
-    return nn.max_pool(x, shape, strides, total)
-  dims, steps = (1, window, window, 1), (1, stride, stride, 1)
-  summed = jax.lax.reduce_window(x, np.zeros((), x.dtype), jax.lax.add, dims, steps,
-                                 [(0, 0), *total, (0, 0)])
-  covered = jnp.pad(jnp.ones((1, *x.shape[1:3], 1), x.dtype), [(0, 0), *explicit, (0, 0)],
-                    constant_values=1)
-  count = jax.lax.reduce_window(covered, np.zeros((), x.dtype), jax.lax.add, dims, steps,
-                                [(0, 0), *extra, (0, 0)])
-  return summed / count
+  with jax.named_scope(f'{kind}_pool'):  # one row in analysis.summary
+    shape, strides = (window, window), (stride, stride)
+    if isinstance(padding, str):
+      if ceil_mode:
+        raise ValueError('ceil_mode needs numeric padding.')
+      fn = nn.max_pool if kind == 'max' else nn.avg_pool
+      return fn(x, shape, strides, padding)
+    explicit = _explicit_padding(padding)
+    extra = _ceil_extension(x, window, stride, explicit) if ceil_mode else [(0, 0)] * 2
+    total = [(lo, hi + e) for (lo, hi), (_, e) in zip(explicit, extra)]
+    if kind == 'max':
+      return nn.max_pool(x, shape, strides, total)
+    dims, steps = (1, window, window, 1), (1, stride, stride, 1)
+    summed = jax.lax.reduce_window(x, np.zeros((), x.dtype), jax.lax.add, dims, steps,
+                                   [(0, 0), *total, (0, 0)])
+    covered = jnp.pad(jnp.ones((1, *x.shape[1:3], 1), x.dtype), [(0, 0), *explicit, (0, 0)],
+                      constant_values=1)
+    count = jax.lax.reduce_window(covered, np.zeros((), x.dtype), jax.lax.add, dims, steps,
+                                  [(0, 0), *extra, (0, 0)])
+    return summed / count
 
 
 def adaptive_avg_pool(x: jax.Array, size: int) -> jax.Array:
@@ -101,16 +102,16 @@ def adaptive_avg_pool(x: jax.Array, size: int) -> jax.Array:
   height, width = x.shape[1:3]
   if (height, width) == (size, size):
     return x
+  with jax.named_scope('adaptive_avg_pool'):
+    def weights(n: int) -> np.ndarray:
+      w = np.zeros((size, n), np.float32)
+      for i in range(size):
+        start, end = (i * n) // size, -(-((i + 1) * n) // size)
+        w[i, start:end] = 1.0 / (end - start)
+      return w
 
-  def weights(n: int) -> np.ndarray:
-    w = np.zeros((size, n), np.float32)
-    for i in range(size):
-      start, end = (i * n) // size, -(-((i + 1) * n) // size)
-      w[i, start:end] = 1.0 / (end - start)
-    return w
-
-  return jnp.einsum('nhwc,ih,jw->nijc', x, weights(height).astype(x.dtype),
-                    weights(width).astype(x.dtype))
+    return jnp.einsum('nhwc,ih,jw->nijc', x, weights(height).astype(x.dtype),
+                      weights(width).astype(x.dtype))
 
 
 def local_response_norm(x: jax.Array, size: int = 5, k: float = 2.0, alpha: float = 1e-4,
@@ -121,13 +122,14 @@ def local_response_norm(x: jax.Array, size: int = 5, k: float = 2.0, alpha: floa
   alpha multiplies the raw sum (k=2, n=5, alpha=1e-4, beta=0.75); Caffe and PyTorch divide
   alpha by `size` (`alpha_over_size=True`), as GoogLeNet's Caffe model does with k=1.
   """
-  squared = jnp.square(x.astype(jnp.float32))
-  half = size // 2
-  window_sum = jax.lax.reduce_window(
-      squared, 0.0, jax.lax.add, (1, 1, 1, size), (1, 1, 1, 1),
-      ((0, 0), (0, 0), (0, 0), (half, size - 1 - half)))
-  scale = alpha / size if alpha_over_size else alpha
-  return (x / jnp.power(k + scale * window_sum, beta).astype(x.dtype)).astype(x.dtype)
+  with jax.named_scope('lrn'):
+    squared = jnp.square(x.astype(jnp.float32))
+    half = size // 2
+    window_sum = jax.lax.reduce_window(
+        squared, 0.0, jax.lax.add, (1, 1, 1, size), (1, 1, 1, 1),
+        ((0, 0), (0, 0), (0, 0), (half, size - 1 - half)))
+    scale = alpha / size if alpha_over_size else alpha
+    return (x / jnp.power(k + scale * window_sum, beta).astype(x.dtype)).astype(x.dtype)
 
 
 class ConvBN(nn.Module):
@@ -175,8 +177,9 @@ def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
   *lead, channels = x.shape
   if channels % groups:
     raise ValueError(f'channel_shuffle: {channels} channels do not split into {groups} groups.')
-  x = x.reshape(*lead, groups, channels // groups)
-  return jnp.swapaxes(x, -1, -2).reshape(*lead, channels)
+  with jax.named_scope('channel_shuffle'):
+    x = x.reshape(*lead, groups, channels // groups)
+    return jnp.swapaxes(x, -1, -2).reshape(*lead, channels)
 
 
 class SqueezeExcite(nn.Module):

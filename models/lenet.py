@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from models import layers
-from models.registry import register
+from models.registry import NativeInput, register
 
 
-@register('lenet5')
+@register('lenet5', native_input=NativeInput(28, 1, 10))
 class LeNet5(nn.Module):
   """conv 6@5×5 (pad 2) → pool → conv 16@5×5 → pool → dense 120 → 84 → classes.
 
@@ -151,7 +151,7 @@ class TableConv(nn.Module):
     return y + bias.astype(self.dtype)
 
 
-@register('lenet5_1998')
+@register('lenet5_1998', native_input=NativeInput(32, 1, 10))
 class LeNet5Paper(nn.Module):
   """LeNet-5 of the 1998 paper: C1-S2-C3-S4-C5-F6 with scaled tanh and an RBF output layer.
 

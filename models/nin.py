@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from models import layers
-from models.registry import register
+from models.registry import CIFAR10, register
 
 # He et al. init (fan_in) and zero biases. The Caffe ImageNet model drew weights from N(0, σ²),
 # σ = 0.01 or 0.05 per layer, for mean-subtracted 0–255 pixels; on normalised inputs those σ
@@ -75,7 +75,7 @@ class NiN(_NiN):
   dropout_after: Sequence[int] = (3,)
 
 
-@register('nin_cifar10')
+@register('nin_cifar10', native_input=CIFAR10)
 class NiNCifar(_NiN):
   """The CIFAR-10 NiN (paper §4.2) as the authors released it in Caffe: conv 5×5 (192) → 160 →
   96, max pool; 5×5 (192) → 192 → 192, avg pool; 3×3 (192) → 192 → classes; dropout 0.5 after

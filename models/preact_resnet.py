@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from models import layers
-from models.registry import register
+from models.registry import CIFAR10, register
 from models.resnet import conv, conv_init, dense_init
 
 
@@ -121,8 +121,8 @@ class PreActResNet(nn.Module):
     return _head(x, self.num_classes, train, self.dtype).astype(jnp.float32)
 
 
-@register('preact_resnet110', depth=110, block='basic')
-@register('preact_resnet164', depth=164, block='bottleneck')
+@register('preact_resnet110', depth=110, block='basic', native_input=CIFAR10)
+@register('preact_resnet164', depth=164, block='bottleneck', native_input=CIFAR10)
 class PreActCifarResNet(nn.Module):
   """CIFAR pre-activation ResNet as in KaimingHe/resnet-1k-layers: a bare 3×3 conv 16, three
   stages of units at 16-32-64 inner channels (outputs ×4 = 64-128-256 for bottlenecks),

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from models import layers
-from models.registry import register
+from models.registry import CIFAR10, register
 
 ModuleFactory = Callable[..., nn.Module]
 
@@ -185,11 +185,11 @@ class ResNet(nn.Module):
     return x.astype(jnp.float32)
 
 
-@register('resnet20', depth=20)
-@register('resnet32', depth=32)
-@register('resnet44', depth=44)
-@register('resnet56', depth=56)
-@register('resnet110', depth=110)
+@register('resnet20', depth=20, native_input=CIFAR10)
+@register('resnet32', depth=32, native_input=CIFAR10)
+@register('resnet44', depth=44, native_input=CIFAR10)
+@register('resnet56', depth=56, native_input=CIFAR10)
+@register('resnet110', depth=110, native_input=CIFAR10)
 class CifarResNet(nn.Module):
   """The CIFAR ResNets of He et al. 2016 §4.2: 3×3 conv 16 + BN + ReLU, three stages of
   n = (depth − 2) / 6 basic blocks with 16-32-64 channels (stride 2 at the starts of stages 2

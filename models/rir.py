@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from models import layers
-from models.registry import register
+from models.registry import CIFAR10, register
 from models.resnet import zero_pad_shortcut
 
 # "MSR initialization" (He et al. 2015) for all weights: N(0, 2 / fan_in). The fused conv's fan_in
@@ -89,7 +89,7 @@ class RiRBlock(nn.Module):
     return y + jnp.pad(skip, [(0, 0)] * 3 + [(0, self.features)])
 
 
-@register('rir')
+@register('rir', native_input=CIFAR10)
 class ResNetInResNet(nn.Module):
   """The paper's CIFAR "18-layer + wide" RiR, as public ports build it (osmr/imgclsmob's
   rir_cifar10, weiaicunzai/pytorch-cifar100, nutszebra/resnet_in_resnet): a 3×3 conv + BN + ReLU

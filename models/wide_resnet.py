@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from models import layers
-from models.registry import register
+from models.registry import CIFAR10, register
 from models.resnet import conv, dense_init
 
 
@@ -53,9 +53,9 @@ class WideBasicBlock(nn.Module):
     return y + shortcut
 
 
-@register('wrn28_10', depth=28, widen_factor=10)
-@register('wrn16_8', depth=16, widen_factor=8)
-@register('wrn40_4', depth=40, widen_factor=4)
+@register('wrn28_10', depth=28, widen_factor=10, native_input=CIFAR10)
+@register('wrn16_8', depth=16, widen_factor=8, native_input=CIFAR10)
+@register('wrn40_4', depth=40, widen_factor=4, native_input=CIFAR10)
 class WideResNet(nn.Module):
   """WRN-d-k on 32×32 images: depth d = 6n + 4, widths 16, 16k, 32k, 64k.
 

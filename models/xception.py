@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from models import layers
 from models.convolutions import SeparableConv
-from models.registry import register
+from models.registry import INPUT_299, register
 
 MIN_SIZE = 7  # two valid 3×3 convs (the first strided) leave 1×1; every later layer is 'same'
 
@@ -58,7 +58,7 @@ class XceptionBlock(nn.Module):
     return x + inputs
 
 
-@register('xception')
+@register('xception', native_input=INPUT_299)
 class Xception(nn.Module):
   """Xception (Fig. 5 of the paper): entry flow (two convs, three strided blocks to 19×19×728 at
   299 px), `middle_blocks` (8) residual blocks of three separable convs at 728, exit flow (a

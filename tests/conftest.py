@@ -32,6 +32,11 @@ def data_dir(tmp_path_factory) -> str:
 @pytest.fixture
 def small_config(data_dir):
   """The LeNet-5 config, shortened to a few seconds of training on the offline digits."""
+  return small_lenet5_config(data_dir)
+
+
+def small_lenet5_config(data_dir: str):
+  """`small_config` for fixtures of wider scope (same programs, so compiled ones are reused)."""
   from configs import lenet5_mnist
   config = lenet5_mnist.get_config()
   config.dataset.data_dir = data_dir

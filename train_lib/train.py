@@ -16,6 +16,7 @@ import optax
 from jax.experimental import multihost_utils
 
 import models
+from analysis import summary
 from train_lib import (checkpoint, files, losses, metrics, optim, plots, preemption, reporting,
                        schedules, sharding, steps)
 from train_lib.state import TrainState, create_train_state, num_params
@@ -159,12 +160,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   derived = {'steps_per_epoch': steps_per_epoch, 'total_steps': total_steps,
              'learning_rate': base_lr, 'num_devices': mesh.size,
              'num_processes': jax.process_count(), 'num_params': num_params(state.params),
+             'macs': summary.summarize(model, data.image_shape, state.variables()).total_macs,
              'num_classes': data.num_classes, 'image_shape': list(data.image_shape)}
   if is_chief:
     _record_config(workdir, {'config': config.to_dict(), 'derived': derived}, start_step)
-  logging.info('%s: %s parameters, %d steps (%d per epoch) on %d device(s)%s.',
-               config.model.name, f'{derived["num_params"]:,}', total_steps, steps_per_epoch,
-               mesh.size, f', resuming at step {start_step}' if start_step else '')
+  logging.info('%s: %s parameters, %s MACs per image, %d steps (%d per epoch) on %d device(s)%s.',
+               config.model.name, f'{derived["num_params"]:,}', f'{derived["macs"]:,}',
+               total_steps, steps_per_epoch, mesh.size,
+               f', resuming at step {start_step}' if start_step else '')
 
   train_step = jit_train_step(config, learning_rate_fn, mesh)
   eval_step = jax.jit(functools.partial(steps.eval_step, loss_fn=losses.get_loss(config.loss),

@@ -5,8 +5,8 @@
 
 from input_pipeline.ops.registry import (Features, Op, Preprocess, before_stats,
                                          deterministic_image_op, image_op, list_ops, parse,
-                                         register, with_decode)
+                                         register, with_decode, without_stats)
 from input_pipeline.ops import color, decode, geometry, normalization, regularization, views  # noqa: F401  (registers)
 
 __all__ = ['Features', 'Op', 'Preprocess', 'before_stats', 'deterministic_image_op', 'image_op',
-           'list_ops', 'parse', 'register', 'with_decode']
+           'list_ops', 'parse', 'register', 'with_decode', 'without_stats']

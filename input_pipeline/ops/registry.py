@@ -147,3 +147,9 @@ def before_stats(spec: str) -> str:
   cut = next((i for i, t in enumerate(texts)
               if _entry(t).uses_stats or _entry(t).views or _entry(t).batch), len(texts))
   return '|'.join(texts[:cut])
+
+
+def without_stats(spec: str) -> str:
+  """`spec` less its statistics-consuming ops: the same pixels, crops and views, unnormalised
+  (how a person should see the image the model sees)."""
+  return '|'.join(t for t in _split(spec) if not _entry(t).uses_stats)

@@ -1,0 +1,1 @@
+"""Looking inside networks: per-layer summaries, receptive fields, MACs and pictures."""

@@ -1,0 +1,122 @@
+"""Reading a training workdir back: its config, model and newest weights, and its headline facts.
+
+Pictures, summaries and comparisons start from a workdir rather than from a config, so that they
+show what was actually trained: the config recorded in `<workdir>/config.json` and the weights
+of its newest checkpoint.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from train_lib import checkpoint, reporting, sharding, train
+
+CONFIG_FILE = 'config.json'
+CHECKPOINT_DIR = 'checkpoints'
+
+
+class WorkdirError(ValueError):
+  """The workdir lacks what was asked of it (no recorded config, no checkpoint yet)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  """A trained model as its workdir holds it."""
+  config: ml_collections.ConfigDict  # locked, as the run used it
+  model: nn.Module
+  variables: dict[str, Any]  # {'params', 'batch_stats'}, for model.apply(..., train=False)
+  step: int  # the checkpoint's step
+  image_shape: tuple[int, ...]  # one input image, HWC
+  num_classes: int
+
+
+def read_record(workdir: str) -> dict[str, Any]:
+  """`<workdir>/config.json`: {'config': the run's config, 'derived': what training computed}."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise WorkdirError(f'{workdir} has no {CONFIG_FILE}, so it is not a training workdir (or its '
+                       'run never started). Train into it first: python main.py '
+                       f'--config=configs/<experiment>.py --workdir={workdir}')
+  with open(path) as f:
+    return json.load(f)
+
+
+def record_config(record: dict[str, Any]) -> ml_collections.ConfigDict:
+  """The recorded config as a locked ConfigDict (tuples come back as lists)."""
+  config = ml_collections.ConfigDict(record['config'])
+  config.lock()
+  return config
+
+
+def _one_device_mesh() -> Mesh:
+  return Mesh(np.asarray(jax.devices()[:1]), (sharding.DATA_AXIS,))
+
+
+def load_trained(workdir: str) -> Trained:
+  """The model of `workdir` with the weights of its newest checkpoint, on one device.
+
+  The train state's layout comes from `train.init_state` traced abstractly (no parameters are
+  initialised), so the checkpoint is read exactly as the trainer would resume it.
+  """
+  record = read_record(workdir)
+  config = record_config(record)
+  derived = record['derived']
+  image_shape, num_classes = tuple(derived['image_shape']), int(derived['num_classes'])
+  model = train.make_model(config, num_classes)
+  checkpointer = checkpoint.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
+                                         max_to_keep=config.keep_checkpoints)
+  try:
+    if checkpointer.latest_step() is None:
+      raise WorkdirError(f'{workdir} has no checkpoint yet: train it for at least '
+                         'checkpoint_every_steps steps (or to the end), then try again.')
+    abstract = jax.eval_shape(lambda: train.init_state(config, model, image_shape,
+                                                       _one_device_mesh()))
+    state = checkpointer.restore_latest(abstract)
+  finally:
+    checkpointer.close()
+  return Trained(config=config, model=model, variables=state.variables(), step=int(state.step),
+                 image_shape=image_shape, num_classes=num_classes)
+
+
+def _latest_top1(workdir: str) -> tuple[Optional[float], Optional[int]]:
+  """(eval top-1, its step): results.json's, or metrics.jsonl's last eval if that is newer
+  (a resumed run still training has evaluated after the results of its earlier end)."""
+  found: list[tuple[int, float]] = []
+  results_path = os.path.join(workdir, reporting.RESULTS_FILE)
+  if os.path.isfile(results_path):
+    with open(results_path) as f:
+      results = json.load(f)
+    if results.get('eval_top1') is not None:
+      found.append((int(results['step']), float(results['eval_top1'])))
+  evals = [r for r in reporting.read_metrics(workdir) if 'eval_top1' in r]
+  if evals:
+    found.append((int(evals[-1]['step']), float(evals[-1]['eval_top1'])))
+  if not found:
+    return None, None
+  step, top1 = max(found, key=lambda pair: pair[0])  # max keeps the first (results) on a tie
+  return top1, step
+
+
+def run_facts(workdir: str) -> dict[str, Any]:
+  """name, model, num_params, macs, top1 and step (top1's step; both None before any eval).
+
+  MACs come from config.json; older workdirs, which lack them, get them from the model summary.
+  """
+  record = read_record(workdir)
+  derived = record['derived']
+  macs = derived.get('macs')
+  if macs is None:
+    from analysis import summary  # pylint: disable=import-outside-toplevel  (traces the model)
+    model = train.make_model(record_config(record), int(derived['num_classes']))
+    macs = summary.summarize(model, tuple(derived['image_shape'])).total_macs
+  top1, step = _latest_top1(workdir)
+  return {'name': os.path.basename(os.path.abspath(workdir)),
+          'model': record['config']['model']['name'], 'num_params': int(derived['num_params']),
+          'macs': int(macs), 'top1': top1, 'step': step}
