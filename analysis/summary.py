@@ -88,7 +88,7 @@ def _notable(op) -> Optional[str]:
 
 
 def _detail(ops) -> str:
-  """Kernel, stride, groups, dilation of the row's first window op, e.g. '3×3/2 g32'."""
+  """Kernel, stride, dilation and groups of the row's first window op, e.g. '3×3/2 groups 32'."""
   for op in ops:
     p, name = op.eqn.params, op.eqn.primitive.name
     if name == 'conv_general_dilated':
@@ -115,7 +115,7 @@ def _detail(ops) -> str:
 
 
 def _stride(strides) -> str:
-  return '' if all(s == 1 for s in strides) else '/' + 'x'.join(
+  return '' if all(s == 1 for s in strides) else '/' + '×'.join(
       sorted({str(s) for s in strides}, key=int))
 
 
