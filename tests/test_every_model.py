@@ -1,0 +1,51 @@
+"""Every registered model, at its native input (`jax.eval_shape`: no compute).
+
+Its parameter tree (every variable's path and shape) is pinned by a digest recorded in
+`param_trees.json`, so that a refactor cannot rename or reshape a variable unnoticed: renamed
+paths would orphan every checkpoint written before, and published counts live in the shapes.
+"""
+
+import functools
+import hashlib
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import models
+
+TREES_FILE = os.path.join(os.path.dirname(__file__), 'param_trees.json')
+
+
+@functools.lru_cache(maxsize=None)
+def native_variables(name: str):
+  """Abstract variables and eval-mode logits of `name` on one native input image."""
+  native = models.native_input(name)
+  model = models.create_model(name, num_classes=native.num_classes)
+  x = jnp.zeros((1, native.image_size, native.image_size, native.channels))
+  init = functools.partial(model.init_with_output, train=True)
+  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(0)}
+  return jax.eval_shape(init, rngs, x)
+
+
+def tree_digest(variables) -> str:
+  """sha256 of the sorted (path, shape) pairs of every variable, first 16 hex digits."""
+  leaves = sorted((jax.tree_util.keystr(path), list(leaf.shape))
+                  for path, leaf in jax.tree_util.tree_leaves_with_path(variables))
+  return hashlib.sha256(json.dumps(leaves).encode()).hexdigest()[:16]
+
+
+def test_every_model_has_a_recorded_tree():
+  with open(TREES_FILE) as f:
+    assert sorted(json.load(f)) == models.list_models()
+
+
+@pytest.mark.parametrize('name', models.list_models())
+def test_parameter_tree_is_unchanged(name):
+  with open(TREES_FILE) as f:
+    recorded = json.load(f)[name]
+  logits, variables = native_variables(name)
+  assert tree_digest(variables) == recorded
+  assert logits.shape == (1, models.native_input(name).num_classes)
