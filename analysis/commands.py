@@ -1,7 +1,5 @@
 """What `main.py --mode=summary` runs: pick the model and its input, summarise, render."""
 
-from typing import Optional
-
 import flax.linen as nn
 import ml_collections
 
@@ -9,17 +7,24 @@ import models
 from analysis import report, summary
 
 
-def model_and_input(config: Optional[ml_collections.ConfigDict], model_name: Optional[str],
-                    image_size: Optional[int] = None, channels: Optional[int] = None,
-                    num_classes: Optional[int] = None) -> tuple[nn.Module, tuple[int, int, int]]:
+def model_and_input(
+    config: ml_collections.ConfigDict | None,
+    model_name: str | None,
+    image_size: int | None = None,
+    channels: int | None = None,
+    num_classes: int | None = None,
+) -> tuple[nn.Module, tuple[int, int, int]]:
   """The model and (H, W, C) input that a config trains, or a registry model on its native
   input; explicit sizes override either."""
   if (config is None) == (model_name is None):
-    raise ValueError('Give --model=<name> (its native input, e.g. 224×224×3 and 1000 classes '
-                     'for ImageNet models) or --config=configs/<experiment>.py, not both.')
+    raise ValueError(
+        'Give --model=<name> (its native input, e.g. 224×224×3 and 1000 classes '
+        'for ImageNet models) or --config=configs/<experiment>.py, not both.'
+    )
   if config is not None:
     import input_pipeline  # pylint: disable=import-outside-toplevel  (TensorFlow, for the shapes)
     from train_lib import train  # pylint: disable=import-outside-toplevel
+
     (height, width, depth), classes = input_pipeline.input_signature(config.dataset)
     model = train.make_model(config, num_classes or classes)
   else:
@@ -30,10 +35,15 @@ def model_and_input(config: Optional[ml_collections.ConfigDict], model_name: Opt
   return model, (image_size or height, image_size or width, channels or depth)
 
 
-def summary_text(config: Optional[ml_collections.ConfigDict] = None,
-                 model_name: Optional[str] = None, *, image_size: Optional[int] = None,
-                 channels: Optional[int] = None, num_classes: Optional[int] = None,
-                 fmt: str = 'table') -> str:
+def summary_text(
+    config: ml_collections.ConfigDict | None = None,
+    model_name: str | None = None,
+    *,
+    image_size: int | None = None,
+    channels: int | None = None,
+    num_classes: int | None = None,
+    fmt: str = 'table',
+) -> str:
   """The summary of a config's or a registry model, as `fmt` (table, markdown or json)."""
   if fmt not in report.FORMATS:
     raise ValueError(f'Unknown format {fmt!r}; choose one of {", ".join(report.FORMATS)}.')

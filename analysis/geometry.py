@@ -9,7 +9,6 @@ the first unit's interval; input pixel centres sit at 0, 1, 2, ...), as in Dumou
 
 import dataclasses
 from fractions import Fraction
-from typing import Optional
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,10 +18,11 @@ class Axis:
   `index` is the array axis that still runs along this image axis, or None once it has been
   reduced away (global pooling, flatten): every unit then sees the whole extent `rf`.
   """
+
   rf: Fraction
   jump: Fraction
   start: Fraction
-  index: Optional[int]
+  index: int | None
 
   @property
   def lo(self) -> Fraction:
@@ -38,8 +38,14 @@ def pixels(index: int) -> Axis:
   return Axis(Fraction(1), Fraction(1), Fraction(0), index)
 
 
-def window(axis: Axis, size: int, stride: int = 1, pad_lo: int = 0, input_dilation: int = 1,
-           window_dilation: int = 1) -> Axis:
+def window(
+    axis: Axis,
+    size: int,
+    stride: int = 1,
+    pad_lo: int = 0,
+    input_dilation: int = 1,
+    window_dilation: int = 1,
+) -> Axis:
   """After a sliding window (convolution or pooling) along `axis`.
 
   `input_dilation` > 1 spreads the input apart first (transposed convolution, interior padding):
@@ -51,8 +57,12 @@ def window(axis: Axis, size: int, stride: int = 1, pad_lo: int = 0, input_dilati
   jump = axis.jump / input_dilation
   span = (size - 1) * window_dilation + 1
   reach = ((span - 1) // input_dilation) * input_dilation  # dilated steps between real inputs hit
-  return Axis(rf=axis.rf + reach * jump, jump=jump * stride,
-              start=axis.start + (Fraction(span - 1, 2) - pad_lo) * jump, index=axis.index)
+  return Axis(
+      rf=axis.rf + reach * jump,
+      jump=jump * stride,
+      start=axis.start + (Fraction(span - 1, 2) - pad_lo) * jump,
+      index=axis.index,
+  )
 
 
 def shifted(axis: Axis, offset: int, stride: int = 1) -> Axis:
@@ -67,11 +77,10 @@ def reduced(axis: Axis, length: int) -> Axis:
   if axis.index is None:
     return axis
   reach = (length - 1) * abs(axis.jump)
-  return Axis(rf=axis.rf + reach, jump=axis.jump, start=axis.start + Fraction(reach, 2),
-              index=None)
+  return Axis(rf=axis.rf + reach, jump=axis.jump, start=axis.start + Fraction(reach, 2), index=None)
 
 
-def moved(axis: Axis, index: Optional[int]) -> Axis:
+def moved(axis: Axis, index: int | None) -> Axis:
   return dataclasses.replace(axis, index=index)
 
 

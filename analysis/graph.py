@@ -9,7 +9,7 @@ arrays of chosen operations (feature maps), so the summary and the pictures name
 
 import dataclasses
 import re
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -19,8 +19,18 @@ from jax.extend import core
 from analysis import geometry, rules
 
 # Primitives that just call a sub-jaxpr with the same operands: walked into, not recorded.
-_CALLS = {'pjit', 'jit', 'closed_call', 'core_call', 'custom_jvp_call', 'custom_vjp_call',
-          'custom_vjp_call_jaxpr', 'remat', 'checkpoint', 'named_call'}
+_CALLS = {
+    'pjit',
+    'jit',
+    'closed_call',
+    'core_call',
+    'custom_jvp_call',
+    'custom_vjp_call',
+    'custom_vjp_call_jaxpr',
+    'remat',
+    'checkpoint',
+    'named_call',
+}
 _NAME = re.compile(r'[\w.\-]+')
 _FOLD_LIMIT = 1 << 16  # constants up to this many elements are computed (pooling matrices)
 
@@ -29,7 +39,8 @@ _FOLD_LIMIT = 1 << 16  # constants up to this many elements are computed (poolin
 class Slot:
   """What the walk knows about one array: a stable id, its receptive-field geometry, whether it
   is a compile-time constant (and its value when small), and its value when evaluating."""
-  id: Optional[int]
+
+  id: int | None
   shape: tuple[int, ...]
   geometry: rules.Geometry = None
   constant: bool = False
@@ -40,6 +51,7 @@ class Slot:
 @dataclasses.dataclass
 class Op:
   """One primitive applied to the network's data, in call order."""
+
   scope: tuple[str, ...]  # module path (flax names) and function scopes, outermost first
   eqn: Any
   inputs: list[Slot]
@@ -55,7 +67,7 @@ class Graph:
   captured: dict[int, Any]
 
 
-def _sub_jaxpr(eqn) -> Optional[tuple[Any, list]]:
+def _sub_jaxpr(eqn) -> tuple[Any, list] | None:
   if eqn.primitive.name not in _CALLS:
     return None
   for value in eqn.params.values():
@@ -96,8 +108,13 @@ class _Walker:
 
     for var, const in zip(jaxpr.constvars, consts):
       small = np.size(const) <= _FOLD_LIMIT
-      env[var] = Slot(self.fresh(), np.shape(const), constant=True,
-                      known=np.asarray(const) if small else None, value=const)
+      env[var] = Slot(
+          self.fresh(),
+          np.shape(const),
+          constant=True,
+          known=np.asarray(const) if small else None,
+          value=const,
+      )
     env.update(zip(jaxpr.invars, args))
     for eqn in jaxpr.eqns:
       inputs = [read(v) for v in eqn.invars]
@@ -117,13 +134,18 @@ class _Walker:
     if self.evaluate:
       values = bind(eqn, [s.value for s in inputs])
     known = [None] * len(eqn.outvars)
-    if constant and all(k is not None for k in known_inputs) and all(
-        np.prod(v.aval.shape) <= _FOLD_LIMIT for v in eqn.outvars):
+    if (
+        constant
+        and all(k is not None for k in known_inputs)
+        and all(np.prod(v.aval.shape) <= _FOLD_LIMIT for v in eqn.outvars)
+    ):
       with jax.ensure_compile_time_eval():  # computed now, also inside a jit-compiled walk
         known = [np.asarray(x) for x in bind(eqn, known_inputs)]
     geometries = rules.propagate(eqn, [s.geometry for s in inputs], known_inputs)
-    outputs = [Slot(self.fresh(), var.aval.shape, geom, constant, k, v)
-               for var, geom, k, v in zip(eqn.outvars, geometries, known, values)]
+    outputs = [
+        Slot(self.fresh(), var.aval.shape, geom, constant, k, v)
+        for var, geom, k, v in zip(eqn.outvars, geometries, known, values)
+    ]
     if not constant:
       self.ops.append(Op(scope, eqn, inputs, outputs))
       for slot in outputs:
@@ -158,8 +180,14 @@ def trace(model: nn.Module, variables: Any, images: Any) -> tuple[Any, dict]:
   return closed, module_types
 
 
-def walk(model: nn.Module, variables: Any, images: Any, *, evaluate: bool = False,
-         capture: frozenset = frozenset()) -> Graph:
+def walk(
+    model: nn.Module,
+    variables: Any,
+    images: Any,
+    *,
+    evaluate: bool = False,
+    capture: frozenset = frozenset(),
+) -> Graph:
   """The graph of `model`'s eval forward pass on `images` (arrays or ShapeDtypeStructs).
 
   With `evaluate`, values flow too and the outputs of the ops whose ids are in `capture` are
@@ -169,7 +197,8 @@ def walk(model: nn.Module, variables: Any, images: Any, *, evaluate: bool = Fals
   walker = _Walker(evaluate, capture)
   leaves = jax.tree.leaves(variables)
   params = [Slot(walker.fresh(), x.shape, value=x) for x in leaves]
-  image = Slot(walker.fresh(), images.shape, value=images,
-               geometry=(geometry.pixels(1), geometry.pixels(2)))
+  image = Slot(
+      walker.fresh(), images.shape, value=images, geometry=(geometry.pixels(1), geometry.pixels(2))
+  )
   outputs = walker.run(closed.jaxpr, closed.consts, [*params, image], ())
   return Graph(walker.ops, image.id, [s.id for s in outputs], module_types, walker.captured)

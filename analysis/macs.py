@@ -20,8 +20,15 @@ def counted(op) -> bool:
   return name == 'dot_general' and not any(s.constant for s in op.inputs)
 
 
-def _valid_taps(out_size: int, in_size: int, kernel: int, stride: int, pad_lo: int,
-                input_dilation: int, window_dilation: int) -> int:
+def _valid_taps(
+    out_size: int,
+    in_size: int,
+    kernel: int,
+    stride: int,
+    pad_lo: int,
+    input_dilation: int,
+    window_dilation: int,
+) -> int:
   """(output position, kernel tap) pairs along one axis whose input is a real pixel."""
   outs = np.arange(out_size)[:, None] * stride
   taps = np.arange(kernel)[None, :] * window_dilation
@@ -42,8 +49,15 @@ def conv_macs(eqn) -> tuple[int, int]:
   macs = per_tap * int(np.prod(kernel)) * int(np.prod(positions))
   real = per_tap
   for i, k in enumerate(kernel):
-    real *= _valid_taps(out[out_spec[2 + i]], lhs[lhs_spec[2 + i]], k, p['window_strides'][i],
-                        p['padding'][i][0], p['lhs_dilation'][i], p['rhs_dilation'][i])
+    real *= _valid_taps(
+        out[out_spec[2 + i]],
+        lhs[lhs_spec[2 + i]],
+        k,
+        p['window_strides'][i],
+        p['padding'][i][0],
+        p['lhs_dilation'][i],
+        p['rhs_dilation'][i],
+    )
   return macs, real
 
 

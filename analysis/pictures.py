@@ -6,7 +6,8 @@ matplotlib's object API (no pyplot state) and written atomically.
 """
 
 import math
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -18,7 +19,7 @@ _FILTER_PNG_SIDE = 480  # the filter grid is enlarged (by whole pixels) to about
 _TITLE_PX = 30
 
 
-def minmax(x: np.ndarray, axis: Optional[tuple[int, ...]] = None) -> np.ndarray:
+def minmax(x: np.ndarray, axis: tuple[int, ...] | None = None) -> np.ndarray:
   """`x` scaled to [0, 1] over `axis` (all of it by default); constant parts become 0."""
   low = x.min(axis=axis, keepdims=True)
   span = x.max(axis=axis, keepdims=True) - low
@@ -30,27 +31,32 @@ def grid_columns(count: int, tile_height: int, tile_width: int) -> int:
   return min(count, max(1, math.ceil(math.sqrt(count * tile_height / tile_width))))
 
 
-def tile_position(index: int, columns: int, tile_shape: tuple[int, int], gap: int,
-                  border: bool = True) -> tuple[int, int]:
+def tile_position(
+    index: int, columns: int, tile_shape: tuple[int, int], gap: int, border: bool = True
+) -> tuple[int, int]:
   """(top, left) pixel of tile `index` in a `tile_grid` of these settings."""
   row, col = divmod(index, columns)
   edge = gap if border else 0
   return edge + row * (tile_shape[0] + gap), edge + col * (tile_shape[1] + gap)
 
 
-def tile_grid(tiles: np.ndarray, columns: Optional[int] = None, gap: int = 1,
-              border: bool = True) -> np.ndarray:
+def tile_grid(
+    tiles: np.ndarray, columns: int | None = None, gap: int = 1, border: bool = True
+) -> np.ndarray:
   """Tiles [N, h, w, c] laid out row by row, `gap` pixels of GAP_VALUE apart (and around, with
   `border`): one image [rows·h + gaps, columns·w + gaps, c]."""
   count, h, w, c = tiles.shape
   columns = columns or grid_columns(count, h, w)
   rows = -(-count // columns)
   edge = gap if border else 0
-  grid = np.full((rows * (h + gap) - gap + 2 * edge, columns * (w + gap) - gap + 2 * edge, c),
-                 GAP_VALUE, np.float32)
+  grid = np.full(
+      (rows * (h + gap) - gap + 2 * edge, columns * (w + gap) - gap + 2 * edge, c),
+      GAP_VALUE,
+      np.float32,
+  )
   for k, tile in enumerate(tiles):
     top, left = tile_position(k, columns, (h, w), gap, border)
-    grid[top:top + h, left:left + w] = tile
+    grid[top : top + h, left : left + w] = tile
   return grid
 
 
@@ -63,8 +69,9 @@ def _kernels(tree: Any) -> list[np.ndarray]:
   return found + [k for key, sub in tree.items() if key != 'kernel' for k in _kernels(sub)]
 
 
-def first_conv_kernel(params: Mapping[str, Any],
-                      call_order: Sequence[str]) -> tuple[str, np.ndarray]:
+def first_conv_kernel(
+    params: Mapping[str, Any], call_order: Sequence[str]
+) -> tuple[str, np.ndarray]:
   """(module path, HWIO kernel) of the first convolution the forward pass applies.
 
   `call_order`: module paths ('stem/conv', 'layer1_0/conv1') in the order the model calls
@@ -78,8 +85,10 @@ def first_conv_kernel(params: Mapping[str, Any],
     kernels = _kernels(node)
     if kernels:
       return name, np.asarray(kernels[0])
-  raise ValueError('The model has no convolution (no 4-D kernel in the parameters of the '
-                   f'layers {", ".join(call_order) or "given"}).')
+  raise ValueError(
+      'The model has no convolution (no 4-D kernel in the parameters of the '
+      f'layers {", ".join(call_order) or "given"}).'
+  )
 
 
 def filter_tiles(kernel: np.ndarray, scale: int = 1) -> np.ndarray:
@@ -132,8 +141,9 @@ def plot_first_layer_filters(kernel: np.ndarray, path: str, title: str = '') -> 
   fig = Figure(figsize=(image.shape[1] / dpi, (image.shape[0] + band) / dpi), dpi=dpi)
   fig.figimage(image, xo=0, yo=0, origin='upper')
   if title:
-    fig.text(0.5, 1 - band / 2 / (image.shape[0] + band), title, ha='center', va='center',
-             fontsize=9)
+    fig.text(
+        0.5, 1 - band / 2 / (image.shape[0] + band), title, ha='center', va='center', fontsize=9
+    )
   return _save(fig, path, dpi)
 
 
@@ -148,8 +158,10 @@ def select_channels(fmap: np.ndarray, max_channels: int, strongest: bool = False
 
 def channel_grid(fmap: np.ndarray, channels: Sequence[int]) -> np.ndarray:
   """The chosen channels of `fmap` [H, W, C] as one grey grid, each channel scaled on its own."""
-  tiles = minmax(np.moveaxis(np.asarray(fmap, np.float32)[..., list(channels)], -1, 0)[..., None],
-                 axis=(1, 2, 3))
+  tiles = minmax(
+      np.moveaxis(np.asarray(fmap, np.float32)[..., list(channels)], -1, 0)[..., None],
+      axis=(1, 2, 3),
+  )
   return tile_grid(tiles)
 
 
@@ -158,8 +170,10 @@ def _spatial(name: str, fmap: Any) -> np.ndarray:
   if fmap.ndim == 4 and fmap.shape[0] == 1:
     fmap = fmap[0]
   if fmap.ndim != 3:
-    raise ValueError(f'Feature maps are [H, W, C] (or one image of a batch); {name!r} has shape '
-                     f'{fmap.shape}. Choose convolutional or pooling layers.')
+    raise ValueError(
+        f'Feature maps are [H, W, C] (or one image of a batch); {name!r} has shape '
+        f'{fmap.shape}. Choose convolutional or pooling layers.'
+    )
   return fmap
 
 
@@ -167,8 +181,14 @@ def _shape_text(shape: Sequence[int]) -> str:
   return 'x'.join(map(str, shape))
 
 
-def plot_feature_maps(image: np.ndarray, maps: dict[str, np.ndarray], path: str,
-                      max_channels: int = 16, strongest: bool = False, title: str = '') -> str:
+def plot_feature_maps(
+    image: np.ndarray,
+    maps: dict[str, np.ndarray],
+    path: str,
+    max_channels: int = 16,
+    strongest: bool = False,
+    title: str = '',
+) -> str:
   """Writes the input `image` (HWC in [0, 1]) and, per layer of `maps` (name → [H, W, C]), a
   grid of `max_channels` channels: the first ones, or with `strongest` those of highest mean
   activation (the channels this image excites most). Returns `path`."""
@@ -177,15 +197,26 @@ def plot_feature_maps(image: np.ndarray, maps: dict[str, np.ndarray], path: str,
   for name, fmap in maps.items():
     fmap = _spatial(name, fmap)
     chosen = select_channels(fmap, max_channels, strongest)
-    panels.append((name, channel_grid(fmap, chosen), f'{_shape_text(fmap.shape)}, '
-                   f'{"strongest" if strongest else "first"} {len(chosen)} channels'))
+    panels.append(
+        (
+            name,
+            channel_grid(fmap, chosen),
+            f'{_shape_text(fmap.shape)}, '
+            f'{"strongest" if strongest else "first"} {len(chosen)} channels',
+        )
+    )
   columns = min(len(panels), 4)
   rows = -(-len(panels) // columns)
   fig = Figure(figsize=(3.4 * columns, 3.6 * rows + (0.4 if title else 0)))
   for i, (name, picture, caption) in enumerate(panels):
     ax = fig.add_subplot(rows, columns, i + 1)
-    ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap='gray', vmin=0, vmax=1,
-              interpolation='nearest')
+    ax.imshow(
+        picture[..., 0] if picture.shape[-1] == 1 else picture,
+        cmap='gray',
+        vmin=0,
+        vmax=1,
+        interpolation='nearest',
+    )
     ax.set_title(f'{name}\n{caption}', fontsize=9)
     ax.set_axis_off()
   if title:
@@ -206,8 +237,10 @@ def comparison_figure(facts: Sequence[dict[str, Any]]) -> Figure:
     raise ValueError('Nothing to compare: give at least one workdir.')
   missing = [f['name'] for f in facts if f.get('top1') is None]
   if missing:
-    raise ValueError(f'No eval accuracy recorded yet in {", ".join(missing)}: train or evaluate '
-                     'those runs first, or leave them out of the comparison.')
+    raise ValueError(
+        f'No eval accuracy recorded yet in {", ".join(missing)}: train or evaluate '
+        'those runs first, or leave them out of the comparison.'
+    )
   fig = Figure(figsize=(11, 4.4))
   top1 = [f['top1'] for f in facts]
   for i, (key, label) in enumerate([('num_params', 'parameters'), ('macs', 'MACs per image')]):
@@ -215,8 +248,13 @@ def comparison_figure(facts: Sequence[dict[str, Any]]) -> Figure:
     x = [f[key] for f in facts]
     ax.scatter(x, top1, zorder=3)
     for f, xi, yi in zip(facts, x, top1):
-      ax.annotate(run_label(f['name'], f['model']), (xi, yi), textcoords='offset points',
-                  xytext=(4, 4), fontsize=8)
+      ax.annotate(
+          run_label(f['name'], f['model']),
+          (xi, yi),
+          textcoords='offset points',
+          xytext=(4, 4),
+          fontsize=8,
+      )
     ax.set_xscale('log')
     ax.margins(0.15)  # room for the labels
     low, high = min(x), max(x)

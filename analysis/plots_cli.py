@@ -1,7 +1,7 @@
 """The picture modes of main.py, one function each: workdir(s) in, the written PNG's path out."""
 
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -31,7 +31,7 @@ def _run_title(workdir: str, trained: Trained) -> str:
   return f'{label}, step {trained.step}'
 
 
-def write_filters(workdir: str, output: Optional[str] = None) -> str:
+def write_filters(workdir: str, output: str | None = None) -> str:
   """The first convolution's filters of `workdir`'s newest checkpoint, into `output`
   (default `<workdir>/filters.png`)."""
   trained = load_trained(workdir)
@@ -39,34 +39,46 @@ def write_filters(workdir: str, output: Optional[str] = None) -> str:
   name, kernel = pictures.first_conv_kernel(trained.variables['params'], order)
   h, w, i, o = kernel.shape
   title = f'{_run_title(workdir, trained)} | {name}: {o} filters {h}x{w}x{i}'
-  return pictures.plot_first_layer_filters(kernel, output or os.path.join(workdir, 'filters.png'),
-                                           title)
+  return pictures.plot_first_layer_filters(
+      kernel, output or os.path.join(workdir, 'filters.png'), title
+  )
 
 
-def write_feature_maps(workdir: str, image: Optional[str] = None,
-                       layers: Optional[Sequence[str]] = None, output: Optional[str] = None,
-                       strongest: bool = False) -> str:
+def write_feature_maps(
+    workdir: str,
+    image: str | None = None,
+    layers: Sequence[str] | None = None,
+    output: str | None = None,
+    strongest: bool = False,
+) -> str:
   """Feature maps of `layers` (summary row names; default `default_layers`) for the image file
   `image` (default: the first eval example), into `output` (default
   `<workdir>/feature_maps.png`)."""
   import input_pipeline  # pylint: disable=import-outside-toplevel  (TensorFlow, for decoding)
+
   trained = load_trained(workdir)
   names = list(layers) if layers else default_layers(_conv_rows(trained))
   if not names:
-    raise ValueError(f'{trained.config.model.name} has no convolution: name the layers to show '
-                     '(summary row names, e.g. from analysis.summary.summarize).')
-  model_image, display = input_pipeline.model_input(trained.config.dataset, image,
-                                                    trained.image_shape)
+    raise ValueError(
+        f'{trained.config.model.name} has no convolution: name the layers to show '
+        '(summary row names, e.g. from analysis.summary.summarize).'
+    )
+  model_image, display = input_pipeline.model_input(
+      trained.config.dataset, image, trained.image_shape
+  )
   outputs = summary.layer_outputs(trained.model, trained.variables, model_image[None], names)
   maps = {name: np.asarray(value)[0] for name, value in outputs.items()}
   which = os.path.basename(image) if image else 'first eval example'
-  return pictures.plot_feature_maps(display, maps,
-                                    output or os.path.join(workdir, 'feature_maps.png'),
-                                    strongest=strongest,
-                                    title=f'{_run_title(workdir, trained)} | {which}')
+  return pictures.plot_feature_maps(
+      display,
+      maps,
+      output or os.path.join(workdir, 'feature_maps.png'),
+      strongest=strongest,
+      title=f'{_run_title(workdir, trained)} | {which}',
+  )
 
 
-def write_curves(workdir: str, output: Optional[str] = None) -> str:
+def write_curves(workdir: str, output: str | None = None) -> str:
   """Loss, top-1 and learning rate against steps from `<workdir>/metrics.jsonl`, into `output`
   (default `<workdir>/curves.png`, which training also refreshes)."""
   if not os.path.exists(os.path.join(workdir, reporting.METRICS_FILE)):
@@ -76,14 +88,16 @@ def write_curves(workdir: str, output: Optional[str] = None) -> str:
   return path
 
 
-def write_comparison(workdirs: Sequence[str], output: Optional[str] = None) -> str:
+def write_comparison(workdirs: Sequence[str], output: str | None = None) -> str:
   """Eval top-1 against parameters and MACs of the runs in `workdirs`, into `output`; one
   workdir may leave it out (`<workdir>/comparison.png`), several may not (whose would it be?)."""
   if not workdirs:
     raise ValueError('Name the workdirs to compare (--workdirs=runs/a,runs/b).')
   if output is None:
     if len(workdirs) > 1:
-      raise ValueError('A comparison of several workdirs belongs to none of them: say where to '
-                       'write it with --output=<path>.png.')
+      raise ValueError(
+          'A comparison of several workdirs belongs to none of them: say where to '
+          'write it with --output=<path>.png.'
+      )
     output = os.path.join(workdirs[0], 'comparison.png')
   return pictures.plot_comparison([run_facts(w) for w in workdirs], output)

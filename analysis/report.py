@@ -1,7 +1,7 @@
 """A summary as text: an aligned table, GitHub markdown, or JSON."""
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 from analysis.summary import Summary
 
@@ -9,16 +9,24 @@ COLUMNS = ('layer', 'kind', 'output', 'neurons', 'params', 'MACs', 'RF', 'jump',
 FORMATS = ('table', 'markdown', 'json')
 
 
-def _pair(values: Optional[tuple]) -> str:
+def _pair(values: tuple | None) -> str:
   if values is None:
     return '—'
   return f'{values[0]:g}' if len(set(values)) == 1 else '×'.join(f'{v:g}' for v in values)
 
 
 def _cells(layer) -> list[str]:
-  return [layer.name, layer.kind, '×'.join(map(str, layer.output_shape)), f'{layer.neurons:,}',
-          f'{layer.params:,}', f'{layer.macs:,}', _pair(layer.receptive_field), _pair(layer.jump),
-          _pair(layer.start)]
+  return [
+      layer.name,
+      layer.kind,
+      '×'.join(map(str, layer.output_shape)),
+      f'{layer.neurons:,}',
+      f'{layer.params:,}',
+      f'{layer.macs:,}',
+      _pair(layer.receptive_field),
+      _pair(layer.jump),
+      _pair(layer.start),
+  ]
 
 
 def _si(n: float) -> str:
@@ -29,21 +37,26 @@ def _si(n: float) -> str:
 
 
 def _totals(summary: Summary) -> list[str]:
-  lines = [f'{summary.model} on {"×".join(map(str, summary.input_shape))} inputs: '
-           f'{summary.total_params:,} parameters ({_si(summary.total_params)}), '
-           f'{summary.total_macs:,} MACs ({_si(summary.total_macs)} multiply-accumulates = '
-           f'{_si(2 * summary.total_macs)} FLOPs).']
+  lines = [
+      f'{summary.model} on {"×".join(map(str, summary.input_shape))} inputs: '
+      f'{summary.total_params:,} parameters ({_si(summary.total_params)}), '
+      f'{summary.total_macs:,} MACs ({_si(summary.total_macs)} multiply-accumulates = '
+      f'{_si(2 * summary.total_macs)} FLOPs).'
+  ]
   if summary.unused_params:
-    lines.append(f'{summary.unused_params:,} of the parameters sit in modules the eval forward '
-                 'pass does not call (auxiliary heads).')
+    lines.append(
+        f'{summary.unused_params:,} of the parameters sit in modules the eval forward '
+        'pass does not call (auxiliary heads).'
+    )
   if summary.xla:
     xla = summary.xla
     padding = summary.total_macs - xla['real_macs']
     lines.append(
         f'XLA cost analysis: the conv/matmul ops cost {xla["layer_flops"]:,.0f} flops = 2 × '
         f'{xla["real_macs"]:,.0f} MACs on real pixels (the {padding:,.0f} MACs on padding taps '
-        f'are in the count above but not in XLA\'s); the whole forward pass '
-        f'{xla["forward_flops"]:,.0f} flops with bias, BatchNorm, activations and pooling.')
+        f"are in the count above but not in XLA's); the whole forward pass "
+        f'{xla["forward_flops"]:,.0f} flops with bias, BatchNorm, activations and pooling.'
+    )
   return lines
 
 
@@ -51,32 +64,53 @@ def table(summary: Summary) -> str:
   rows = [list(COLUMNS)] + [_cells(l) for l in summary.layers]
   widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
   right = {3, 4, 5, 6, 7, 8}
-  lines = ['  '.join(c.rjust(w) if i in right else c.ljust(w)
-                     for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
+  lines = [
+      '  '.join(
+          c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))
+      ).rstrip()
+      for r in rows
+  ]
   lines.insert(1, '  '.join('-' * w for w in widths))
   return '\n'.join(lines + [''] + _totals(summary))
 
 
 def markdown(summary: Summary) -> str:
-  lines = ['| ' + ' | '.join(COLUMNS) + ' |',
-           '|' + '|'.join('---:' if i >= 3 else '---' for i in range(len(COLUMNS))) + '|']
-  lines += ['| ' + ' | '.join(c.replace('|', '\\|') for c in _cells(l)) + ' |'
-            for l in summary.layers]
+  lines = [
+      '| ' + ' | '.join(COLUMNS) + ' |',
+      '|' + '|'.join('---:' if i >= 3 else '---' for i in range(len(COLUMNS))) + '|',
+  ]
+  lines += [
+      '| ' + ' | '.join(c.replace('|', '\\|') for c in _cells(l)) + ' |' for l in summary.layers
+  ]
   return '\n'.join(lines + [''] + _totals(summary))
 
 
 def as_dict(summary: Summary) -> dict[str, Any]:
   return {
-      'model': summary.model, 'input_shape': list(summary.input_shape),
-      'total_params': summary.total_params, 'total_macs': summary.total_macs,
-      'unused_params': summary.unused_params, 'xla': summary.xla,
-      'layers': [{'name': l.name, 'kind': l.kind, 'output_shape': list(l.output_shape),
-                  'neurons': l.neurons, 'params': l.params, 'macs': l.macs,
-                  'receptive_field': _list(l.receptive_field), 'jump': _list(l.jump),
-                  'start': _list(l.start)} for l in summary.layers]}
+      'model': summary.model,
+      'input_shape': list(summary.input_shape),
+      'total_params': summary.total_params,
+      'total_macs': summary.total_macs,
+      'unused_params': summary.unused_params,
+      'xla': summary.xla,
+      'layers': [
+          {
+              'name': l.name,
+              'kind': l.kind,
+              'output_shape': list(l.output_shape),
+              'neurons': l.neurons,
+              'params': l.params,
+              'macs': l.macs,
+              'receptive_field': _list(l.receptive_field),
+              'jump': _list(l.jump),
+              'start': _list(l.start),
+          }
+          for l in summary.layers
+      ],
+  }
 
 
-def _list(values: Optional[tuple]) -> Optional[list]:
+def _list(values: tuple | None) -> list | None:
   return None if values is None else list(values)
 
 

@@ -5,7 +5,8 @@ None for arrays that carry no image (parameters, constants). Rules see the equat
 geometry of each input, and return the geometry of each output.
 """
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -16,8 +17,9 @@ Geometry = Optional[tuple[Axis, ...]]
 Rule = Callable[..., list[Geometry]]
 
 
-def _map_axes(geom: Geometry, where: Callable[[Axis], Optional[int]],
-              sizes: Sequence[int]) -> Geometry:
+def _map_axes(
+    geom: Geometry, where: Callable[[Axis], int | None], sizes: Sequence[int]
+) -> Geometry:
   """Moves each spatial axis to `where(axis)`; None reduces it over its `sizes[index]` units."""
   if geom is None:
     return None
@@ -27,8 +29,11 @@ def _map_axes(geom: Geometry, where: Callable[[Axis], Optional[int]],
       out.append(axis)
       continue
     target = where(axis)
-    out.append(geometry.reduced(axis, sizes[axis.index]) if target is None
-               else geometry.moved(axis, target))
+    out.append(
+        geometry.reduced(axis, sizes[axis.index])
+        if target is None
+        else geometry.moved(axis, target)
+    )
   return tuple(out)
 
 
@@ -45,8 +50,9 @@ def _window_rule(eqn, geoms, spec):
       out.append(axis)
       continue
     size, stride, pad_lo, input_dil, window_dil, index = params
-    out.append(geometry.moved(
-        geometry.window(axis, size, stride, pad_lo, input_dil, window_dil), index))
+    out.append(
+        geometry.moved(geometry.window(axis, size, stride, pad_lo, input_dil, window_dil), index)
+    )
   return [tuple(out)]
 
 
@@ -59,8 +65,14 @@ def conv(eqn, geoms):
     if index not in lhs_spec[2:]:
       return None
     i = lhs_spec[2:].index(index)
-    return (kernel[rhs_spec[2 + i]], p['window_strides'][i], p['padding'][i][0],
-            p['lhs_dilation'][i], p['rhs_dilation'][i], out_spec[2 + i])
+    return (
+        kernel[rhs_spec[2 + i]],
+        p['window_strides'][i],
+        p['padding'][i][0],
+        p['lhs_dilation'][i],
+        p['rhs_dilation'][i],
+        out_spec[2 + i],
+    )
 
   return _window_rule(eqn, geoms, spec)
 
@@ -69,8 +81,14 @@ def reduce_window(eqn, geoms):
   p = eqn.params
 
   def spec(i):
-    return (p['window_dimensions'][i], p['window_strides'][i], p['padding'][i][0],
-            p['base_dilation'][i], p['window_dilation'][i], i)
+    return (
+        p['window_dimensions'][i],
+        p['window_strides'][i],
+        p['padding'][i][0],
+        p['base_dilation'][i],
+        p['window_dilation'][i],
+        i,
+    )
 
   return _window_rule(eqn, geoms, spec) * len(eqn.outvars)
 
@@ -89,8 +107,14 @@ def slice_(eqn, geoms):
   starts, strides = eqn.params['start_indices'], eqn.params['strides']
   if geoms[0] is None:
     return [None]
-  return [tuple(a if a.index is None else geometry.shifted(
-      a, starts[a.index], strides[a.index] if strides else 1) for a in geoms[0])]
+  return [
+      tuple(
+          a
+          if a.index is None
+          else geometry.shifted(a, starts[a.index], strides[a.index] if strides else 1)
+          for a in geoms[0]
+      )
+  ]
 
 
 def reduce(eqn, geoms):
@@ -115,8 +139,11 @@ def broadcast_in_dim(eqn, geoms):
 
 def squeeze(eqn, geoms):
   gone = set(eqn.params['dimensions'])
-  return [_map_axes(geoms[0], lambda a: a.index - sum(x < a.index for x in gone),
-                    eqn.invars[0].aval.shape)]
+  return [
+      _map_axes(
+          geoms[0], lambda a: a.index - sum(x < a.index for x in gone), eqn.invars[0].aval.shape
+      )
+  ]
 
 
 def reshape(eqn, geoms):
@@ -124,7 +151,7 @@ def reshape(eqn, geoms):
   old, new = eqn.invars[0].aval.shape, eqn.outvars[0].aval.shape
 
   def where(axis):
-    before = int(np.prod(old[:axis.index]))
+    before = int(np.prod(old[: axis.index]))
     for j in range(len(new)):
       if int(np.prod(new[:j])) == before and new[j] == old[axis.index]:
         return j
@@ -139,8 +166,10 @@ def dot_general(eqn, geoms, values):
   (contract_l, contract_r), (batch_l, batch_r) = eqn.params['dimension_numbers']
   shapes = [v.aval.shape for v in eqn.invars]
   contract, batch = (contract_l, contract_r), (batch_l, batch_r)
-  free = [[i for i in range(len(s)) if i not in contract[k] and i not in batch[k]]
-          for k, s in enumerate(shapes)]
+  free = [
+      [i for i in range(len(s)) if i not in contract[k] and i not in batch[k]]
+      for k, s in enumerate(shapes)
+  ]
   offsets = (len(batch_l), len(batch_l) + len(free[0]))
   outs = []
   for k, geom in enumerate(geoms):
@@ -156,14 +185,15 @@ def dot_general(eqn, geoms, values):
       elif axis.index in free[k]:
         mapped.append(geometry.moved(axis, offsets[k] + free[k].index(axis.index)))
       else:
-        pooled = _pooling_matrix(axis, contract[k].index(axis.index), contract[1 - k],
-                                 free[1 - k], other, offsets[1 - k])
+        pooled = _pooling_matrix(
+            axis, contract[k].index(axis.index), contract[1 - k], free[1 - k], other, offsets[1 - k]
+        )
         mapped.append(pooled or geometry.reduced(axis, shapes[k][axis.index]))
     outs.append(tuple(mapped))
   return [geometry.union_all(outs) if outs else None]
 
 
-def _pooling_matrix(axis, position, other_contract, other_free, matrix, offset) -> Optional[Axis]:
+def _pooling_matrix(axis, position, other_contract, other_free, matrix, offset) -> Axis | None:
   """A constant [out, in] matrix whose rows average contiguous, evenly spaced input windows."""
   if matrix is None or np.ndim(matrix) != 2 or len(other_free) != 1:
     return None
@@ -188,8 +218,13 @@ def elementwise(eqn, geoms):
   out_shape = eqn.outvars[0].aval.shape
   first = [v for v, g in zip(eqn.invars, geoms) if g is not None][0].aval.shape
   if len(first) != len(out_shape):  # a shape change no rule knows: everything is reduced
-    merged = geometry.union_all([tuple(geometry.reduced(a, _len(v, a)) for a in g)
-                                 for v, g in zip(eqn.invars, geoms) if g is not None])
+    merged = geometry.union_all(
+        [
+            tuple(geometry.reduced(a, _len(v, a)) for a in g)
+            for v, g in zip(eqn.invars, geoms)
+            if g is not None
+        ]
+    )
     return [merged] * len(eqn.outvars)
   return [geometry.union_all(present)] * len(eqn.outvars)
 
@@ -200,12 +235,23 @@ def _len(var, axis: Axis) -> int:
 
 RULES: dict[str, Rule] = {
     'conv_general_dilated': conv,
-    'reduce_window_max': reduce_window, 'reduce_window_min': reduce_window,
-    'reduce_window_sum': reduce_window, 'reduce_window': reduce_window,
-    'pad': pad, 'slice': slice_,
-    'reduce_sum': reduce, 'reduce_max': reduce, 'reduce_min': reduce, 'reduce_prod': reduce,
-    'argmax': reduce, 'argmin': reduce, 'reduce_and': reduce, 'reduce_or': reduce,
-    'transpose': transpose, 'broadcast_in_dim': broadcast_in_dim, 'squeeze': squeeze,
+    'reduce_window_max': reduce_window,
+    'reduce_window_min': reduce_window,
+    'reduce_window_sum': reduce_window,
+    'reduce_window': reduce_window,
+    'pad': pad,
+    'slice': slice_,
+    'reduce_sum': reduce,
+    'reduce_max': reduce,
+    'reduce_min': reduce,
+    'reduce_prod': reduce,
+    'argmax': reduce,
+    'argmin': reduce,
+    'reduce_and': reduce,
+    'reduce_or': reduce,
+    'transpose': transpose,
+    'broadcast_in_dim': broadcast_in_dim,
+    'squeeze': squeeze,
     'reshape': reshape,
 }
 

@@ -9,7 +9,7 @@ Names are flax module paths, e.g. `layer1_0/conv2`, and `layer1_0/add` for the b
 import collections
 import dataclasses
 from fractions import Fraction
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -19,25 +19,37 @@ import numpy as np
 from analysis import graph as graph_lib
 from analysis import macs as macs_lib
 
-_POOLS = {'reduce_window_max': 'max_pool', 'reduce_window_sum': 'avg_pool',
-          'reduce_window_min': 'min_pool', 'reduce_window': 'pool'}
-_MERGES = {'add': 'add', 'sub': 'sub', 'mul': 'mul', 'div': 'div', 'max': 'max', 'min': 'min',
-           'concatenate': 'concat'}
+_POOLS = {
+    'reduce_window_max': 'max_pool',
+    'reduce_window_sum': 'avg_pool',
+    'reduce_window_min': 'min_pool',
+    'reduce_window': 'pool',
+}
+_MERGES = {
+    'add': 'add',
+    'sub': 'sub',
+    'mul': 'mul',
+    'div': 'div',
+    'max': 'max',
+    'min': 'min',
+    'concatenate': 'concat',
+}
 
 
 @dataclasses.dataclass
 class Layer:
   """One row. Receptive field, jump and start are per image axis (height, width), in input
   pixels; jump is None once the image axes are gone (after global pooling or flattening)."""
+
   name: str
   kind: str
   output_shape: tuple[int, ...]  # without the batch axis
   neurons: int
   params: int
   macs: int
-  receptive_field: Optional[tuple[float, ...]]
-  jump: Optional[tuple[float, ...]]
-  start: Optional[tuple[float, ...]]
+  receptive_field: tuple[float, ...] | None
+  jump: tuple[float, ...] | None
+  start: tuple[float, ...] | None
   path: tuple[str, ...] = dataclasses.field(repr=False, default=())
   output_id: int = dataclasses.field(repr=False, default=0)
   real_macs: int = dataclasses.field(repr=False, default=0)
@@ -65,7 +77,7 @@ def _number(x: Fraction) -> float:
   return int(x) if x.denominator == 1 else float(x)
 
 
-def _notable(op) -> Optional[str]:
+def _notable(op) -> str | None:
   """The row kind of an inline operation worth a row of its own, else None."""
   name, inputs = op.eqn.primitive.name, op.inputs
   if name == 'conv_general_dilated':
@@ -78,8 +90,11 @@ def _notable(op) -> Optional[str]:
   spatial = {a.index for a in geom or () if a.index is not None}
   if name in ('reduce_sum', 'reduce_max') and spatial & set(op.eqn.params['axes']):
     return 'global_avg_pool' if name == 'reduce_sum' else 'global_max_pool'
-  if name == 'reshape' and spatial and not any(
-      a.index is not None for a in op.outputs[0].geometry or ()):
+  if (
+      name == 'reshape'
+      and spatial
+      and not any(a.index is not None for a in op.outputs[0].geometry or ())
+  ):
     return 'flatten'
   if name in _MERGES:
     paths = {s.id for s in inputs if s.geometry is not None and not s.constant}
@@ -115,8 +130,11 @@ def _detail(ops) -> str:
 
 
 def _stride(strides) -> str:
-  return '' if all(s == 1 for s in strides) else '/' + '×'.join(
-      sorted({str(s) for s in strides}, key=int))
+  return (
+      ''
+      if all(s == 1 for s in strides)
+      else '/' + '×'.join(sorted({str(s) for s in strides}, key=int))
+  )
 
 
 def _group_rows(ops: list, module_types: dict, output_ids: list[int]) -> list[Layer]:
@@ -143,12 +161,18 @@ def _group_rows(ops: list, module_types: dict, output_ids: list[int]) -> list[La
     counts[base] += 1
     members = set(indices)
     produced = [s for i in indices for s in ops[i].outputs]
-    leaving = [s for s in produced
-               if consumers[s.id] - members or s.id in output_ids]
+    leaving = [s for s in produced if consumers[s.id] - members or s.id in output_ids]
     out = (leaving or produced)[-1]
-    kind_name = module_types.get(path, path[-1] if path else '') if not kind else kind
-    layers.append(_layer(name, f'{kind_name} {_detail([ops[i] for i in indices])}'.strip(),
-                         path, out, [ops[i] for i in indices]))
+    kind_name = kind if kind else module_types.get(path, path[-1] if path else '')
+    layers.append(
+        _layer(
+            name,
+            f'{kind_name} {_detail([ops[i] for i in indices])}'.strip(),
+            path,
+            out,
+            [ops[i] for i in indices],
+        )
+    )
   return layers
 
 
@@ -157,12 +181,20 @@ def _layer(name: str, kind: str, path: tuple, out, ops: list) -> Layer:
   geom = out.geometry
   spatial = geom is not None and all(a.index is not None for a in geom)
   return Layer(
-      name=name, kind=kind, output_shape=tuple(out.shape[1:]),
-      neurons=int(np.prod(out.shape[1:])), params=0, macs=sum(c[0] for c in counts),
+      name=name,
+      kind=kind,
+      output_shape=tuple(out.shape[1:]),
+      neurons=int(np.prod(out.shape[1:])),
+      params=0,
+      macs=sum(c[0] for c in counts),
       receptive_field=tuple(_number(a.rf) for a in geom) if geom else None,
       jump=tuple(_number(a.jump) for a in geom) if spatial else None,
       start=tuple(_number(a.start) for a in geom) if geom else None,
-      path=path, output_id=out.id, real_macs=sum(c[1] for c in counts), ops=ops)
+      path=path,
+      output_id=out.id,
+      real_macs=sum(c[1] for c in counts),
+      ops=ops,
+  )
 
 
 def _attribute_params(layers: list[Layer], params: Any) -> int:
@@ -171,7 +203,8 @@ def _attribute_params(layers: list[Layer], params: Any) -> int:
   for key_path, leaf in jax.tree_util.tree_leaves_with_path(params):
     owner = tuple(str(getattr(k, 'key', k)) for k in key_path[:-1])
     row = next((l for l in layers if l.path == owner), None) or next(
-        (l for l in layers if l.path[:len(owner)] == owner and owner), None)
+        (l for l in layers if l.path[: len(owner)] == owner and owner), None
+    )
     if row is None:
       unused += int(np.size(leaf))
     else:
@@ -187,8 +220,14 @@ def abstract_variables(model: nn.Module, input_shape: tuple[int, ...]) -> Any:
   return jax.eval_shape(lambda: model.init({'params': key, 'dropout': key}, images, train=True))
 
 
-def summarize(model: nn.Module, input_shape: tuple[int, ...], variables: Any = None, *,
-              name: str = '', cross_check: bool = False) -> Summary:
+def summarize(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    variables: Any = None,
+    *,
+    name: str = '',
+    cross_check: bool = False,
+) -> Summary:
   """The per-layer summary of `model` on one `input_shape` (H, W, C) image, in eval mode.
 
   `cross_check` also asks XLA's cost analysis for the flops of the counted layers and of the
@@ -201,9 +240,13 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...], variables: Any = N
   params = variables.get('params', {})
   unused = _attribute_params(layers, params)
   summary = Summary(
-      model=name or type(model).__name__, input_shape=tuple(input_shape), layers=layers,
+      model=name or type(model).__name__,
+      input_shape=tuple(input_shape),
+      layers=layers,
       total_params=sum(int(np.size(x)) for x in jax.tree.leaves(params)),
-      total_macs=sum(l.macs for l in layers), unused_params=unused)
+      total_macs=sum(l.macs for l in layers),
+      unused_params=unused,
+  )
   if cross_check:
     summary.xla = xla_cost(model, variables, images, layers)
   return summary
@@ -215,8 +258,9 @@ def _flops(lowered) -> float:
   return float(cost['flops'])
 
 
-def xla_cost(model: nn.Module, variables: Any, images: Any,
-             layers: list[Layer]) -> dict[str, float]:
+def xla_cost(
+    model: nn.Module, variables: Any, images: Any, layers: list[Layer]
+) -> dict[str, float]:
   """XLA's flop counts: of the conv and matmul ops alone (replayed as one program, which should
   be exactly 2 × MACs on real pixels) and of the whole forward pass (which adds bias, BN,
   activations and pooling)."""
@@ -226,28 +270,33 @@ def xla_cost(model: nn.Module, variables: Any, images: Any,
     outs, i = [], 0
     for op in counted:
       n = len(op.eqn.invars)
-      outs += graph_lib.bind(op.eqn, args[i:i + n])
+      outs += graph_lib.bind(op.eqn, args[i : i + n])
       i += n
     return outs
 
-  operands = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for op in counted
-              for v in op.eqn.invars]
+  operands = [
+      jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for op in counted for v in op.eqn.invars
+  ]
   forward = jax.jit(graph_lib.forward(model)).lower(variables, images)
-  return {'layer_flops': _flops(jax.jit(replay).lower(*operands)) if counted else 0.0,
-          'real_macs': float(sum(l.real_macs for l in layers)),
-          'forward_flops': _flops(forward)}
+  return {
+      'layer_flops': _flops(jax.jit(replay).lower(*operands)) if counted else 0.0,
+      'real_macs': float(sum(l.real_macs for l in layers)),
+      'forward_flops': _flops(forward),
+  }
 
 
-def layer_outputs(model: nn.Module, variables: Any, images: Any,
-                  names: list[str]) -> dict[str, jax.Array]:
+def layer_outputs(
+    model: nn.Module, variables: Any, images: Any, names: list[str]
+) -> dict[str, jax.Array]:
   """The outputs of the summary rows `names` for a batch of `images` (eval mode, one jit)."""
   abstract = jax.ShapeDtypeStruct(images.shape, jnp.float32)
   graph = graph_lib.walk(model, variables, abstract)
   by_name = {l.name: l for l in _group_rows(graph.ops, graph.module_types, graph.output_ids)}
   missing = [n for n in names if n not in by_name]
   if missing:
-    raise ValueError(f'No layer named {", ".join(map(repr, missing))}; the layers are: '
-                     f'{", ".join(by_name)}.')
+    raise ValueError(
+        f'No layer named {", ".join(map(repr, missing))}; the layers are: ' f'{", ".join(by_name)}.'
+    )
   ids = frozenset(by_name[n].output_id for n in names)
 
   @jax.jit

@@ -8,7 +8,7 @@ of its newest checkpoint.
 import dataclasses
 import json
 import os
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -29,6 +29,7 @@ class WorkdirError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Trained:
   """A trained model as its workdir holds it."""
+
   config: ml_collections.ConfigDict  # locked, as the run used it
   model: nn.Module
   variables: dict[str, Any]  # {'params', 'batch_stats'}, for model.apply(..., train=False)
@@ -41,9 +42,11 @@ def read_record(workdir: str) -> dict[str, Any]:
   """`<workdir>/config.json`: {'config': the run's config, 'derived': what training computed}."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.isfile(path):
-    raise WorkdirError(f'{workdir} has no {CONFIG_FILE}, so it is not a training workdir (or its '
-                       'run never started). Train into it first: python main.py '
-                       f'--config=configs/<experiment>.py --workdir={workdir}')
+    raise WorkdirError(
+        f'{workdir} has no {CONFIG_FILE}, so it is not a training workdir (or its '
+        'run never started). Train into it first: python main.py '
+        f'--config=configs/<experiment>.py --workdir={workdir}'
+    )
   with open(path) as f:
     return json.load(f)
 
@@ -70,22 +73,32 @@ def load_trained(workdir: str) -> Trained:
   derived = record['derived']
   image_shape, num_classes = tuple(derived['image_shape']), int(derived['num_classes'])
   model = train.make_model(config, num_classes)
-  checkpointer = checkpoint.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
-                                         max_to_keep=config.keep_checkpoints)
+  checkpointer = checkpoint.Checkpointer(
+      os.path.join(workdir, CHECKPOINT_DIR), max_to_keep=config.keep_checkpoints
+  )
   try:
     if checkpointer.latest_step() is None:
-      raise WorkdirError(f'{workdir} has no checkpoint yet: train it for at least '
-                         'checkpoint_every_steps steps (or to the end), then try again.')
-    abstract = jax.eval_shape(lambda: train.init_state(config, model, image_shape,
-                                                       _one_device_mesh()))
+      raise WorkdirError(
+          f'{workdir} has no checkpoint yet: train it for at least '
+          'checkpoint_every_steps steps (or to the end), then try again.'
+      )
+    abstract = jax.eval_shape(
+        lambda: train.init_state(config, model, image_shape, _one_device_mesh())
+    )
     state = checkpointer.restore_latest(abstract)
   finally:
     checkpointer.close()
-  return Trained(config=config, model=model, variables=state.variables(), step=int(state.step),
-                 image_shape=image_shape, num_classes=num_classes)
+  return Trained(
+      config=config,
+      model=model,
+      variables=state.variables(),
+      step=int(state.step),
+      image_shape=image_shape,
+      num_classes=num_classes,
+  )
 
 
-def _latest_top1(workdir: str) -> tuple[Optional[float], Optional[int]]:
+def _latest_top1(workdir: str) -> tuple[float | None, int | None]:
   """(eval top-1, its step): results.json's, or metrics.jsonl's last eval if that is newer
   (a resumed run still training has evaluated after the results of its earlier end)."""
   found: list[tuple[int, float]] = []
@@ -114,9 +127,15 @@ def run_facts(workdir: str) -> dict[str, Any]:
   macs = derived.get('macs')
   if macs is None:
     from analysis import summary  # pylint: disable=import-outside-toplevel  (traces the model)
+
     model = train.make_model(record_config(record), int(derived['num_classes']))
     macs = summary.summarize(model, tuple(derived['image_shape'])).total_macs
   top1, step = _latest_top1(workdir)
-  return {'name': os.path.basename(os.path.abspath(workdir)),
-          'model': record['config']['model']['name'], 'num_params': int(derived['num_params']),
-          'macs': int(macs), 'top1': top1, 'step': step}
+  return {
+      'name': os.path.basename(os.path.abspath(workdir)),
+      'model': record['config']['model']['name'],
+      'num_params': int(derived['num_params']),
+      'macs': int(macs),
+      'top1': top1,
+      'step': step,
+  }

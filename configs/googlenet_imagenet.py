@@ -37,8 +37,12 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   variant, _ = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
   config.model = recipes.model(
-      variant, aux_logits=True, dropout_rate=0.4 if variant == 'googlenet_paper' else 0.2,
-      aux_dropout_rate=0.7, dtype='float32')
+      variant,
+      aux_logits=True,
+      dropout_rate=0.4 if variant == 'googlenet_paper' else 0.2,
+      aux_dropout_rate=0.7,
+      dtype='float32',
+  )
   recipes.imagenet(config, image_size=224)
   config.aux_loss_weight = 0.3
   config.batch_size = 256

@@ -47,23 +47,38 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.batch_size = 256
   config.log_every_steps = 100
   if variant == 'inception_v3':
-    config.model = recipes.model(variant, aux_logits=True, dropout_rate=0.5, bn_scale=True,
-                                 dtype='float32')
+    config.model = recipes.model(
+        variant, aux_logits=True, dropout_rate=0.5, bn_scale=True, dtype='float32'
+    )
     recipes.imagenet(config, image_size=299, resize_to=342, color_jitter=TF_SLIM_COLOUR)
     config.num_epochs = 100
-    config.optimizer.update(name='rmsprop', lr=0.165, lr_reference_batch_size=256, rms_decay=0.9,
-                            eps=1.0, momentum=0.9, weight_decay=4e-5, grad_clip_norm=2.0)
+    config.optimizer.update(
+        name='rmsprop',
+        lr=0.165,
+        lr_reference_batch_size=256,
+        rms_decay=0.9,
+        eps=1.0,
+        momentum=0.9,
+        weight_decay=4e-5,
+        grad_clip_norm=2.0,
+    )
     recipes.step_schedule(config, range(2, config.num_epochs, 2), factor=0.94)
     config.label_smoothing = 0.1
     config.aux_loss_weight = 0.4
   else:
-    config.model = recipes.model(variant, separable_stem=False, dropout_rate=0.0,
-                                 dtype='float32')
+    config.model = recipes.model(variant, separable_stem=False, dropout_rate=0.0, dtype='float32')
     recipes.imagenet(config, image_size=224)
     config.num_epochs = 150
     recipes.sgd(config, lr=0.045, weight_decay=4e-5)
     config.optimizer.lr_reference_batch_size = 32
     every = 4 / 3  # epochs between decays
-    recipes.step_schedule(config, [k * every for k in range(1, int(config.num_epochs / every) + 1)
-                                   if k * every < config.num_epochs], factor=0.96)
+    recipes.step_schedule(
+        config,
+        [
+            k * every
+            for k in range(1, int(config.num_epochs / every) + 1)
+            if k * every < config.num_epochs
+        ],
+        factor=0.96,
+    )
   return config

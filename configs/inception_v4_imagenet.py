@@ -43,19 +43,35 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   variant, _ = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
   if variant == 'inception_v4':
-    config.model = recipes.model(variant, repeats=(4, 7, 3), dropout_rate=0.2, bn_scale=True,
-                                 dtype='float32')
+    config.model = recipes.model(
+        variant, repeats=(4, 7, 3), dropout_rate=0.2, bn_scale=True, dtype='float32'
+    )
   else:
     repeats = (5, 10, 5) if variant == 'inception_resnet_v1' else (10, 20, 9)
-    config.model = recipes.model(variant, repeats=repeats, scales=(0.17, 0.10, 0.20),
-                                 dropout_rate=0.2, bn_scale=True, dtype='float32')
-  recipes.imagenet(config, image_size=299, resize_to=342,
-                   color_jitter=inception_imagenet.TF_SLIM_COLOUR)
+    config.model = recipes.model(
+        variant,
+        repeats=repeats,
+        scales=(0.17, 0.10, 0.20),
+        dropout_rate=0.2,
+        bn_scale=True,
+        dtype='float32',
+    )
+  recipes.imagenet(
+      config, image_size=299, resize_to=342, color_jitter=inception_imagenet.TF_SLIM_COLOUR
+  )
   config.batch_size = 32
   config.num_epochs = 100
   config.label_smoothing = 0.1
-  config.optimizer.update(name='rmsprop', lr=0.045, rms_decay=0.9, eps=1.0, momentum=0.9,
-                          weight_decay=4e-5, decay_norm_and_bias=False, grad_clip_norm=2.0)
+  config.optimizer.update(
+      name='rmsprop',
+      lr=0.045,
+      rms_decay=0.9,
+      eps=1.0,
+      momentum=0.9,
+      weight_decay=4e-5,
+      decay_norm_and_bias=False,
+      grad_clip_norm=2.0,
+  )
   recipes.exponential_schedule(config, every_epochs=2, factor=0.94)  # staircase, as TF-slim
   config.log_every_steps = 100
   return config

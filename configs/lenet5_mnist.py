@@ -38,8 +38,14 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.dataset.name = dataset
   config.eval_batch_size = 500
   if variant == 'lenet5':
-    config.model = recipes.model('lenet5', activation='relu', pooling='max', batch_norm=True,
-                                 dropout_rate=0.0, dtype='float32')
+    config.model = recipes.model(
+        'lenet5',
+        activation='relu',
+        pooling='max',
+        batch_norm=True,
+        dropout_rate=0.0,
+        dtype='float32',
+    )
     stats = dataset if dataset in ('offline_digits', 'fashion_mnist') else 'mnist'
     config.dataset.train_preprocess = f"random_crop(28, pad=2)|normalize('{stats}')"
     config.dataset.eval_preprocess = f"normalize('{stats}')"
@@ -53,8 +59,15 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.log_every_steps = 62
     return config
 
-  config.model = recipes.model('lenet5_1998', output='rbf', rbf_temperature=16.0, input_size=32,
-                               pad_value=_BACKGROUND, paper_init=False, dtype='float32')
+  config.model = recipes.model(
+      'lenet5_1998',
+      output='rbf',
+      rbf_temperature=16.0,
+      input_size=32,
+      pad_value=_BACKGROUND,
+      paper_init=False,
+      dtype='float32',
+  )
   std = 1.0 / (_INK - _BACKGROUND)
   scale = f'normalize(({-_BACKGROUND * std!r},), ({std!r},))'
   config.dataset.train_preprocess = f'random_crop(28, pad=2)|{scale}'

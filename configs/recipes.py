@@ -4,13 +4,13 @@ A family config declares `VARIANTS` and `DATASETS` (the first of each is the def
 calls `parse_arg`; the smoke test runs every config with every entry of both.
 """
 
-from typing import Any, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import ml_collections
 
 
-def parse_arg(arg: Optional[str], variants: Sequence[str],
-              datasets: Sequence[str]) -> tuple[str, str]:
+def parse_arg(arg: str | None, variants: Sequence[str], datasets: Sequence[str]) -> tuple[str, str]:
   """Splits 'variant,dataset' (either part optional, any order) and checks both."""
   variant, dataset = variants[0], datasets[0]
   for token in filter(None, (t.strip() for t in (arg or '').split(','))):
@@ -19,8 +19,10 @@ def parse_arg(arg: Optional[str], variants: Sequence[str],
     elif token in datasets:
       dataset = token
     else:
-      raise ValueError(f'Unknown config argument {token!r}: variants are {", ".join(variants)}; '
-                       f'datasets are {", ".join(datasets)}.')
+      raise ValueError(
+          f'Unknown config argument {token!r}: variants are {", ".join(variants)}; '
+          f'datasets are {", ".join(datasets)}.'
+      )
   return variant, dataset
 
 
@@ -43,9 +45,16 @@ def cifar(config: ml_collections.ConfigDict, dataset: str) -> None:
   config.eval_batch_size = 500
 
 
-def imagenet(config: ml_collections.ConfigDict, image_size: int = 224, resize_to: int = 256, *,
-             crop: str = 'inception', color_jitter: Union[float, Sequence[float]] = 0.0,
-             lighting: float = 0.0, ten_crop: bool = False) -> None:
+def imagenet(
+    config: ml_collections.ConfigDict,
+    image_size: int = 224,
+    resize_to: int = 256,
+    *,
+    crop: str = 'inception',
+    color_jitter: float | Sequence[float] = 0.0,
+    lighting: float = 0.0,
+    ten_crop: bool = False,
+) -> None:
   """ImageNet training crops, colour augmentation and evaluation views.
 
   crop: 'inception' — random area (8–100 %) and aspect ratio (3/4–4/3), resized to
@@ -66,8 +75,9 @@ def imagenet(config: ml_collections.ConfigDict, image_size: int = 224, resize_to
       'inception': f'decode_and_random_resized_crop({image_size})',
       'alexnet': f'{square}|random_crop({image_size})',
       'random': f'{resized}|random_crop({image_size})',
-      'scale_jitter': f'random_resize_shorter({resize_to}, {2 * resize_to})|'
-                      f'random_crop({image_size})',
+      'scale_jitter': (
+          f'random_resize_shorter({resize_to}, {2 * resize_to})|' f'random_crop({image_size})'
+      ),
   }
   if crop not in crops:
     raise ValueError(f'Unknown ImageNet crop {crop!r}; choose from {", ".join(crops)}.')
@@ -83,21 +93,35 @@ def imagenet(config: ml_collections.ConfigDict, image_size: int = 224, resize_to
   config.eval_batch_size = 50 if ten_crop else 250
 
 
-def sgd(config: ml_collections.ConfigDict, lr: float, weight_decay: float, *,
-        nesterov: bool = False, momentum: float = 0.9, decay_norm_and_bias: bool = False) -> None:
+def sgd(
+    config: ml_collections.ConfigDict,
+    lr: float,
+    weight_decay: float,
+    *,
+    nesterov: bool = False,
+    momentum: float = 0.9,
+    decay_norm_and_bias: bool = False,
+) -> None:
   """SGD with (Nesterov) momentum and L2 weight decay: every paper recipe of this lineage."""
-  config.optimizer.update(name='nesterov' if nesterov else 'momentum', lr=lr, momentum=momentum,
-                          weight_decay=weight_decay, decay_norm_and_bias=decay_norm_and_bias)
+  config.optimizer.update(
+      name='nesterov' if nesterov else 'momentum',
+      lr=lr,
+      momentum=momentum,
+      weight_decay=weight_decay,
+      decay_norm_and_bias=decay_norm_and_bias,
+  )
 
 
-def step_schedule(config: ml_collections.ConfigDict, decay_epochs: Sequence[float],
-                  factor: float = 0.1) -> None:
+def step_schedule(
+    config: ml_collections.ConfigDict, decay_epochs: Sequence[float], factor: float = 0.1
+) -> None:
   """The learning rate times `factor` at each of `decay_epochs`."""
   config.schedule.update(name='step', decay_epochs=tuple(decay_epochs), decay_factor=factor)
 
 
-def exponential_schedule(config: ml_collections.ConfigDict, every_epochs: float,
-                         factor: float) -> None:
+def exponential_schedule(
+    config: ml_collections.ConfigDict, every_epochs: float, factor: float
+) -> None:
   """The learning rate times `factor` every `every_epochs` (Inception v3: 0.94 every 2 epochs)."""
   config.schedule.update(name='exponential', decay_every_epochs=every_epochs, decay_factor=factor)
 
@@ -109,5 +133,6 @@ def poly_schedule(config: ml_collections.ConfigDict, power: float = 1.0) -> None
 
 def plateau_schedule(config: ml_collections.ConfigDict, max_reductions: int = 3) -> None:
   """AlexNet's: divide the learning rate by 10 when validation top-1 stops improving."""
-  config.schedule.update(name='plateau', metric='eval_top1', decay_factor=0.1,
-                         max_reductions=max_reductions)
+  config.schedule.update(
+      name='plateau', metric='eval_top1', decay_factor=0.1, max_reductions=max_reductions
+  )

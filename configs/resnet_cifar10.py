@@ -23,8 +23,15 @@ import ml_collections
 
 from configs import default, recipes
 
-VARIANTS = ('resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110', 'preact_resnet110',
-            'preact_resnet164')
+VARIANTS = (
+    'resnet20',
+    'resnet32',
+    'resnet44',
+    'resnet56',
+    'resnet110',
+    'preact_resnet110',
+    'preact_resnet164',
+)
 DATASETS = ('cifar10', 'cifar100')
 
 
@@ -35,14 +42,14 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   if variant.startswith('preact_'):
     config.model = recipes.model(variant, dtype='float32')
   else:
-    config.model = recipes.model(variant, shortcut='A', zero_init_residual=False,
-                                 dtype='float32')
+    config.model = recipes.model(variant, shortcut='A', zero_init_residual=False, dtype='float32')
   recipes.cifar(config, dataset)
   config.batch_size = 128
   config.num_epochs = 164
   recipes.sgd(config, lr=0.1, weight_decay=1e-4)
   recipes.step_schedule(config, (82, 123))
-  config.schedule.warmup_epochs = 1.0 if variant in ('resnet110', 'preact_resnet110',
-                                                    'preact_resnet164') else 0.0
+  config.schedule.warmup_epochs = (
+      1.0 if variant in ('resnet110', 'preact_resnet110', 'preact_resnet164') else 0.0
+  )
   config.log_every_steps = 100
   return config

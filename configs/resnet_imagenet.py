@@ -24,8 +24,18 @@ import ml_collections
 
 from configs import default, recipes
 
-VARIANTS = ('resnet50', 'resnet18', 'resnet34', 'resnet101', 'resnet152', 'preact_resnet18',
-            'preact_resnet34', 'preact_resnet50', 'preact_resnet101', 'preact_resnet152')
+VARIANTS = (
+    'resnet50',
+    'resnet18',
+    'resnet34',
+    'resnet101',
+    'resnet152',
+    'preact_resnet18',
+    'preact_resnet34',
+    'preact_resnet50',
+    'preact_resnet101',
+    'preact_resnet152',
+)
 DATASETS = ('imagenet2012',)
 
 
@@ -36,8 +46,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   if variant.startswith('preact_'):
     config.model = recipes.model(variant, dtype='float32')
   else:
-    config.model = recipes.model(variant, stride_on_3x3=True, zero_init_residual=True,
-                                 dtype='float32')
+    config.model = recipes.model(
+        variant, stride_on_3x3=True, zero_init_residual=True, dtype='float32'
+    )
   recipes.imagenet(config, image_size=224)
   config.batch_size = 256
   config.num_epochs = 90

@@ -33,8 +33,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   """`arg`: the variant, e.g. 'seresnet101' or 'seresnext50_32x4d'."""
   variant, _ = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
-  config.model = recipes.model(variant, se_reduction=16, stride_on_3x3=True,
-                               zero_init_residual=False, dtype='float32')
+  config.model = recipes.model(
+      variant, se_reduction=16, stride_on_3x3=True, zero_init_residual=False, dtype='float32'
+  )
   recipes.imagenet(config, image_size=224)
   config.batch_size = 256
   config.num_epochs = 100

@@ -24,9 +24,17 @@ import ml_collections
 
 from configs import default, recipes
 
-VARIANTS = ('shufflenet_v2_x1_0', 'shufflenet_v2_x0_5', 'shufflenet_v2_x1_5',
-            'shufflenet_v2_x2_0', 'shufflenet_v1_g3', 'shufflenet_v1_g1', 'shufflenet_v1_g2',
-            'shufflenet_v1_g4', 'shufflenet_v1_g8')
+VARIANTS = (
+    'shufflenet_v2_x1_0',
+    'shufflenet_v2_x0_5',
+    'shufflenet_v2_x1_5',
+    'shufflenet_v2_x2_0',
+    'shufflenet_v1_g3',
+    'shufflenet_v1_g1',
+    'shufflenet_v1_g2',
+    'shufflenet_v1_g4',
+    'shufflenet_v1_g8',
+)
 DATASETS = ('imagenet2012',)
 
 
@@ -35,8 +43,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   variant, _ = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
   if variant.startswith('shufflenet_v1'):
-    config.model = recipes.model(variant, width_multiplier=1.0, stem_channels=24,
-                                 fc_bias=False, dtype='float32')
+    config.model = recipes.model(
+        variant, width_multiplier=1.0, stem_channels=24, fc_bias=False, dtype='float32'
+    )
   else:
     config.model = recipes.model(variant, dtype='float32')
   recipes.imagenet(config, image_size=224, color_jitter=0.4)

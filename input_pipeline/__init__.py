@@ -6,8 +6,16 @@ from input_pipeline.datasets import DatasetError, get_spec, registered_names
 from input_pipeline.examples import model_input
 from input_pipeline.pipeline import InputPipeline, input_signature, pad_batch
 
-__all__ = ['DatasetError', 'InputPipeline', 'get_spec', 'hide_accelerators_from_tf',
-           'input_signature', 'model_input', 'pad_batch', 'registered_names']
+__all__ = [
+    'DatasetError',
+    'InputPipeline',
+    'get_spec',
+    'hide_accelerators_from_tf',
+    'input_signature',
+    'model_input',
+    'pad_batch',
+    'registered_names',
+]
 
 
 def hide_accelerators_from_tf() -> None:

@@ -22,13 +22,14 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from absl import app, flags, logging
 import jax
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import app, flags, logging
 
 import input_pipeline
 from train_lib import sharding, train
@@ -39,17 +40,22 @@ flags.DEFINE_integer('steps', 20, 'Train steps per timed window.')
 flags.DEFINE_bool('no_model', False, 'Time the input pipeline only.')
 flags.DEFINE_integer('warmup', 5, 'Pipeline batches discarded before timing (at least 1).')
 flags.DEFINE_integer('repeats', 3, 'Timed windows; the best one is reported.')
-flags.DEFINE_integer('mock_examples', 0, 'If > 0, time tfds.testing.mock_data with this many '
-                     'random examples per split instead of the real dataset (no download).')
-flags.DEFINE_string('json', '', 'Also write the figures (benchmark()\'s dict) to this JSON file.')
+flags.DEFINE_integer(
+    'mock_examples',
+    0,
+    'If > 0, time tfds.testing.mock_data with this many '
+    'random examples per split instead of the real dataset (no download).',
+)
+flags.DEFINE_string('json', '', "Also write the figures (benchmark()'s dict) to this JSON file.")
 
 
 def _cpu_cores() -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
 
 
-def _windows(run_one: Callable[[], Any], count: int, repeats: int,
-             finish: Callable[[], Any] = lambda: None) -> list[float]:
+def _windows(
+    run_one: Callable[[], Any], count: int, repeats: int, finish: Callable[[], Any] = lambda: None
+) -> list[float]:
   """Seconds taken by each of `repeats` windows of `count` calls of `run_one`."""
   seconds = []
   for _ in range(repeats):
@@ -69,14 +75,18 @@ def _rates(seconds: list[float], images_per_window: int) -> tuple[float, float]:
 def tf_data_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The input settings that decide the pipeline's speed, as this run uses them."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel  (input_pipeline's own)
+
   d = config.dataset
-  return {'cache': bool(d.cache),
-          'shuffle_buffer': 'the whole split (cached)' if d.cache else int(d.shuffle_buffer),
-          'train_preprocess': d.train_preprocess or '(decode only)',
-          'channels': int(d.get('channels', 0)), 'min_size': int(d.get('min_size', 0)),
-          'tf_inter_op_threads': tf.config.threading.get_inter_op_parallelism_threads() or 'auto',
-          'tf_intra_op_threads': tf.config.threading.get_intra_op_parallelism_threads() or 'auto',
-          'cpu_cores': _cpu_cores()}
+  return {
+      'cache': bool(d.cache),
+      'shuffle_buffer': 'the whole split (cached)' if d.cache else int(d.shuffle_buffer),
+      'train_preprocess': d.train_preprocess or '(decode only)',
+      'channels': int(d.get('channels', 0)),
+      'min_size': int(d.get('min_size', 0)),
+      'tf_inter_op_threads': tf.config.threading.get_inter_op_parallelism_threads() or 'auto',
+      'tf_intra_op_threads': tf.config.threading.get_intra_op_parallelism_threads() or 'auto',
+      'cpu_cores': _cpu_cores(),
+  }
 
 
 def verdict(ratio: float, config: ml_collections.ConfigDict) -> str:
@@ -90,12 +100,15 @@ def verdict(ratio: float, config: ml_collections.ConfigDict) -> str:
   if 'random_resized_crop' in preprocess and 'decode_and_random_resized_crop' not in preprocess:
     tips.append('a fused decode_and_random_resized_crop')
   tips.append(f'more CPU cores (this process has {_cpu_cores()})')
-  return (f'input-bound: the pipeline delivers {ratio:.0%} of what the step consumes; try '
-          + ', '.join(tips))
+  return (
+      f'input-bound: the pipeline delivers {ratio:.0%} of what the step consumes; try '
+      + ', '.join(tips)
+  )
 
 
-def synthetic_batch(like: dict[str, np.ndarray], num_classes: int,
-                    seed: int = 0) -> dict[str, np.ndarray]:
+def synthetic_batch(
+    like: dict[str, np.ndarray], num_classes: int, seed: int = 0
+) -> dict[str, np.ndarray]:
   """Random arrays with the keys, shapes and dtypes of the pipeline batch `like`."""
   rng = np.random.default_rng(seed)
   batch = {}
@@ -109,21 +122,28 @@ def synthetic_batch(like: dict[str, np.ndarray], num_classes: int,
   return batch
 
 
-def _time_pipeline(batches: Iterator[dict[str, np.ndarray]], count: int, warmup: int,
-                   repeats: int) -> tuple[dict[str, np.ndarray], list[float]]:
+def _time_pipeline(
+    batches: Iterator[dict[str, np.ndarray]], count: int, warmup: int, repeats: int
+) -> tuple[dict[str, np.ndarray], list[float]]:
   first = next(batches)  # builds the epoch: fills the shuffle buffer (and the cache)
   for _ in range(warmup - 1):
     next(batches)
   return first, _windows(lambda: next(batches), count, repeats)
 
 
-def _time_train_step(config: ml_collections.ConfigDict, data: input_pipeline.InputPipeline,
-                     like: dict[str, np.ndarray], steps: int, repeats: int,
-                     mesh: jax.sharding.Mesh) -> dict[str, Any]:
+def _time_train_step(
+    config: ml_collections.ConfigDict,
+    data: input_pipeline.InputPipeline,
+    like: dict[str, np.ndarray],
+    steps: int,
+    repeats: int,
+    mesh: jax.sharding.Mesh,
+) -> dict[str, Any]:
   """Builds the model and the jitted train step as train_and_evaluate does and times it."""
   _, _, learning_rate_fn = train.learning_rate_schedule(config, data.steps_per_epoch)
-  state = train.init_state(config, train.make_model(config, data.num_classes), data.image_shape,
-                           mesh)
+  state = train.init_state(
+      config, train.make_model(config, data.num_classes), data.image_shape, mesh
+  )
   train_step = train.jit_train_step(config, learning_rate_fn, mesh)
   batch = sharding.to_global(synthetic_batch(like, data.num_classes), sharding.batch_sharded(mesh))
   step = 0
@@ -147,16 +167,28 @@ def _time_train_step(config: ml_collections.ConfigDict, data: input_pipeline.Inp
 
 def _devices() -> dict[str, Any]:
   devices = jax.devices()
-  return {'device_kind': devices[0].device_kind, 'device_count': len(devices),
-          'platform': devices[0].platform}
+  return {
+      'device_kind': devices[0].device_kind,
+      'device_count': len(devices),
+      'platform': devices[0].platform,
+  }
 
 
-def benchmark(config: ml_collections.ConfigDict, *, batches: int = 50, steps: int = 20,
-              model: bool = True, warmup: int = 5, repeats: int = 3) -> dict[str, Any]:
+def benchmark(
+    config: ml_collections.ConfigDict,
+    *,
+    batches: int = 50,
+    steps: int = 20,
+    model: bool = True,
+    warmup: int = 5,
+    repeats: int = 3,
+) -> dict[str, Any]:
   """Images/s of the training pipeline and (if `model`) of the train step, and the verdict."""
   if min(batches, steps, warmup, repeats) < 1:
-    raise ValueError(f'batches, steps, warmup and repeats must be at least 1, got {batches}, '
-                     f'{steps}, {warmup}, {repeats}.')
+    raise ValueError(
+        f'batches, steps, warmup and repeats must be at least 1, got {batches}, '
+        f'{steps}, {warmup}, {repeats}.'
+    )
   devices = _devices()
   mesh = sharding.make_mesh()
   sharding.check_divisible(config.batch_size, mesh)
@@ -164,14 +196,22 @@ def benchmark(config: ml_collections.ConfigDict, *, batches: int = 50, steps: in
   first, seconds = _time_pipeline(data.train_batches(0), batches, warmup, repeats)
   pipeline_best, pipeline_mean = _rates(seconds, batches * config.batch_size)
   results: dict[str, Any] = {
-      'dataset': data.spec.name, 'num_train_examples': data.num_train_examples,
-      'steps_per_epoch': data.steps_per_epoch, 'batch_size': config.batch_size,
-      'image_shape': tuple(data.image_shape), 'model': config.model.name,
-      **devices, 'tf_data': tf_data_settings(config),
-      'pipeline_images_per_s': pipeline_best, 'pipeline_images_per_s_mean': pipeline_mean,
-      'pipeline_timing': f'best of {repeats} windows of {batches} batches after {warmup} '
-                         'warm-up batches',
-      'step_images_per_s': None, 'step_images_per_s_mean': None, 'ratio': None,
+      'dataset': data.spec.name,
+      'num_train_examples': data.num_train_examples,
+      'steps_per_epoch': data.steps_per_epoch,
+      'batch_size': config.batch_size,
+      'image_shape': tuple(data.image_shape),
+      'model': config.model.name,
+      **devices,
+      'tf_data': tf_data_settings(config),
+      'pipeline_images_per_s': pipeline_best,
+      'pipeline_images_per_s_mean': pipeline_mean,
+      'pipeline_timing': (
+          f'best of {repeats} windows of {batches} batches after {warmup} ' 'warm-up batches'
+      ),
+      'step_images_per_s': None,
+      'step_images_per_s_mean': None,
+      'ratio': None,
   }
   if not model:
     results['verdict'] = 'train step not measured (--no_model)'
@@ -180,18 +220,22 @@ def benchmark(config: ml_collections.ConfigDict, *, batches: int = 50, steps: in
   step_best, step_mean = _rates(step['seconds'], steps * config.batch_size)
   ratio = pipeline_best / step_best
   results.update(
-      step_images_per_s=step_best, step_images_per_s_mean=step_mean, ratio=ratio,
+      step_images_per_s=step_best,
+      step_images_per_s_mean=step_mean,
+      ratio=ratio,
       compile_s=step['compile_s'],
       step_timing=f'best of {repeats} windows of {steps} steps after compiling and 2 warm-up '
-                  'steps',
-      verdict=verdict(ratio, config))
+      'steps',
+      verdict=verdict(ratio, config),
+  )
   return results
 
 
 def format_report(results: dict[str, Any]) -> str:
   """The printed lines: what was measured, the two rates, their ratio and the verdict."""
-  settings = ', '.join(f'{k}={v!r}' if isinstance(v, str) else f'{k}={v}'
-                       for k, v in results['tf_data'].items())
+  settings = ', '.join(
+      f'{k}={v!r}' if isinstance(v, str) else f'{k}={v}' for k, v in results['tf_data'].items()
+  )
   lines = [
       f'dataset: {results["dataset"]} ({results["num_train_examples"]:,} training examples, '
       f'{results["steps_per_epoch"]} steps per epoch), batch {results["batch_size"]} of '
@@ -209,8 +253,10 @@ def format_report(results: dict[str, Any]) -> str:
         f'ratio pipeline/step: {results["ratio"]:.2f}',
     ]
     if results['platform'] == 'cpu':
-      lines.append('note: on CPU the pipeline and the step share the cores; measured apart, '
-                   'each figure overstates what runs together')
+      lines.append(
+          'note: on CPU the pipeline and the step share the cores; measured apart, '
+          'each figure overstates what runs together'
+      )
   lines.append(f'verdict: {results["verdict"]}')
   return '\n'.join(lines)
 
@@ -222,12 +268,21 @@ def _main(argv: list[str]) -> None:
     raise app.UsageError('--config is required, e.g. --config=configs/lenet5_mnist.py')
   logging.set_verbosity(logging.WARNING)  # tfds's per-split INFO lines would bury the report
   input_pipeline.hide_accelerators_from_tf()
-  data = (tfds.testing.mock_data(num_examples=FLAGS.mock_examples) if FLAGS.mock_examples
-          else contextlib.nullcontext())
+  data = (
+      tfds.testing.mock_data(num_examples=FLAGS.mock_examples)
+      if FLAGS.mock_examples
+      else contextlib.nullcontext()
+  )
   try:
     with data:
-      results = benchmark(FLAGS.config, batches=FLAGS.batches, steps=FLAGS.steps,
-                          model=not FLAGS.no_model, warmup=FLAGS.warmup, repeats=FLAGS.repeats)
+      results = benchmark(
+          FLAGS.config,
+          batches=FLAGS.batches,
+          steps=FLAGS.steps,
+          model=not FLAGS.no_model,
+          warmup=FLAGS.warmup,
+          repeats=FLAGS.repeats,
+      )
   except ValueError as e:  # DatasetError, unknown model, batch size, preprocessing ops, ...
     sys.exit(f'error: {e}')
   if FLAGS.mock_examples:
@@ -238,9 +293,10 @@ def _main(argv: list[str]) -> None:
       json.dump(results, f, indent=2)
 
 
-def run(argv: Optional[list[str]] = None) -> None:
+def run(argv: list[str] | None = None) -> None:
   """The command line: main.py's --config flag and its parser, plus this module's flags."""
   import main as entry  # pylint: disable=import-outside-toplevel  (defines --config)
+
   app.run(_main, argv=argv, flags_parser=entry.parse_flags)
 
 

@@ -21,15 +21,23 @@ def write_dataset_stats(config: ml_collections.ConfigDict, workdir: str) -> str:
   if os.path.exists(path):
     existing = stats.load(path).source
     if existing != source:
-      raise ValueError(f'{path} already holds the statistics of {existing}, not of {source}. '
-                       'Choose another --workdir, or delete that file to recompute.')
+      raise ValueError(
+          f'{path} already holds the statistics of {existing}, not of {source}. '
+          'Choose another --workdir, or delete that file to recompute.'
+      )
     logging.info('%s already holds these statistics; nothing to do.', path)
     return path
   logging.info('Computing the statistics of %s.', source)
   result = stats.compute(batches, source=source)
   path = stats.save(result, workdir)
   with np.printoptions(precision=4, suppress=True):
-    logging.info('%d images: mean %s, std %s, RGB eigval %s; written to %s (and %s).',
-                 result.num_examples, result.mean, result.std, result.eigval, path,
-                 stats.JSON_NAME)
+    logging.info(
+        '%d images: mean %s, std %s, RGB eigval %s; written to %s (and %s).',
+        result.num_examples,
+        result.mean,
+        result.std,
+        result.eigval,
+        path,
+        stats.JSON_NAME,
+    )
   return path

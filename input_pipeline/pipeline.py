@@ -9,7 +9,7 @@ the uninterrupted run saw, and skips examples before any decoding work.
 
 import math
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 import ml_collections
 import numpy as np
@@ -24,10 +24,12 @@ Batch = dict[str, np.ndarray]
 def full_preprocess(config: ml_collections.ConfigDict, spec: str) -> str:
   """`spec` with decoding in front, then the grey→RGB and minimum-size ops the config asks for."""
   if config.channels not in (0, 3):
-    raise ValueError(f'dataset.channels must be 0 (as stored) or 3 (grey to RGB), not '
-                     f'{config.channels}.')
+    raise ValueError(
+        f'dataset.channels must be 0 (as stored) or 3 (grey to RGB), not ' f'{config.channels}.'
+    )
   after_decode = (['to_rgb'] if config.channels == 3 else []) + (
-      [f'ensure_min_size({config.min_size})'] if config.min_size else [])
+      [f'ensure_min_size({config.min_size})'] if config.min_size else []
+  )
   return ops.with_decode(spec, after_decode)
 
 
@@ -46,19 +48,31 @@ def _explain_size_errors(batches: Iterator[Batch], which: str) -> Iterator[Batch
     if 'Cannot batch tensors with different shapes' not in str(e):
       raise
     shapes = re.search(r'First element had shape \S+ and element \d+ had shape [^ .]+', str(e))
-    raise ValueError(f'Images of different sizes cannot form a batch '
-                     f'({shapes.group(0) if shapes else e.message}): end dataset.{which} with ops '
-                     'that fix the size, e.g. resize_shorter(256)|center_crop(224).') from e
+    raise ValueError(
+        f'Images of different sizes cannot form a batch '
+        f'({shapes.group(0) if shapes else e.message}): end dataset.{which} with ops '
+        'that fix the size, e.g. resize_shorter(256)|center_crop(224).'
+    ) from e
 
 
 class InputPipeline:
   """Train and eval batches of one process, with the dataset facts the trainer needs."""
 
-  def __init__(self, config: ml_collections.ConfigDict, *, global_batch_size: int,
-               eval_batch_size: int, seed: int, process_index: int = 0, process_count: int = 1):
+  def __init__(
+      self,
+      config: ml_collections.ConfigDict,
+      *,
+      global_batch_size: int,
+      eval_batch_size: int,
+      seed: int,
+      process_index: int = 0,
+      process_count: int = 1,
+  ):
     if global_batch_size % process_count or eval_batch_size % process_count:
-      raise ValueError(f'Batch sizes ({global_batch_size}, {eval_batch_size}) must divide evenly '
-                       f'over {process_count} processes.')
+      raise ValueError(
+          f'Batch sizes ({global_batch_size}, {eval_batch_size}) must divide evenly '
+          f'over {process_count} processes.'
+      )
     self.spec = datasets.get_spec(config.name)
     self._builder = datasets.load_builder(self.spec, config.data_dir or None, config.download)
     label_key = reading.image_and_label_keys(self._builder)[1]
@@ -70,8 +84,10 @@ class InputPipeline:
     self._train_preprocess = ops.parse(full_preprocess(config, config.train_preprocess))
     self._eval_preprocess = ops.parse(full_preprocess(config, config.eval_preprocess))
     if self._train_preprocess.views:
-      raise ValueError('dataset.train_preprocess stacks evaluation views (ten_crop); those '
-                       'belong in dataset.eval_preprocess.')
+      raise ValueError(
+          'dataset.train_preprocess stacks evaluation views (ten_crop); those '
+          'belong in dataset.eval_preprocess.'
+      )
     if self._eval_preprocess.batch_fn is not None:
       raise ValueError('dataset.eval_preprocess has a batch op (mixup); that is for training only.')
 
@@ -84,13 +100,18 @@ class InputPipeline:
     # Every process runs the same number of steps: the smallest shard sets the pace.
     self.steps_per_epoch = (self.num_train_examples // process_count) // self._batch
     if self.steps_per_epoch == 0:
-      raise ValueError(f'batch_size {global_batch_size} is larger than the training split '
-                       f'({self.num_train_examples} examples).')
+      raise ValueError(
+          f'batch_size {global_batch_size} is larger than the training split '
+          f'({self.num_train_examples} examples).'
+      )
     self.num_eval_batches = math.ceil(
-        math.ceil(self.num_eval_examples / process_count) / self._eval_batch)
+        math.ceil(self.num_eval_examples / process_count) / self._eval_batch
+    )
     self._shuffle_buffer = self.num_train_examples if self._cache else config.shuffle_buffer
 
-    self._train_base = self._cached(self._train_split, self._train_preprocess) if self._cache else None
+    self._train_base = (
+        self._cached(self._train_split, self._train_preprocess) if self._cache else None
+    )
     self._eval_ds = self._make_eval_dataset()
     self.image_shape: tuple[int, ...] = self._first_train_image_shape()
 
@@ -98,8 +119,10 @@ class InputPipeline:
     """The split in memory: decoded to uint8 when the pipeline starts with a plain `decode`."""
     ds = reading.read(self._builder, split)
     if preprocess.names[:1] == ('decode',):
-      ds = ds.map(lambda i, ex: (i, {**ex, 'image': decode_uint8(ex['image'])}),
-                  num_parallel_calls=tf.data.AUTOTUNE)
+      ds = ds.map(
+          lambda i, ex: (i, {**ex, 'image': decode_uint8(ex['image'])}),
+          num_parallel_calls=tf.data.AUTOTUNE,
+      )
     return ds.cache()
 
   def _first_train_image_shape(self) -> tuple[int, ...]:
@@ -109,7 +132,9 @@ class InputPipeline:
     return tuple(image.shape)
 
   def _epoch_seed(self, epoch: int) -> int:
-    return int(np.random.SeedSequence([self._seed, epoch, self._process_index]).generate_state(1)[0])
+    return int(
+        np.random.SeedSequence([self._seed, epoch, self._process_index]).generate_state(1)[0]
+    )
 
   def _make_train_epoch(self, epoch: int, skip_batches: int) -> tf.data.Dataset:
     seed = self._epoch_seed(epoch)
@@ -131,22 +156,25 @@ class InputPipeline:
     if batch_fn is not None:  # seeded by the batch's index in the epoch, negated to stay apart
       ds = ds.enumerate(start=skip_batches).map(
           lambda i, batch: batch_fn(batch, tf.stack([seed_t, -1 - i])),
-          num_parallel_calls=tf.data.AUTOTUNE)
+          num_parallel_calls=tf.data.AUTOTUNE,
+      )
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
   def train_batches(self, start_step: int = 0) -> Iterator[Batch]:
     """Endless training batches from global step `start_step` on."""
     epoch, skip = divmod(start_step, self.steps_per_epoch)
     while True:
-      yield from _explain_size_errors(self._make_train_epoch(epoch, skip).as_numpy_iterator(),
-                                      'train_preprocess')
+      yield from _explain_size_errors(
+          self._make_train_epoch(epoch, skip).as_numpy_iterator(), 'train_preprocess'
+      )
       epoch, skip = epoch + 1, 0
 
   def _make_eval_dataset(self) -> tf.data.Dataset:
     fixed_seed = tf.constant([0, 0], tf.int64)  # eval ops are deterministic
     ds = reading.read(self._builder, self._eval_split)
-    ds = ds.map(lambda index, ex: self._eval_preprocess(ex, fixed_seed),
-                num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(
+        lambda index, ex: self._eval_preprocess(ex, fixed_seed), num_parallel_calls=tf.data.AUTOTUNE
+    )
     ds = ds.batch(self._eval_batch, num_parallel_calls=tf.data.AUTOTUNE)
     return (ds.cache() if self._cache else ds).prefetch(tf.data.AUTOTUNE).with_options(_options())
 
@@ -179,13 +207,15 @@ def input_signature(config: ml_collections.ConfigDict) -> tuple[tuple[int, ...],
   stored = builder.info.features[image_key].shape
   blank = tf.zeros([d or 512 for d in stored], tf.uint8)
   preprocess = ops.parse(full_preprocess(config, ops.without_stats(config.train_preprocess)))
-  image = preprocess({'image': blank, 'label': tf.constant(0, tf.int64)},
-                     tf.constant([0, 0], tf.int64))['image']
+  image = preprocess(
+      {'image': blank, 'label': tf.constant(0, tf.int64)}, tf.constant([0, 0], tf.int64)
+  )['image']
   return tuple(image.shape), builder.info.features[label_key].num_classes
 
 
-def stats_images(config: ml_collections.ConfigDict, batch_size: int = 500
-                 ) -> tuple[Iterator[np.ndarray], dict[str, str]]:
+def stats_images(
+    config: ml_collections.ConfigDict, batch_size: int = 500
+) -> tuple[Iterator[np.ndarray], dict[str, str]]:
   """Batches of the training split as the eval pipeline's first statistics op would see them
   (its ops before normalize/zca/pca_lighting), in file order; and what they are."""
   spec = datasets.get_spec(config.name)
@@ -194,17 +224,22 @@ def stats_images(config: ml_collections.ConfigDict, batch_size: int = 500
   preprocess_text = full_preprocess(config, ops.before_stats(config.eval_preprocess))
   preprocess = ops.parse(preprocess_text)
   seed = tf.constant([0, 0], tf.int64)
-  ds = reading.read(builder, split).map(lambda i, ex: preprocess(ex, seed)['image'],
-                                        num_parallel_calls=tf.data.AUTOTUNE)
+  ds = reading.read(builder, split).map(
+      lambda i, ex: preprocess(ex, seed)['image'], num_parallel_calls=tf.data.AUTOTUNE
+  )
   ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(_options())
-  return ds.as_numpy_iterator(), {'dataset': spec.name, 'split': split,
-                                  'preprocess': preprocess_text}
+  return ds.as_numpy_iterator(), {
+      'dataset': spec.name,
+      'split': split,
+      'preprocess': preprocess_text,
+  }
 
 
 def pad_batch(batch: Batch, size: int) -> Batch:
   """Pads every array of `batch` with zeros to `size` rows and adds a boolean `mask`."""
   n = len(batch['label'])
-  padded = {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)])
-            for k, v in batch.items()}
+  padded = {
+      k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)]) for k, v in batch.items()
+  }
   padded['mask'] = np.arange(size) < n
   return padded

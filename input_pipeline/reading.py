@@ -28,17 +28,27 @@ def image_and_label_keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
   if not all(k in features for k in keys) and builder.info.supervised_keys:
     keys = tuple(builder.info.supervised_keys)[:2]
   image_key, label_key = keys
-  if (image_key not in features or not isinstance(features[image_key], tfds.features.Image)
-      or label_key not in features or not hasattr(features[label_key], 'num_classes')):
+  if (
+      image_key not in features
+      or not isinstance(features[image_key], tfds.features.Image)
+      or label_key not in features
+      or not hasattr(features[label_key], 'num_classes')
+  ):
     raise datasets.DatasetError(
         f'{builder.name!r} is not an image classification dataset: the trainer needs an image '
         f'feature and a class label, and found {sorted(features)} (supervised keys '
-        f'{builder.info.supervised_keys}).')
+        f'{builder.info.supervised_keys}).'
+    )
   return image_key, label_key
 
 
-def read(builder: tfds.core.DatasetBuilder, split: str, *, shuffle_files: bool = False,
-         file_seed: int = 0) -> tf.data.Dataset:
+def read(
+    builder: tfds.core.DatasetBuilder,
+    split: str,
+    *,
+    shuffle_files: bool = False,
+    file_seed: int = 0,
+) -> tf.data.Dataset:
   """(index, {'image': encoded bytes, 'label': int32}) pairs of `split`, in file order.
 
   Decoding is left to the preprocessing ops, so that a fused decode-and-crop can skip most
@@ -46,7 +56,11 @@ def read(builder: tfds.core.DatasetBuilder, split: str, *, shuffle_files: bool =
   """
   image_key, label_key = image_and_label_keys(builder)
   read_config = tfds.ReadConfig(shuffle_seed=file_seed, try_autocache=False)
-  ds = builder.as_dataset(split=split, shuffle_files=shuffle_files, read_config=read_config,
-                          decoders={image_key: tfds.decode.SkipDecoding()})
+  ds = builder.as_dataset(
+      split=split,
+      shuffle_files=shuffle_files,
+      read_config=read_config,
+      decoders={image_key: tfds.decode.SkipDecoding()},
+  )
   to_example = lambda f: {'image': f[image_key], 'label': tf.cast(f[label_key], tf.int32)}
   return ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).enumerate()

@@ -10,7 +10,8 @@ dataset name whose numbers `input_pipeline.datasets` records.
 import dataclasses
 import json
 import os
-from typing import Any, Iterable, Optional, Union
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -21,8 +22,10 @@ NPZ_NAME = 'dataset_stats.npz'
 JSON_NAME = 'dataset_stats.json'
 ZCA_EPSILON_SCALE = 0.1  # the default ε, relative to the mean pixel variance (see `compute`)
 _ROWS_PER_UPDATE = 512  # images gathered before one D×D covariance update (rank-1 updates crawl)
-_HOW_TO_COMPUTE = ('run python main.py --mode=dataset_stats --config=... --workdir=... and pass '
-                   f'the path to {NPZ_NAME}')
+_HOW_TO_COMPUTE = (
+    'run python main.py --mode=dataset_stats --config=... --workdir=... and pass '
+    f'the path to {NPZ_NAME}'
+)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # arrays have no single truth value
@@ -38,20 +41,21 @@ class DatasetStats:
     None when shapes differ or D is too large (`zca_note` says which).
   Statistics recorded only by name (`load('imagenet')`) have None for what was not recorded.
   """
+
   mean: np.ndarray
   std: np.ndarray
-  cov: Optional[np.ndarray] = None
-  eigval: Optional[np.ndarray] = None
-  eigvec: Optional[np.ndarray] = None
-  pixel_mean: Optional[np.ndarray] = None
-  zca: Optional[np.ndarray] = None
-  zca_epsilon: Optional[float] = None
+  cov: np.ndarray | None = None
+  eigval: np.ndarray | None = None
+  eigvec: np.ndarray | None = None
+  pixel_mean: np.ndarray | None = None
+  zca: np.ndarray | None = None
+  zca_epsilon: float | None = None
   zca_note: str = ''
-  num_examples: Optional[int] = None  # None: recorded numbers of unknown provenance
+  num_examples: int | None = None  # None: recorded numbers of unknown provenance
   source: dict[str, Any] = dataclasses.field(default_factory=dict)  # dataset, split, ops, ...
 
   @property
-  def image_shape(self) -> Optional[tuple[int, ...]]:
+  def image_shape(self) -> tuple[int, ...] | None:
     return None if self.pixel_mean is None else tuple(self.pixel_mean.shape)
 
 
@@ -67,8 +71,10 @@ def eig_descending(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def zca_matrix(eigval: np.ndarray, eigvec: np.ndarray, epsilon: float) -> np.ndarray:
   """W = U diag(1/sqrt(λ + ε)) Uᵀ: whitens the components with variance λ ≫ ε, damps the rest."""
   if not epsilon > 0:
-    raise ValueError(f'The ZCA epsilon must be positive, got {epsilon}: with ε = 0 the '
-                     'directions without variance (pixels always equal) blow up.')
+    raise ValueError(
+        f'The ZCA epsilon must be positive, got {epsilon}: with ε = 0 the '
+        'directions without variance (pixels always equal) blow up.'
+    )
   scale = 1.0 / np.sqrt(np.maximum(eigval, 0.0) + epsilon)
   w = (eigvec * scale) @ eigvec.T
   return (w + w.T) / 2
@@ -102,8 +108,10 @@ class _Accumulator:
     dims = int(np.prod(self.shape))
     self.zca_note = ''
     if dims > zca_max_dims:
-      self.zca_note = (f'not computed: D = H*W*C = {dims} > zca_max_dims = {zca_max_dims} '
-                       f'(its D x D matrices would take {dims * dims * 8 / 2**30:.1f} GiB each)')
+      self.zca_note = (
+          f'not computed: D = H*W*C = {dims} > zca_max_dims = {zca_max_dims} '
+          f'(its D x D matrices would take {dims * dims * 8 / 2**30:.1f} GiB each)'
+      )
     self.pixel_outer = None if self.zca_note else np.zeros((dims, dims))
     self.pending: list[np.ndarray] = []
 
@@ -117,9 +125,11 @@ class _Accumulator:
       return
     if batch.shape[1:] != self.shape:
       self.pixel_sum = self.pixel_outer = self.pending = None
-      self.zca_note = (f'not computed: image shapes differ ({self.shape} and {batch.shape[1:]}); '
-                       'crop or resize to one shape before the statistics op for a per-pixel mean '
-                       'and ZCA')
+      self.zca_note = (
+          f'not computed: image shapes differ ({self.shape} and {batch.shape[1:]}); '
+          'crop or resize to one shape before the statistics op for a per-pixel mean '
+          'and ZCA'
+      )
       return
     centred = batch.astype(np.float64) - self.pixel_shift
     self.pixel_sum += centred.sum(0)
@@ -134,8 +144,9 @@ class _Accumulator:
       self.pixel_outer += rows.T @ rows
       self.pending = []
 
-  def covariances(self) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray],
-                                 Optional[np.ndarray]]:
+  def covariances(
+      self,
+  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(channel mean, channel cov, pixel mean, pixel cov); the per-pixel ones may be None."""
     d = self.channel_sum / self.pixels
     channel_cov = self.channel_outer / self.pixels - np.outer(d, d)
@@ -150,8 +161,13 @@ class _Accumulator:
     return self.channel_shift + d, channel_cov, self.pixel_shift + p, pixel_cov
 
 
-def compute(batches: Iterable[np.ndarray], *, zca_epsilon: Optional[float] = None,
-            zca_max_dims: int = 4096, source: Optional[dict[str, Any]] = None) -> DatasetStats:
+def compute(
+    batches: Iterable[np.ndarray],
+    *,
+    zca_epsilon: float | None = None,
+    zca_max_dims: int = 4096,
+    source: dict[str, Any] | None = None,
+) -> DatasetStats:
   """Statistics of the images in `batches` (float arrays [B, H, W, C]; any number, any B).
 
   One streaming pass with float64 sums, so a dataset need not fit in memory. The per-pixel
@@ -176,8 +192,10 @@ def compute(batches: Iterable[np.ndarray], *, zca_epsilon: Optional[float] = Non
     if acc is None:
       acc = _Accumulator(batch, zca_max_dims)
     elif batch.shape[-1] != acc.shape[-1]:
-      raise ValueError(f'Images have {acc.shape[-1]} and {batch.shape[-1]} channels; make them '
-                       'agree (e.g. decode(channels=3) or to_rgb) before computing statistics.')
+      raise ValueError(
+          f'Images have {acc.shape[-1]} and {batch.shape[-1]} channels; make them '
+          'agree (e.g. decode(channels=3) or to_rgb) before computing statistics.'
+      )
     acc.add(batch)
   if acc is None or acc.num_examples == 0:
     raise ValueError('No images to compute statistics from: the dataset split is empty.')
@@ -186,28 +204,48 @@ def compute(batches: Iterable[np.ndarray], *, zca_epsilon: Optional[float] = Non
   zca, epsilon = None, None
   if pixel_cov is not None:
     pixel_eigval, pixel_eigvec = np.linalg.eigh(pixel_cov)
-    epsilon = (ZCA_EPSILON_SCALE * np.trace(pixel_cov) / len(pixel_cov) if zca_epsilon is None
-               else zca_epsilon)
+    epsilon = (
+        ZCA_EPSILON_SCALE * np.trace(pixel_cov) / len(pixel_cov)
+        if zca_epsilon is None
+        else zca_epsilon
+    )
     epsilon = float(epsilon)
     zca = zca_matrix(pixel_eigval, pixel_eigvec, epsilon).astype(np.float32)
   return DatasetStats(
-      mean=mean, std=np.sqrt(np.maximum(np.diag(cov), 0.0)), cov=cov, eigval=eigval, eigvec=eigvec,
-      pixel_mean=pixel_mean, zca=zca, zca_epsilon=epsilon, zca_note=acc.zca_note,
-      num_examples=acc.num_examples, source=dict(source or {}))
+      mean=mean,
+      std=np.sqrt(np.maximum(np.diag(cov), 0.0)),
+      cov=cov,
+      eigval=eigval,
+      eigvec=eigvec,
+      pixel_mean=pixel_mean,
+      zca=zca,
+      zca_epsilon=epsilon,
+      zca_note=acc.zca_note,
+      num_examples=acc.num_examples,
+      source=dict(source or {}),
+  )
 
 
 def _summary(stats: DatasetStats) -> dict[str, Any]:
   """The JSON record: everything but the per-pixel arrays."""
   as_list = lambda a: None if a is None else np.asarray(a).tolist()
   return {
-      'about': ('std: population std over all pixels; eigvec: eigenvectors as columns, for '
-                'eigval in descending order; zca: applied as (image - pixel_mean).ravel() @ zca'),
-      'mean': as_list(stats.mean), 'std': as_list(stats.std), 'cov': as_list(stats.cov),
-      'eigval': as_list(stats.eigval), 'eigvec': as_list(stats.eigvec),
-      'num_examples': stats.num_examples, 'image_shape': as_list(stats.image_shape),
+      'about': (
+          'std: population std over all pixels; eigvec: eigenvectors as columns, for '
+          'eigval in descending order; zca: applied as (image - pixel_mean).ravel() @ zca'
+      ),
+      'mean': as_list(stats.mean),
+      'std': as_list(stats.std),
+      'cov': as_list(stats.cov),
+      'eigval': as_list(stats.eigval),
+      'eigvec': as_list(stats.eigvec),
+      'num_examples': stats.num_examples,
+      'image_shape': as_list(stats.image_shape),
       'pixel_mean': f'in {NPZ_NAME}' if stats.pixel_mean is not None else None,
       'zca': f'in {NPZ_NAME}' if stats.zca is not None else None,
-      'zca_epsilon': stats.zca_epsilon, 'zca_note': stats.zca_note, 'source': stats.source,
+      'zca_epsilon': stats.zca_epsilon,
+      'zca_note': stats.zca_note,
+      'source': stats.source,
   }
 
 
@@ -215,9 +253,11 @@ def save(stats: DatasetStats, directory: str) -> str:
   """Writes `dataset_stats.npz` and `dataset_stats.json` into `directory` (each atomically);
   returns the .npz path, which stats-consuming ops accept."""
   os.makedirs(directory, exist_ok=True)
-  arrays = {name: np.asarray(getattr(stats, name)) for name in
-            ('mean', 'std', 'cov', 'eigval', 'eigvec', 'pixel_mean', 'zca')
-            if getattr(stats, name) is not None}
+  arrays = {
+      name: np.asarray(getattr(stats, name))
+      for name in ('mean', 'std', 'cov', 'eigval', 'eigvec', 'pixel_mean', 'zca')
+      if getattr(stats, name) is not None
+  }
   if stats.zca_epsilon is not None:
     arrays['zca_epsilon'] = np.float64(stats.zca_epsilon)
   if stats.num_examples is not None:
@@ -241,20 +281,28 @@ def _read(path: str) -> DatasetStats:
     with np.load(path, allow_pickle=False) as data:
       arrays = {key: data[key] for key in data.files}
   except (OSError, ValueError) as e:
-    raise ValueError(f'Cannot read dataset statistics from {path!r} ({e}); {_HOW_TO_COMPUTE} '
-                     'again.') from e
+    raise ValueError(
+        f'Cannot read dataset statistics from {path!r} ({e}); {_HOW_TO_COMPUTE} ' 'again.'
+    ) from e
   missing = {'mean', 'std'} - set(arrays)
   if missing:
-    raise ValueError(f'{path!r} is not a statistics file (it lacks {sorted(missing)}); '
-                     f'{_HOW_TO_COMPUTE}.')
+    raise ValueError(
+        f'{path!r} is not a statistics file (it lacks {sorted(missing)}); ' f'{_HOW_TO_COMPUTE}.'
+    )
   get = arrays.get
   return DatasetStats(
-      mean=get('mean'), std=get('std'), cov=get('cov'), eigval=get('eigval'),
-      eigvec=get('eigvec'), pixel_mean=get('pixel_mean'), zca=get('zca'),
+      mean=get('mean'),
+      std=get('std'),
+      cov=get('cov'),
+      eigval=get('eigval'),
+      eigvec=get('eigvec'),
+      pixel_mean=get('pixel_mean'),
+      zca=get('zca'),
       zca_epsilon=None if get('zca_epsilon') is None else float(get('zca_epsilon')),
       zca_note=str(get('zca_note', '')),
       num_examples=None if get('num_examples') is None else int(get('num_examples')),
-      source=json.loads(str(get('source', '{}'))))
+      source=json.loads(str(get('source', '{}'))),
+  )
 
 
 def _from_registry(name: str) -> DatasetStats:
@@ -262,12 +310,16 @@ def _from_registry(name: str) -> DatasetStats:
   if spec.mean is None:
     raise ValueError(f'No statistics are recorded for dataset {name!r}; {_HOW_TO_COMPUTE}.')
   array = lambda v: None if v is None else np.asarray(v, np.float64)
-  return DatasetStats(mean=array(spec.mean), std=array(spec.std), eigval=array(spec.eigval),
-                      eigvec=array(spec.eigvec),
-                      source={'dataset': spec.name, 'from': 'input_pipeline.datasets'})
+  return DatasetStats(
+      mean=array(spec.mean),
+      std=array(spec.std),
+      eigval=array(spec.eigval),
+      eigvec=array(spec.eigvec),
+      source={'dataset': spec.name, 'from': 'input_pipeline.datasets'},
+  )
 
 
-def load(name_or_path: Union[str, os.PathLike]) -> DatasetStats:
+def load(name_or_path: str | os.PathLike) -> DatasetStats:
   """Statistics from a `.npz` file, a directory holding `dataset_stats.npz`, or a dataset name
   ('cifar10', 'imagenet') with recorded mean/std (and for ImageNet eigval/eigvec)."""
   name = os.fspath(name_or_path)
@@ -283,5 +335,7 @@ def load(name_or_path: Union[str, os.PathLike]) -> DatasetStats:
   try:
     return _from_registry(name)
   except datasets.DatasetError as e:
-    raise ValueError(f'{name!r} is neither a statistics file (no such file or directory) nor a '
-                     f'known dataset ({e}) For a file, {_HOW_TO_COMPUTE}.') from e
+    raise ValueError(
+        f'{name!r} is neither a statistics file (no such file or directory) nor a '
+        f'known dataset ({e}) For a file, {_HOW_TO_COMPUTE}.'
+    ) from e

@@ -1,11 +1,40 @@
 """Model zoo: importing a family module registers its names."""
 
 # pylint: disable=unused-import
-from models import (alexnet, densenet, googlenet, inception, inception_v4, lenet, mobilenet, nin,
-                    preact_resnet, resnet, resnext, rir, senet, shufflenet, squeezenet, vgg,
-                    wide_resnet, xception)
-from models.registry import (NativeInput, UnknownModelError, create_model, list_models,
-                             native_input, register)
+from models import (
+    alexnet,
+    densenet,
+    googlenet,
+    inception,
+    inception_v4,
+    lenet,
+    mobilenet,
+    nin,
+    preact_resnet,
+    resnet,
+    resnext,
+    rir,
+    senet,
+    shufflenet,
+    squeezenet,
+    vgg,
+    wide_resnet,
+    xception,
+)
+from models.registry import (
+    NativeInput,
+    UnknownModelError,
+    create_model,
+    list_models,
+    native_input,
+    register,
+)
 
-__all__ = ['NativeInput', 'UnknownModelError', 'create_model', 'list_models', 'native_input',
-           'register']
+__all__ = [
+    'NativeInput',
+    'UnknownModelError',
+    'create_model',
+    'list_models',
+    'native_input',
+    'register',
+]

@@ -1,6 +1,7 @@
 """AlexNet: the paper's two-tower net (Krizhevsky et al. 2012) and torchvision's one-tower form."""
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -8,7 +9,6 @@ import jax.numpy as jnp
 
 from models import layers
 from models.registry import NativeInput, register
-
 
 
 @register('alexnet_paper', native_input=NativeInput(227, 3, 1000))
@@ -37,10 +37,17 @@ class AlexNetPaper(nn.Module):
     weight = nn.initializers.normal(0.01)
 
     def conv(i: int, kernel: int, stride: int, padding: int, bias: float) -> nn.Conv:
-      return nn.Conv(self.features[i], (kernel, kernel), stride, padding=padding,
-                     feature_group_count=self.groups[i], kernel_init=weight,
-                     bias_init=nn.initializers.constant(bias), dtype=self.dtype,
-                     name=f'conv{i + 1}')
+      return nn.Conv(
+          self.features[i],
+          (kernel, kernel),
+          stride,
+          padding=padding,
+          feature_group_count=self.groups[i],
+          kernel_init=weight,
+          bias_init=nn.initializers.constant(bias),
+          dtype=self.dtype,
+          name=f'conv{i + 1}',
+      )
 
     x = x.astype(self.dtype)
     x = nn.relu(conv(0, 11, 4, 0, 0.0)(x))
@@ -53,8 +60,13 @@ class AlexNetPaper(nn.Module):
     x = layers.pool(x, 'max', 3, 2)
     x = x.reshape(x.shape[0], -1)
     for name in ('fc6', 'fc7'):
-      x = nn.Dense(self.hidden_features, kernel_init=weight, bias_init=nn.initializers.ones,
-                   dtype=self.dtype, name=name)(x)
+      x = nn.Dense(
+          self.hidden_features,
+          kernel_init=weight,
+          bias_init=nn.initializers.ones,
+          dtype=self.dtype,
+          name=name,
+      )(x)
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
     x = nn.Dense(self.num_classes, kernel_init=weight, dtype=self.dtype, name='fc8')(x)
     return x.astype(jnp.float32)
@@ -82,14 +94,25 @@ class AlexNet(nn.Module):
 
     def conv(i: int, kernel: int, stride: int, padding: int) -> nn.Conv:
       fan_in = kernel * kernel * (x.shape[-1] if i == 0 else self.features[i - 1])
-      return nn.Conv(self.features[i], (kernel, kernel), stride, padding=padding,
-                     kernel_init=layers.torch_default_kernel,
-                     bias_init=layers.torch_default_bias(fan_in), dtype=self.dtype,
-                     name=f'conv{i + 1}')
+      return nn.Conv(
+          self.features[i],
+          (kernel, kernel),
+          stride,
+          padding=padding,
+          kernel_init=layers.torch_default_kernel,
+          bias_init=layers.torch_default_bias(fan_in),
+          dtype=self.dtype,
+          name=f'conv{i + 1}',
+      )
 
     def dense(features: int, fan_in: int, name: str) -> nn.Dense:
-      return nn.Dense(features, kernel_init=layers.torch_default_kernel,
-                      bias_init=layers.torch_default_bias(fan_in), dtype=self.dtype, name=name)
+      return nn.Dense(
+          features,
+          kernel_init=layers.torch_default_kernel,
+          bias_init=layers.torch_default_bias(fan_in),
+          dtype=self.dtype,
+          name=name,
+      )
 
     x = x.astype(self.dtype)
     x = layers.pool(nn.relu(conv(0, 11, 4, 2)(x)), 'max', 3, 2)

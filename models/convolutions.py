@@ -7,7 +7,8 @@ defaults (LeCun-normal kernels over the fan-in, zero biases). Building blocks on
 is registered.
 """
 
-from typing import Any, Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any, Union
 
 import flax.linen as nn
 import jax
@@ -30,17 +31,37 @@ def out_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation
   return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, strides: IntOrPair = 1, padding: Padding = 0,
-           dilation: IntOrPair = 1, groups: int = 1) -> jax.Array:
+def conv2d(
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: IntOrPair = 1,
+    padding: Padding = 0,
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+) -> jax.Array:
   """PyTorch's F.conv2d (cross-correlation, no kernel flip) on NHWC / HWIO, via XLA."""
   return jax.lax.conv_general_dilated(
-      x, kernel, _pair(strides), _pads(padding), rhs_dilation=_pair(dilation),
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups)
+      x,
+      kernel,
+      _pair(strides),
+      _pads(padding),
+      rhs_dilation=_pair(dilation),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=groups,
+  )
 
 
-def grouped_conv(features: int, kernel_size: int = 3, strides: int = 1,
-                 padding: Optional[Padding] = None, dilation: int = 1, groups: int = 1,
-                 use_bias: bool = True, dtype: Any = jnp.float32, **kwargs: Any) -> nn.Conv:
+def grouped_conv(
+    features: int,
+    kernel_size: int = 3,
+    strides: int = 1,
+    padding: Padding | None = None,
+    dilation: int = 1,
+    groups: int = 1,
+    use_bias: bool = True,
+    dtype: Any = jnp.float32,
+    **kwargs: Any,
+) -> nn.Conv:
   """Caffe's `group`: input and output channels split into `groups`; output group i sees only
   input group i, so the kernel is (k, k, C_in/groups, C_out) and costs 1/groups of a full conv.
 
@@ -48,17 +69,33 @@ def grouped_conv(features: int, kernel_size: int = 3, strides: int = 1,
   """
   if padding is None:
     padding = dilation * (kernel_size - 1) // 2
-  return nn.Conv(features, (kernel_size, kernel_size), strides, padding=_pads(padding),
-                 kernel_dilation=dilation, feature_group_count=groups, use_bias=use_bias,
-                 dtype=dtype, **kwargs)
+  return nn.Conv(
+      features,
+      (kernel_size, kernel_size),
+      strides,
+      padding=_pads(padding),
+      kernel_dilation=dilation,
+      feature_group_count=groups,
+      use_bias=use_bias,
+      dtype=dtype,
+      **kwargs,
+  )
 
 
-def pointwise_conv(features: int, groups: int = 1, use_bias: bool = True,
-                   dtype: Any = jnp.float32, **kwargs: Any) -> nn.Conv:
+def pointwise_conv(
+    features: int, groups: int = 1, use_bias: bool = True, dtype: Any = jnp.float32, **kwargs: Any
+) -> nn.Conv:
   """1×1 convolution: a Dense layer applied at every pixel, mixing channels only (grouped as
   ShuffleNet's 1×1 group convs when `groups` > 1)."""
-  return nn.Conv(features, (1, 1), padding='VALID', feature_group_count=groups,
-                 use_bias=use_bias, dtype=dtype, **kwargs)
+  return nn.Conv(
+      features,
+      (1, 1),
+      padding='VALID',
+      feature_group_count=groups,
+      use_bias=use_bias,
+      dtype=dtype,
+      **kwargs,
+  )
 
 
 class DepthwiseConv(nn.Module):
@@ -67,7 +104,7 @@ class DepthwiseConv(nn.Module):
 
   kernel_size: int = 3
   strides: int = 1
-  padding: Optional[Padding] = None  # None: dilation·(k−1)/2, "same"
+  padding: Padding | None = None  # None: dilation·(k−1)/2, "same"
   dilation: int = 1
   multiplier: int = 1
   use_bias: bool = True
@@ -76,9 +113,17 @@ class DepthwiseConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     channels = x.shape[-1]
-    return grouped_conv(channels * self.multiplier, self.kernel_size, self.strides, self.padding,
-                        self.dilation, groups=channels, use_bias=self.use_bias, dtype=self.dtype,
-                        name='conv')(x)
+    return grouped_conv(
+        channels * self.multiplier,
+        self.kernel_size,
+        self.strides,
+        self.padding,
+        self.dilation,
+        groups=channels,
+        use_bias=self.use_bias,
+        dtype=self.dtype,
+        name='conv',
+    )(x)
 
 
 class SeparableConv(nn.Module):
@@ -90,7 +135,7 @@ class SeparableConv(nn.Module):
   features: int
   kernel_size: int = 3
   strides: int = 1
-  padding: Optional[Padding] = None
+  padding: Padding | None = None
   dilation: int = 1
   multiplier: int = 1
   use_bias: bool = False
@@ -100,11 +145,25 @@ class SeparableConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     channels = x.shape[-1]
-    x = grouped_conv(channels * self.multiplier, self.kernel_size, self.strides, self.padding,
-                     self.dilation, groups=channels, use_bias=self.use_bias,
-                     kernel_init=self.kernel_init, dtype=self.dtype, name='depthwise')(x)
-    return pointwise_conv(self.features, use_bias=self.use_bias, kernel_init=self.kernel_init,
-                          dtype=self.dtype, name='pointwise')(x)
+    x = grouped_conv(
+        channels * self.multiplier,
+        self.kernel_size,
+        self.strides,
+        self.padding,
+        self.dilation,
+        groups=channels,
+        use_bias=self.use_bias,
+        kernel_init=self.kernel_init,
+        dtype=self.dtype,
+        name='depthwise',
+    )(x)
+    return pointwise_conv(
+        self.features,
+        use_bias=self.use_bias,
+        kernel_init=self.kernel_init,
+        dtype=self.dtype,
+        name='pointwise',
+    )(x)
 
 
 def dilate_kernel(kernel: jax.Array, dilation: int) -> jax.Array:
@@ -115,8 +174,14 @@ def dilate_kernel(kernel: jax.Array, dilation: int) -> jax.Array:
   return dense.at[::dilation, ::dilation].set(kernel)
 
 
-def conv_transpose(x: jax.Array, kernel: jax.Array, strides: IntOrPair = 1, padding: int = 0,
-                   output_padding: int = 0, dilation: IntOrPair = 1) -> jax.Array:
+def conv_transpose(
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: IntOrPair = 1,
+    padding: int = 0,
+    output_padding: int = 0,
+    dilation: IntOrPair = 1,
+) -> jax.Array:
   """PyTorch's ConvTranspose2d: every input pixel scatters itself × kernel into the output at
   stride steps; the output is cropped by `padding` and `output_padding` extends the bottom/right.
 
@@ -130,8 +195,14 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, strides: IntOrPair = 1, padd
   flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
   edge = [d * (k - 1) - p for d, k, p in zip(dilation, kernel.shape[:2], pads)]
   return jax.lax.conv_general_dilated(
-      x, flipped, (1, 1), [(e, e + o) for e, o in zip(edge, extra)], lhs_dilation=strides,
-      rhs_dilation=dilation, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      x,
+      flipped,
+      (1, 1),
+      [(e, e + o) for e, o in zip(edge, extra)],
+      lhs_dilation=strides,
+      rhs_dilation=dilation,
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+  )
 
 
 class ConvTranspose(nn.Module):
@@ -154,10 +225,19 @@ class ConvTranspose(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
-    kernel = self.param('kernel', nn.initializers.lecun_normal(in_axis=-1, out_axis=-2),
-                        (k, k, self.features, x.shape[-1]))
-    y = conv_transpose(x.astype(self.dtype), kernel.astype(self.dtype), self.strides,
-                       self.padding, self.output_padding, self.dilation)
+    kernel = self.param(
+        'kernel',
+        nn.initializers.lecun_normal(in_axis=-1, out_axis=-2),
+        (k, k, self.features, x.shape[-1]),
+    )
+    y = conv_transpose(
+        x.astype(self.dtype),
+        kernel.astype(self.dtype),
+        self.strides,
+        self.padding,
+        self.output_padding,
+        self.dilation,
+    )
     if self.use_bias:
       y = y + self.param('bias', nn.initializers.zeros, (self.features,)).astype(self.dtype)
     return y
@@ -174,7 +254,7 @@ class GatedConv(nn.Module):
   features: int
   kernel_size: int = 3
   strides: int = 1
-  padding: Optional[Padding] = None
+  padding: Padding | None = None
   dilation: int = 1
   use_bias: bool = True
   dtype: Any = jnp.float32
@@ -182,13 +262,25 @@ class GatedConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     conv = lambda name: grouped_conv(  # noqa: E731
-        self.features, self.kernel_size, self.strides, self.padding, self.dilation,
-        use_bias=self.use_bias, dtype=self.dtype, name=name)
+        self.features,
+        self.kernel_size,
+        self.strides,
+        self.padding,
+        self.dilation,
+        use_bias=self.use_bias,
+        dtype=self.dtype,
+        name=name,
+    )
     return conv('conv')(x) * nn.sigmoid(conv('gate')(x))
 
 
-def im2col(x: jax.Array, kernel_size: IntOrPair, strides: IntOrPair = 1, padding: Padding = 0,
-           dilation: IntOrPair = 1) -> jax.Array:
+def im2col(
+    x: jax.Array,
+    kernel_size: IntOrPair,
+    strides: IntOrPair = 1,
+    padding: Padding = 0,
+    dilation: IntOrPair = 1,
+) -> jax.Array:
   """Caffe's im2col: every receptive field becomes one row, [N, out_h·out_w, kh·kw·C].
 
   Row r is the patch under output pixel (r // out_w, r % out_w), flattened in (kh, kw, C) order
@@ -199,13 +291,22 @@ def im2col(x: jax.Array, kernel_size: IntOrPair, strides: IntOrPair = 1, padding
   x = jnp.pad(x, [(0, 0), *_pads(padding), (0, 0)])
   n, height, width, channels = x.shape
   oh, ow = (height - dh * (kh - 1) - 1) // sh + 1, (width - dw * (kw - 1) - 1) // sw + 1
-  taps = [x[:, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
-          for i in range(kh) for j in range(kw)]
+  taps = [
+      x[:, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw]
+      for i in range(kh)
+      for j in range(kw)
+  ]
   return jnp.stack(taps, axis=3).reshape(n, oh * ow, kh * kw * channels)
 
 
-def im2col_conv(x: jax.Array, kernel: jax.Array, strides: IntOrPair = 1, padding: Padding = 0,
-                dilation: IntOrPair = 1, groups: int = 1) -> jax.Array:
+def im2col_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: IntOrPair = 1,
+    padding: Padding = 0,
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+) -> jax.Array:
   """Convolution as Caffe computes it: im2col(x) @ kernel.reshape(kh·kw·C, C_out), one matrix
   product per group (group g's rows take input channels g·C/groups onward)."""
   kh, kw, cin_group, cout = kernel.shape

@@ -6,7 +6,8 @@ blocks shrink the channels by `compression` (θ) and halve the spatial size.
 """
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -59,12 +60,25 @@ class DenseLayer(nn.Module):
     y = jnp.concatenate(inputs, axis=-1)
     if self.bottleneck:
       y = nn.relu(layers.batch_norm(train, self.dtype, name='norm1')(y))
-      y = nn.Conv(self.bn_size * self.growth_rate, (1, 1), use_bias=False, kernel_init=conv_init,
-                  dtype=self.dtype, name='conv1')(y)
+      y = nn.Conv(
+          self.bn_size * self.growth_rate,
+          (1, 1),
+          use_bias=False,
+          kernel_init=conv_init,
+          dtype=self.dtype,
+          name='conv1',
+      )(y)
       y = nn.Dropout(self.drop_rate, deterministic=not train)(y)
     y = nn.relu(layers.batch_norm(train, self.dtype, name='norm2')(y))
-    y = nn.Conv(self.growth_rate, (3, 3), padding=1, use_bias=False, kernel_init=conv_init,
-                dtype=self.dtype, name='conv2')(y)
+    y = nn.Conv(
+        self.growth_rate,
+        (3, 3),
+        padding=1,
+        use_bias=False,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+        name='conv2',
+    )(y)
     return nn.Dropout(self.drop_rate, deterministic=not train)(y)
 
 
@@ -79,8 +93,14 @@ class Transition(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = nn.relu(layers.batch_norm(train, self.dtype, name='norm')(x))
-    x = nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=_conv_init(self.init_mode),
-                dtype=self.dtype, name='conv')(x)
+    x = nn.Conv(
+        self.features,
+        (1, 1),
+        use_bias=False,
+        kernel_init=_conv_init(self.init_mode),
+        dtype=self.dtype,
+        name='conv',
+    )(x)
     x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
     return layers.pool(x, 'avg', 2, 2)
 
@@ -100,8 +120,15 @@ class DenseBlock(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     features = [x]
     for i in range(self.num_layers):
-      layer = DenseLayer(self.growth_rate, self.bn_size, self.bottleneck, self.drop_rate,
-                         self.init_mode, self.dtype, name=f'denselayer{i + 1}')
+      layer = DenseLayer(
+          self.growth_rate,
+          self.bn_size,
+          self.bottleneck,
+          self.drop_rate,
+          self.init_mode,
+          self.dtype,
+          name=f'denselayer{i + 1}',
+      )
       features.append(layer(tuple(features), train))
     return jnp.concatenate(features, axis=-1)
 
@@ -138,28 +165,56 @@ class DenseNet(nn.Module):
     conv_init = _conv_init(self.init_mode)
     x = x.astype(self.dtype)
     if self.stem == 'imagenet':
-      x = nn.Conv(self.num_init_features, (7, 7), 2, padding=3, use_bias=False,
-                  kernel_init=conv_init, dtype=self.dtype, name='conv0')(x)
+      x = nn.Conv(
+          self.num_init_features,
+          (7, 7),
+          2,
+          padding=3,
+          use_bias=False,
+          kernel_init=conv_init,
+          dtype=self.dtype,
+          name='conv0',
+      )(x)
       x = nn.relu(layers.batch_norm(train, self.dtype, name='norm0')(x))
       x = layers.pool(x, 'max', 3, 2, padding=1)
     else:  # the paper's CIFAR/SVHN network: the first dense layer's BN-ReLU follows directly
-      x = nn.Conv(self.num_init_features, (3, 3), padding=1, use_bias=False,
-                  kernel_init=conv_init, dtype=self.dtype, name='conv0')(x)
+      x = nn.Conv(
+          self.num_init_features,
+          (3, 3),
+          padding=1,
+          use_bias=False,
+          kernel_init=conv_init,
+          dtype=self.dtype,
+          name='conv0',
+      )(x)
 
     num_blocks = len(self.block_config)
     for b, num_layers in enumerate(self.block_config, start=1):
-      x = DenseBlock(num_layers, self.growth_rate, self.bn_size, self.bottleneck, self.drop_rate,
-                     self.init_mode, self.dtype, name=f'denseblock{b}')(x, train)
+      x = DenseBlock(
+          num_layers,
+          self.growth_rate,
+          self.bn_size,
+          self.bottleneck,
+          self.drop_rate,
+          self.init_mode,
+          self.dtype,
+          name=f'denseblock{b}',
+      )(x, train)
       if b < num_blocks:
         features = int(math.floor(self.compression * x.shape[-1]))
-        x = Transition(features, self.drop_rate, self.init_mode, self.dtype,
-                       name=f'transition{b}')(x, train)
+        x = Transition(features, self.drop_rate, self.init_mode, self.dtype, name=f'transition{b}')(
+            x, train
+        )
 
     x = nn.relu(layers.batch_norm(train, self.dtype, name=f'norm{num_blocks + 1}')(x))
     x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(self.num_classes, dtype=self.dtype,
-                 kernel_init=layers.torch_default_kernel,
-                 bias_init=nn.initializers.zeros, name='classifier')(x)
+    x = nn.Dense(
+        self.num_classes,
+        dtype=self.dtype,
+        kernel_init=layers.torch_default_kernel,
+        bias_init=nn.initializers.zeros,
+        name='classifier',
+    )(x)
     return x.astype(jnp.float32)
 
 
@@ -167,8 +222,9 @@ class DenseNet(nn.Module):
 register('densenet121', block_config=(6, 12, 24, 16))(DenseNet)
 register('densenet169', block_config=(6, 12, 32, 32))(DenseNet)
 register('densenet201', block_config=(6, 12, 48, 32))(DenseNet)
-register('densenet161', block_config=(6, 12, 36, 24), growth_rate=48,
-         num_init_features=96)(DenseNet)
+register('densenet161', block_config=(6, 12, 36, 24), growth_rate=48, num_init_features=96)(
+    DenseNet
+)
 
 
 def _register_cifar(name: str, depth: int, growth_rate: int, bottleneck: bool) -> None:
@@ -177,10 +233,17 @@ def _register_cifar(name: str, depth: int, growth_rate: int, bottleneck: bool) -
   16 is the paper's text and gives Table 2's parameter counts; the authors' released Torch
   code uses 2k stem channels for the plain DenseNet too.
   """
-  register(name, native_input=CIFAR10, block_config=cifar_block_config(depth, bottleneck),
-           growth_rate=growth_rate, num_init_features=2 * growth_rate if bottleneck else 16,
-           bottleneck=bottleneck, compression=0.5 if bottleneck else 1.0, stem='cifar',
-           init_mode='fan_out')(DenseNet)
+  register(
+      name,
+      native_input=CIFAR10,
+      block_config=cifar_block_config(depth, bottleneck),
+      growth_rate=growth_rate,
+      num_init_features=2 * growth_rate if bottleneck else 16,
+      bottleneck=bottleneck,
+      compression=0.5 if bottleneck else 1.0,
+      stem='cifar',
+      init_mode='fan_out',
+  )(DenseNet)
 
 
 _register_cifar('densenet_bc_100_k12', 100, 12, bottleneck=True)

@@ -43,9 +43,17 @@ class BasicConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     paper = self.style == 'paper'
-    x = nn.Conv(self.features, (self.kernel_size,) * 2, self.strides, padding=self.padding,
-                use_bias=paper, kernel_init=_CAFFE_XAVIER if paper else _TORCHVISION_KERNEL,
-                bias_init=nn.initializers.constant(0.2), dtype=self.dtype, name='conv')(x)
+    x = nn.Conv(
+        self.features,
+        (self.kernel_size,) * 2,
+        self.strides,
+        padding=self.padding,
+        use_bias=paper,
+        kernel_init=_CAFFE_XAVIER if paper else _TORCHVISION_KERNEL,
+        bias_init=nn.initializers.constant(0.2),
+        dtype=self.dtype,
+        name='conv',
+    )(x)
     if not paper:
       x = layers.batch_norm(train, self.dtype, epsilon=1e-3, name='bn')(x)
     return nn.relu(x)
@@ -70,9 +78,11 @@ class Inception(nn.Module):
     b1 = conv(c1, 1, name='branch1')(x, train)
     b2 = conv(c3, 3, padding=1, name='branch2_1')(conv(c3r, 1, name='branch2_0')(x, train), train)
     b3 = conv(c5, k5, padding=k5 // 2, name='branch3_1')(
-        conv(c5r, 1, name='branch3_0')(x, train), train)
+        conv(c5r, 1, name='branch3_0')(x, train), train
+    )
     b4 = conv(proj, 1, name='branch4_1')(
-        layers.pool(x, 'max', 3, 1, padding=1, ceil_mode=True), train)
+        layers.pool(x, 'max', 3, 1, padding=1, ceil_mode=True), train
+    )
     return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
 
@@ -95,8 +105,9 @@ class InceptionAux(nn.Module):
     if paper:
       if min(x.shape[1:3]) < 5:
         raise ValueError(
-            f'googlenet_paper\'s auxiliary heads pool 5×5 but got {x.shape[1]}×{x.shape[2]} maps '
-            'at 4a/4d; use inputs of at least 79 px, aux_logits=False, or model googlenet.')
+            f"googlenet_paper's auxiliary heads pool 5×5 but got {x.shape[1]}×{x.shape[2]} maps "
+            'at 4a/4d; use inputs of at least 79 px, aux_logits=False, or model googlenet.'
+        )
       x = layers.pool(x, 'avg', 5, 3, padding=0, ceil_mode=True)
     else:
       x = layers.adaptive_avg_pool(x, 4)
@@ -104,12 +115,14 @@ class InceptionAux(nn.Module):
     x = x.reshape(x.shape[0], -1)
     kernel_init = _CAFFE_XAVIER if paper else _TORCHVISION_KERNEL
     fc1_bias = nn.initializers.constant(0.2) if paper else layers.torch_default_bias(x.shape[-1])
-    x = nn.relu(nn.Dense(1024, kernel_init=kernel_init, bias_init=fc1_bias, dtype=self.dtype,
-                         name='fc1')(x))
+    x = nn.relu(
+        nn.Dense(1024, kernel_init=kernel_init, bias_init=fc1_bias, dtype=self.dtype, name='fc1')(x)
+    )
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     fc2_bias = nn.initializers.zeros if paper else layers.torch_default_bias(1024)
-    logits = nn.Dense(self.num_classes, kernel_init=kernel_init, bias_init=fc2_bias,
-                      dtype=self.dtype, name='fc2')(x).astype(jnp.float32)
+    logits = nn.Dense(
+        self.num_classes, kernel_init=kernel_init, bias_init=fc2_bias, dtype=self.dtype, name='fc2'
+    )(x).astype(jnp.float32)
     self.sow('intermediates', 'aux_logits', logits)
     return logits
 
@@ -140,15 +153,18 @@ class GoogLeNet(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     if self.style not in STYLES:
       raise ValueError(
-          f'Unknown GoogLeNet style {self.style!r}; choose one of {", ".join(STYLES)}.')
+          f'Unknown GoogLeNet style {self.style!r}; choose one of {", ".join(STYLES)}.'
+      )
     paper = self.style == 'paper'
     conv = functools.partial(BasicConv, style=self.style, dtype=self.dtype)
     block = functools.partial(Inception, style=self.style, dtype=self.dtype)
-    aux = functools.partial(InceptionAux, self.num_classes, self.aux_dropout_rate,
-                            style=self.style, dtype=self.dtype)
+    aux = functools.partial(
+        InceptionAux, self.num_classes, self.aux_dropout_rate, style=self.style, dtype=self.dtype
+    )
     max_pool = functools.partial(layers.pool, kind='max', padding=0, ceil_mode=True)
-    lrn = functools.partial(layers.local_response_norm, size=5, k=1.0, alpha=1e-4, beta=0.75,
-                            alpha_over_size=True)
+    lrn = functools.partial(
+        layers.local_response_norm, size=5, k=1.0, alpha=1e-4, beta=0.75, alpha_over_size=True
+    )
 
     x = x.astype(self.dtype)
     x = conv(64, 7, 2, 3, name='conv1')(x, train)
@@ -174,6 +190,7 @@ class GoogLeNet(nn.Module):
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     kernel_init = _CAFFE_XAVIER if paper else _TORCHVISION_KERNEL
     bias_init = nn.initializers.zeros if paper else layers.torch_default_bias(x.shape[-1])
-    x = nn.Dense(self.num_classes, kernel_init=kernel_init, bias_init=bias_init,
-                 dtype=self.dtype, name='fc')(x)
+    x = nn.Dense(
+        self.num_classes, kernel_init=kernel_init, bias_init=bias_init, dtype=self.dtype, name='fc'
+    )(x)
     return x.astype(jnp.float32)

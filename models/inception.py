@@ -42,10 +42,16 @@ class BasicConv2d(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     ph, pw = _pair(self.padding)
-    x = nn.Conv(self.features, _pair(self.kernel_size), self.strides,
-                padding=[(ph, ph), (pw, pw)], use_bias=False,
-                kernel_init=nn.initializers.normal(self.kernel_std), dtype=self.dtype,
-                name='conv')(x)
+    x = nn.Conv(
+        self.features,
+        _pair(self.kernel_size),
+        self.strides,
+        padding=[(ph, ph), (pw, pw)],
+        use_bias=False,
+        kernel_init=nn.initializers.normal(self.kernel_std),
+        dtype=self.dtype,
+        name='conv',
+    )(x)
     x = layers.batch_norm(train, self.dtype, epsilon=1e-3, use_scale=self.bn_scale, name='bn')(x)
     return nn.relu(x)
 
@@ -150,14 +156,22 @@ class InceptionE(nn.Module):
     conv = functools.partial(BasicConv2d, bn_scale=self.bn_scale, dtype=self.dtype)
     b1 = conv(320, 1, name='branch1x1')(x, train)
     b3 = conv(384, 1, name='branch3x3_1')(x, train)
-    b3 = jnp.concatenate([conv(384, (1, 3), padding=(0, 1), name='branch3x3_2a')(b3, train),
-                          conv(384, (3, 1), padding=(1, 0), name='branch3x3_2b')(b3, train)],
-                         axis=-1)
+    b3 = jnp.concatenate(
+        [
+            conv(384, (1, 3), padding=(0, 1), name='branch3x3_2a')(b3, train),
+            conv(384, (3, 1), padding=(1, 0), name='branch3x3_2b')(b3, train),
+        ],
+        axis=-1,
+    )
     bd = conv(448, 1, name='branch3x3dbl_1')(x, train)
     bd = conv(384, 3, padding=1, name='branch3x3dbl_2')(bd, train)
-    bd = jnp.concatenate([conv(384, (1, 3), padding=(0, 1), name='branch3x3dbl_3a')(bd, train),
-                          conv(384, (3, 1), padding=(1, 0), name='branch3x3dbl_3b')(bd, train)],
-                         axis=-1)
+    bd = jnp.concatenate(
+        [
+            conv(384, (1, 3), padding=(0, 1), name='branch3x3dbl_3a')(bd, train),
+            conv(384, (3, 1), padding=(1, 0), name='branch3x3dbl_3b')(bd, train),
+        ],
+        axis=-1,
+    )
     bp = conv(192, 1, name='branch_pool')(_avg_pool_3x3(x), train)
     return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 
@@ -178,16 +192,21 @@ class InceptionAux(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     if min(x.shape[1:3]) < 17:
       raise ValueError(
-          f'inception_v3\'s auxiliary head needs Mixed_6e maps of at least 17×17 (a 299 px '
-          f'input) but got {x.shape[1]}×{x.shape[2]}; train smaller inputs with aux_logits=False.')
+          f"inception_v3's auxiliary head needs Mixed_6e maps of at least 17×17 (a 299 px "
+          f'input) but got {x.shape[1]}×{x.shape[2]}; train smaller inputs with aux_logits=False.'
+      )
     conv = functools.partial(BasicConv2d, bn_scale=self.bn_scale, dtype=self.dtype)
     x = layers.pool(x, 'avg', 5, 3)
     x = conv(128, 1, name='conv0')(x, train)
     x = conv(768, 5, kernel_std=0.01, name='conv1')(x, train)
     x = jnp.mean(x, axis=(1, 2))  # adaptive average pool to 1×1
-    logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.001),
-                      bias_init=layers.torch_default_bias(x.shape[-1]), dtype=self.dtype,
-                      name='fc')(x).astype(jnp.float32)
+    logits = nn.Dense(
+        self.num_classes,
+        kernel_init=nn.initializers.normal(0.001),
+        bias_init=layers.torch_default_bias(x.shape[-1]),
+        dtype=self.dtype,
+        name='fc',
+    )(x).astype(jnp.float32)
     self.sow('intermediates', 'aux_logits', logits)
     return logits
 
@@ -239,9 +258,13 @@ class InceptionV3(nn.Module):
     x = InceptionE(**kw, name='mixed_7c')(x, train)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.1),
-                 bias_init=layers.torch_default_bias(x.shape[-1]), dtype=self.dtype,
-                 name='fc')(x)
+    x = nn.Dense(
+        self.num_classes,
+        kernel_init=nn.initializers.normal(0.1),
+        bias_init=layers.torch_default_bias(x.shape[-1]),
+        dtype=self.dtype,
+        name='fc',
+    )(x)
     return x.astype(jnp.float32)
 
 
@@ -277,10 +300,17 @@ class ConvBNReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    fan_in = self.kernel_size ** 2 * x.shape[-1]
-    x = nn.Conv(self.features, (self.kernel_size,) * 2, self.strides, padding=self.padding,
-                kernel_init=layers.torch_default_kernel,
-                bias_init=layers.torch_default_bias(fan_in), dtype=self.dtype, name='conv')(x)
+    fan_in = self.kernel_size**2 * x.shape[-1]
+    x = nn.Conv(
+        self.features,
+        (self.kernel_size,) * 2,
+        self.strides,
+        padding=self.padding,
+        kernel_init=layers.torch_default_kernel,
+        bias_init=layers.torch_default_bias(fan_in),
+        dtype=self.dtype,
+        name='conv',
+    )(x)
     return nn.relu(layers.batch_norm(train, self.dtype, name='bn')(x))
 
 
@@ -342,9 +372,17 @@ class BNInception(nn.Module):
     conv = functools.partial(ConvBNReLU, dtype=self.dtype)
     x = x.astype(self.dtype)
     if self.separable_stem:
-      x = nn.Conv(3 * 8, (7, 7), 2, padding=3, feature_group_count=3, use_bias=False,
-                  kernel_init=layers.torch_default_kernel, dtype=self.dtype,
-                  name='conv1_7x7_s2_depthwise')(x)
+      x = nn.Conv(
+          3 * 8,
+          (7, 7),
+          2,
+          padding=3,
+          feature_group_count=3,
+          use_bias=False,
+          kernel_init=layers.torch_default_kernel,
+          dtype=self.dtype,
+          name='conv1_7x7_s2_depthwise',
+      )(x)
       x = conv(64, 1, name='conv1_7x7_s2')(x, train)
     else:
       x = conv(64, 7, 2, 3, name='conv1_7x7_s2')(x, train)
@@ -356,7 +394,11 @@ class BNInception(nn.Module):
       x = BNInceptionBlock(widths, dtype=self.dtype, name=f'inception_{name}')(x, train)
     x = jnp.mean(x, axis=(1, 2))  # the port's 7×7 average pool at 224 px
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.Dense(self.num_classes, kernel_init=layers.torch_default_kernel,
-                 bias_init=layers.torch_default_bias(x.shape[-1]), dtype=self.dtype,
-                 name='fc')(x)
+    x = nn.Dense(
+        self.num_classes,
+        kernel_init=layers.torch_default_kernel,
+        bias_init=layers.torch_default_bias(x.shape[-1]),
+        dtype=self.dtype,
+        name='fc',
+    )(x)
     return x.astype(jnp.float32)

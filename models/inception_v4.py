@@ -8,7 +8,8 @@ Layer names follow timm and TF-slim (conv2d_1a, mixed_5b, block35_0, mixed_6a, �
 """
 
 import functools
-from typing import Any, Callable, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any, Union
 
 import flax.linen as nn
 import jax
@@ -53,8 +54,16 @@ class BasicConv(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     kh, kw = _pair(self.kernel_size)
     padding = 0 if self.valid else ((kh // 2, kh // 2), (kw // 2, kw // 2))
-    x = nn.Conv(self.features, (kh, kw), self.strides, padding=padding, use_bias=False,
-                kernel_init=_SLIM_KERNEL, dtype=self.dtype, name='conv')(x)
+    x = nn.Conv(
+        self.features,
+        (kh, kw),
+        self.strides,
+        padding=padding,
+        use_bias=False,
+        kernel_init=_SLIM_KERNEL,
+        dtype=self.dtype,
+        name='conv',
+    )(x)
     x = layers.batch_norm(train, self.dtype, epsilon=1e-3, use_scale=self.bn_scale, name='bn')(x)
     return nn.relu(x)
 
@@ -92,6 +101,7 @@ def stem_convs(x: jax.Array, tower: Callable[..., jax.Array]) -> jax.Array:
 
 class _Block(nn.Module):
   """Fields shared by every block: BN scale and compute dtype."""
+
   bn_scale: bool = True
   dtype: Any = jnp.float32
 
@@ -131,12 +141,15 @@ class InceptionA(_Block):
   @nn.compact
   def __call__(self, x, train=False):
     tower = _tower_fn(self, train)
-    return jnp.concatenate([
-        tower(x, 'branch0', (96, 1)),
-        tower(x, 'branch1', (64, 1), (96, 3)),
-        tower(x, 'branch2', (64, 1), (96, 3), (96, 3)),
-        tower(avg_pool_same(x), 'branch3', (96, 1)),
-    ], axis=-1)
+    return jnp.concatenate(
+        [
+            tower(x, 'branch0', (96, 1)),
+            tower(x, 'branch1', (64, 1), (96, 3)),
+            tower(x, 'branch2', (64, 1), (96, 3), (96, 3)),
+            tower(avg_pool_same(x), 'branch3', (96, 1)),
+        ],
+        axis=-1,
+    )
 
 
 class InceptionB(_Block):
@@ -145,13 +158,17 @@ class InceptionB(_Block):
   @nn.compact
   def __call__(self, x, train=False):
     tower = _tower_fn(self, train)
-    return jnp.concatenate([
-        tower(x, 'branch0', (384, 1)),
-        tower(x, 'branch1', (192, 1), (224, (1, 7)), (256, (7, 1))),
-        tower(x, 'branch2', (192, 1), (192, (7, 1)), (224, (1, 7)), (224, (7, 1)),
-              (256, (1, 7))),
-        tower(avg_pool_same(x), 'branch3', (128, 1)),
-    ], axis=-1)
+    return jnp.concatenate(
+        [
+            tower(x, 'branch0', (384, 1)),
+            tower(x, 'branch1', (192, 1), (224, (1, 7)), (256, (7, 1))),
+            tower(
+                x, 'branch2', (192, 1), (192, (7, 1)), (224, (1, 7)), (224, (7, 1)), (256, (1, 7))
+            ),
+            tower(avg_pool_same(x), 'branch3', (128, 1)),
+        ],
+        axis=-1,
+    )
 
 
 class InceptionC(_Block):
@@ -163,12 +180,17 @@ class InceptionC(_Block):
     tower = _tower_fn(self, train)
     b1 = tower(x, 'branch1_0', (384, 1))
     b2 = tower(x, 'branch2', (384, 1), (448, (3, 1)), (512, (1, 3)))
-    return jnp.concatenate([
-        tower(x, 'branch0', (256, 1)),
-        tower(b1, 'branch1_1a', (256, (1, 3))), tower(b1, 'branch1_1b', (256, (3, 1))),
-        tower(b2, 'branch2_3a', (256, (1, 3))), tower(b2, 'branch2_3b', (256, (3, 1))),
-        tower(avg_pool_same(x), 'branch3', (256, 1)),
-    ], axis=-1)
+    return jnp.concatenate(
+        [
+            tower(x, 'branch0', (256, 1)),
+            tower(b1, 'branch1_1a', (256, (1, 3))),
+            tower(b1, 'branch1_1b', (256, (3, 1))),
+            tower(b2, 'branch2_3a', (256, (1, 3))),
+            tower(b2, 'branch2_3b', (256, (3, 1))),
+            tower(avg_pool_same(x), 'branch3', (256, 1)),
+        ],
+        axis=-1,
+    )
 
 
 class ReductionA(_Block):
@@ -181,11 +203,14 @@ class ReductionA(_Block):
   def __call__(self, x, train=False):
     tower = _tower_fn(self, train)
     k, l, m, n = self.klmn
-    return jnp.concatenate([
-        tower(x, 'branch0', (n, 3, 2, True)),
-        tower(x, 'branch1', (k, 1), (l, 3), (m, 3, 2, True)),
-        max_pool(x),
-    ], axis=-1)
+    return jnp.concatenate(
+        [
+            tower(x, 'branch0', (n, 3, 2, True)),
+            tower(x, 'branch1', (k, 1), (l, 3), (m, 3, 2, True)),
+            max_pool(x),
+        ],
+        axis=-1,
+    )
 
 
 class ReductionB(_Block):
@@ -195,11 +220,14 @@ class ReductionB(_Block):
   @nn.compact
   def __call__(self, x, train=False):
     tower = _tower_fn(self, train)
-    return jnp.concatenate([
-        tower(x, 'branch0', (192, 1), (192, 3, 2, True)),
-        tower(x, 'branch1', (256, 1), (256, (1, 7)), (320, (7, 1)), (320, 3, 2, True)),
-        max_pool(x),
-    ], axis=-1)
+    return jnp.concatenate(
+        [
+            tower(x, 'branch0', (192, 1), (192, 3, 2, True)),
+            tower(x, 'branch1', (256, 1), (256, (1, 7)), (320, (7, 1)), (320, 3, 2, True)),
+            max_pool(x),
+        ],
+        axis=-1,
+    )
 
 
 @register('inception_v4', native_input=INPUT_299)
@@ -238,8 +266,9 @@ class InceptionV4(nn.Module):
     return _classifier(x, self.num_classes, self.dropout_rate, train, self.dtype)
 
 
-def _classifier(x: jax.Array, num_classes: int, dropout_rate: float, train: bool,
-                dtype: Any) -> jax.Array:
+def _classifier(
+    x: jax.Array, num_classes: int, dropout_rate: float, train: bool, dtype: Any
+) -> jax.Array:
   x = jnp.mean(x, axis=(1, 2))  # 8×8 average pool at 299 px
   x = nn.Dropout(dropout_rate, deterministic=not train)(x)
   x = nn.Dense(num_classes, kernel_init=_SLIM_DENSE, dtype=dtype, name='fc')(x)
@@ -265,10 +294,12 @@ class InceptionResNetBlock(_Block):
   @nn.compact
   def __call__(self, x, train=False):
     tower = _tower_fn(self, train)
-    mixed = jnp.concatenate([tower(x, f'branch{i}', *specs)
-                             for i, specs in enumerate(self.towers)], axis=-1)
-    up = nn.Conv(x.shape[-1], (1, 1), kernel_init=_SLIM_KERNEL, dtype=self.dtype,
-                 name='conv2d')(mixed)
+    mixed = jnp.concatenate(
+        [tower(x, f'branch{i}', *specs) for i, specs in enumerate(self.towers)], axis=-1
+    )
+    up = nn.Conv(x.shape[-1], (1, 1), kernel_init=_SLIM_KERNEL, dtype=self.dtype, name='conv2d')(
+        mixed
+    )
     x = x + self.scale * up
     return nn.relu(x) if self.activate else x
 
@@ -280,12 +311,15 @@ class Mixed5b(_Block):
   @nn.compact
   def __call__(self, x, train=False):
     tower = _tower_fn(self, train)
-    return jnp.concatenate([
-        tower(x, 'branch0', (96, 1)),
-        tower(x, 'branch1', (48, 1), (64, 5)),
-        tower(x, 'branch2', (64, 1), (96, 3), (96, 3)),
-        tower(avg_pool_same(x), 'branch3', (64, 1)),
-    ], axis=-1)
+    return jnp.concatenate(
+        [
+            tower(x, 'branch0', (96, 1)),
+            tower(x, 'branch1', (48, 1), (64, 5)),
+            tower(x, 'branch2', (64, 1), (96, 3), (96, 3)),
+            tower(avg_pool_same(x), 'branch3', (64, 1)),
+        ],
+        axis=-1,
+    )
 
 
 class ResNetReductionB(_Block):
@@ -298,33 +332,44 @@ class ResNetReductionB(_Block):
   def __call__(self, x, train=False):
     tower = _tower_fn(self, train)
     w0, w1, w2, w3 = self.widths
-    return jnp.concatenate([
-        tower(x, 'branch0', (256, 1), (w0, 3, 2, True)),
-        tower(x, 'branch1', (256, 1), (w1, 3, 2, True)),
-        tower(x, 'branch2', (256, 1), (w2, 3), (w3, 3, 2, True)),
-        max_pool(x),
-    ], axis=-1)
+    return jnp.concatenate(
+        [
+            tower(x, 'branch0', (256, 1), (w0, 3, 2, True)),
+            tower(x, 'branch1', (256, 1), (w1, 3, 2, True)),
+            tower(x, 'branch2', (256, 1), (w2, 3), (w3, 3, 2, True)),
+            max_pool(x),
+        ],
+        axis=-1,
+    )
 
 
 # Block widths: towers of the A (35×35), B (17×17) and C (8×8) blocks, Reduction-A's (k, l, m, n)
 # and Reduction-B's widths. v1: the paper's Figures 10–13 and Table 1 (the same as TF-slim-style
 # facenet's inception_resnet_v1.py); v2: TF-slim's inception_resnet_v2.py, which timm ports.
 INCEPTION_RESNET = {
-    1: dict(block35=(((32, 1),), ((32, 1), (32, 3)), ((32, 1), (32, 3), (32, 3))),
-            block17=(((128, 1),), ((128, 1), (128, (1, 7)), (128, (7, 1)))),
-            block8=(((192, 1),), ((192, 1), (192, (1, 3)), (192, (3, 1)))),
-            reduction_a=(192, 192, 256, 384), reduction_b=(384, 256, 256, 256)),
-    2: dict(block35=(((32, 1),), ((32, 1), (32, 3)), ((32, 1), (48, 3), (64, 3))),
-            block17=(((192, 1),), ((128, 1), (160, (1, 7)), (192, (7, 1)))),
-            block8=(((192, 1),), ((192, 1), (224, (1, 3)), (256, (3, 1)))),
-            reduction_a=(256, 256, 384, 384), reduction_b=(384, 288, 288, 320)),
+    1: dict(
+        block35=(((32, 1),), ((32, 1), (32, 3)), ((32, 1), (32, 3), (32, 3))),
+        block17=(((128, 1),), ((128, 1), (128, (1, 7)), (128, (7, 1)))),
+        block8=(((192, 1),), ((192, 1), (192, (1, 3)), (192, (3, 1)))),
+        reduction_a=(192, 192, 256, 384),
+        reduction_b=(384, 256, 256, 256),
+    ),
+    2: dict(
+        block35=(((32, 1),), ((32, 1), (32, 3)), ((32, 1), (48, 3), (64, 3))),
+        block17=(((192, 1),), ((128, 1), (160, (1, 7)), (192, (7, 1)))),
+        block8=(((192, 1),), ((192, 1), (224, (1, 3)), (256, (3, 1)))),
+        reduction_a=(256, 256, 384, 384),
+        reduction_b=(384, 288, 288, 320),
+    ),
 }
 
 
-@register('inception_resnet_v1', native_input=INPUT_299, version=1, repeats=(5, 10, 5),
-          final_block=False)
-@register('inception_resnet_v2', native_input=INPUT_299, version=2, repeats=(10, 20, 9),
-          final_block=True)
+@register(
+    'inception_resnet_v1', native_input=INPUT_299, version=1, repeats=(5, 10, 5), final_block=False
+)
+@register(
+    'inception_resnet_v2', native_input=INPUT_299, version=2, repeats=(10, 20, 9), final_block=True
+)
 class InceptionResNet(nn.Module):
   """Inception-ResNet (Fig. 15): stem, A blocks, Reduction-A, B blocks, Reduction-B, C blocks,
   average pool, dropout (keep 0.8), fc. Residuals scaled by `scales` (A, B, C) before the add.

@@ -1,7 +1,8 @@
 """Building blocks shared by the model families."""
 
 import functools
-from typing import Any, Callable, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any, Union
 
 import flax.linen as nn
 import jax
@@ -42,16 +43,19 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
 def check_input_size(x: jax.Array, minimum: int, name: str) -> None:
   """Refuses inputs too small to leave a 1×1 map at the last pooling (they would give 0×0)."""
   if min(x.shape[1:3]) < minimum:
-    raise ValueError(f'{name} needs inputs of at least {minimum}×{minimum} pixels; got '
-                     f'{x.shape[1]}×{x.shape[2]}.')
+    raise ValueError(
+        f'{name} needs inputs of at least {minimum}×{minimum} pixels; got '
+        f'{x.shape[1]}×{x.shape[2]}.'
+    )
 
 
-def _explicit_padding(padding: Union[int, Sequence[tuple[int, int]]]) -> list[tuple[int, int]]:
+def _explicit_padding(padding: int | Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
   return [(padding, padding)] * 2 if isinstance(padding, int) else [tuple(p) for p in padding]
 
 
-def _ceil_extension(x: jax.Array, window: int, stride: int,
-                    pads: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def _ceil_extension(
+    x: jax.Array, window: int, stride: int, pads: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
   """Extra right padding for ceil-mode output sizes; as PyTorch, no window starts in the padding."""
   extra = []
   for (lo, hi), size in zip(pads, x.shape[1:3]):
@@ -62,8 +66,14 @@ def _ceil_extension(x: jax.Array, window: int, stride: int,
   return extra
 
 
-def pool(x: jax.Array, kind: str, window: int, stride: int, padding: Padding = 'VALID',
-         ceil_mode: bool = False) -> jax.Array:
+def pool(
+    x: jax.Array,
+    kind: str,
+    window: int,
+    stride: int,
+    padding: Padding = 'VALID',
+    ceil_mode: bool = False,
+) -> jax.Array:
   """Max or average pooling over the spatial axes of an NHWC tensor, as PyTorch and Caffe do it.
 
   `padding` is 'VALID'/'SAME', an int (both sides) or per-axis pairs. Max pooling pads with
@@ -85,12 +95,15 @@ def pool(x: jax.Array, kind: str, window: int, stride: int, padding: Padding = '
     if kind == 'max':
       return nn.max_pool(x, shape, strides, total)
     dims, steps = (1, window, window, 1), (1, stride, stride, 1)
-    summed = jax.lax.reduce_window(x, np.zeros((), x.dtype), jax.lax.add, dims, steps,
-                                   [(0, 0), *total, (0, 0)])
-    covered = jnp.pad(jnp.ones((1, *x.shape[1:3], 1), x.dtype), [(0, 0), *explicit, (0, 0)],
-                      constant_values=1)
-    count = jax.lax.reduce_window(covered, np.zeros((), x.dtype), jax.lax.add, dims, steps,
-                                  [(0, 0), *extra, (0, 0)])
+    summed = jax.lax.reduce_window(
+        x, np.zeros((), x.dtype), jax.lax.add, dims, steps, [(0, 0), *total, (0, 0)]
+    )
+    covered = jnp.pad(
+        jnp.ones((1, *x.shape[1:3], 1), x.dtype), [(0, 0), *explicit, (0, 0)], constant_values=1
+    )
+    count = jax.lax.reduce_window(
+        covered, np.zeros((), x.dtype), jax.lax.add, dims, steps, [(0, 0), *extra, (0, 0)]
+    )
     return summed / count
 
 
@@ -103,6 +116,7 @@ def adaptive_avg_pool(x: jax.Array, size: int) -> jax.Array:
   if (height, width) == (size, size):
     return x
   with jax.named_scope('adaptive_avg_pool'):
+
     def weights(n: int) -> np.ndarray:
       w = np.zeros((size, n), np.float32)
       for i in range(size):
@@ -110,12 +124,19 @@ def adaptive_avg_pool(x: jax.Array, size: int) -> jax.Array:
         w[i, start:end] = 1.0 / (end - start)
       return w
 
-    return jnp.einsum('nhwc,ih,jw->nijc', x, weights(height).astype(x.dtype),
-                      weights(width).astype(x.dtype))
+    return jnp.einsum(
+        'nhwc,ih,jw->nijc', x, weights(height).astype(x.dtype), weights(width).astype(x.dtype)
+    )
 
 
-def local_response_norm(x: jax.Array, size: int = 5, k: float = 2.0, alpha: float = 1e-4,
-                        beta: float = 0.75, alpha_over_size: bool = False) -> jax.Array:
+def local_response_norm(
+    x: jax.Array,
+    size: int = 5,
+    k: float = 2.0,
+    alpha: float = 1e-4,
+    beta: float = 0.75,
+    alpha_over_size: bool = False,
+) -> jax.Array:
   """Local response normalisation across channels (Krizhevsky et al. 2012, §3.3).
 
   b_c = a_c / (k + alpha * sum_{c' within size/2 of c} a_c'^2)^beta. The AlexNet paper's
@@ -126,8 +147,13 @@ def local_response_norm(x: jax.Array, size: int = 5, k: float = 2.0, alpha: floa
     squared = jnp.square(x.astype(jnp.float32))
     half = size // 2
     window_sum = jax.lax.reduce_window(
-        squared, 0.0, jax.lax.add, (1, 1, 1, size), (1, 1, 1, 1),
-        ((0, 0), (0, 0), (0, 0), (half, size - 1 - half)))
+        squared,
+        0.0,
+        jax.lax.add,
+        (1, 1, 1, size),
+        (1, 1, 1, 1),
+        ((0, 0), (0, 0), (0, 0), (half, size - 1 - half)),
+    )
     scale = alpha / size if alpha_over_size else alpha
     return (x / jnp.power(k + scale * window_sum, beta).astype(x.dtype)).astype(x.dtype)
 
@@ -154,18 +180,28 @@ class ConvBN(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     padding = self.kernel_size // 2 if self.padding is None else self.padding
-    x = nn.Conv(self.features, (self.kernel_size, self.kernel_size), self.strides,
-                padding=padding, feature_group_count=self.groups, use_bias=False,
-                kernel_init=self.kernel_init, dtype=self.dtype, name='conv')(x)
+    x = nn.Conv(
+        self.features,
+        (self.kernel_size, self.kernel_size),
+        self.strides,
+        padding=padding,
+        feature_group_count=self.groups,
+        use_bias=False,
+        kernel_init=self.kernel_init,
+        dtype=self.dtype,
+        name='conv',
+    )(x)
     x = batch_norm(train, self.dtype, scale_init=self.scale_init, name='bn')(x)
     return activation(self.act)(x)
 
 
-def batch_norm(train: bool, dtype: Any = jnp.float32, epsilon: float = 1e-5,
-               **kwargs: Any) -> nn.BatchNorm:
+def batch_norm(
+    train: bool, dtype: Any = jnp.float32, epsilon: float = 1e-5, **kwargs: Any
+) -> nn.BatchNorm:
   """BatchNorm with PyTorch's constants (momentum 0.1 there = 0.9 here, eps 1e-5 by default)."""
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon, dtype=dtype,
-                      **kwargs)
+  return nn.BatchNorm(
+      use_running_average=not train, momentum=0.9, epsilon=epsilon, dtype=dtype, **kwargs
+  )
 
 
 def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:

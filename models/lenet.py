@@ -1,6 +1,7 @@
 """LeNet-5 (LeCun et al. 1998): d2l's modern form (`lenet5`) and the paper's own (`lenet5_1998`)."""
 
-from typing import Any, Callable, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -35,8 +36,9 @@ class LeNet5(nn.Module):
     def norm(y: jax.Array, name: str) -> jax.Array:
       if not self.batch_norm:
         return y
-      return nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
-                          name=name)(y)
+      return nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, name=name)(
+          y
+      )
 
     x = x.astype(self.dtype)
     x = act(norm(nn.Conv(6, (5, 5), padding=2, dtype=self.dtype, name='conv1')(x), 'bn1'))
@@ -55,9 +57,21 @@ class LeNet5(nn.Module):
 
 # Table I: the S2 maps that each C3 map reads (columns of the paper's table).
 C3_TABLE: tuple[tuple[int, ...], ...] = (
-    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (0, 4, 5), (0, 1, 5),  # 3 contiguous
-    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (0, 3, 4, 5), (0, 1, 4, 5), (0, 1, 2, 5),  # 4
-    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),  # 4 non-contiguous
+    (0, 1, 2),
+    (1, 2, 3),
+    (2, 3, 4),
+    (3, 4, 5),
+    (0, 4, 5),
+    (0, 1, 5),  # 3 contiguous
+    (0, 1, 2, 3),
+    (1, 2, 3, 4),
+    (2, 3, 4, 5),
+    (0, 3, 4, 5),
+    (0, 1, 4, 5),
+    (0, 1, 2, 5),  # 4
+    (0, 1, 3, 4),
+    (1, 2, 4, 5),
+    (0, 2, 3, 5),  # 4 non-contiguous
     (0, 1, 2, 3, 4, 5),  # all
 )
 
@@ -67,7 +81,7 @@ def scaled_tanh(x: jax.Array) -> jax.Array:
   return 1.7159 * jnp.tanh(x * (2.0 / 3.0))
 
 
-def fan_in_uniform(fan_in: Union[int, np.ndarray], paper: bool = False) -> Callable[..., jax.Array]:
+def fan_in_uniform(fan_in: int | np.ndarray, paper: bool = False) -> Callable[..., jax.Array]:
   """Uniform init per unit of fan-in F: ±sqrt(3/F) (variance 1/F, LeCun's "Efficient BackProp"
   rule for the scaled tanh) or, with `paper`, Appendix A's ±2.4/F. `fan_in` may be per unit."""
 
@@ -88,7 +102,7 @@ def rbf_prototypes(num_classes: int, dim: int = 84) -> np.ndarray:
   Otherwise ±1 draws from a fixed seed.
   """
   q = dim - 1
-  is_prime = q > 2 and all(q % p for p in range(2, int(q ** 0.5) + 1))
+  is_prime = q > 2 and all(q % p for p in range(2, int(q**0.5) + 1))
   if not (is_prime and q % 4 == 3 and num_classes <= q):
     return np.random.default_rng(0).choice([-1.0, 1.0], size=(num_classes, dim)).astype(np.float32)
   residues = {(i * i) % q for i in range(1, q)}
@@ -98,7 +112,7 @@ def rbf_prototypes(num_classes: int, dim: int = 84) -> np.ndarray:
   h[0, 1:] += 1
   h[1:, 0] -= 1
   h[1:, 1:] += jacobsthal
-  return h[1:num_classes + 1].astype(np.float32)
+  return h[1 : num_classes + 1].astype(np.float32)
 
 
 class Subsampling(nn.Module):
@@ -111,10 +125,11 @@ class Subsampling(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     maps = x.shape[-1]
-    coefficient = self.param('coefficient', fan_in_uniform(self.window ** 2, self.paper_init),
-                             (maps,))
+    coefficient = self.param(
+        'coefficient', fan_in_uniform(self.window**2, self.paper_init), (maps,)
+    )
     bias = self.param('bias', nn.initializers.zeros, (maps,))
-    total = layers.pool(x, 'avg', self.window, self.window) * self.window ** 2
+    total = layers.pool(x, 'avg', self.window, self.window) * self.window**2
     return total * coefficient.astype(self.dtype) + bias.astype(self.dtype)
 
 
@@ -146,8 +161,12 @@ class TableConv(nn.Module):
     kernel = self.param('kernel', fan_in_uniform(fan_in, self.paper_init), (k, k, len(fan_in)))
     bias = self.param('bias', nn.initializers.zeros, (len(self.table),))
     y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype), self.dense_kernel(kernel, x.shape[-1]).astype(self.dtype),
-        (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+        x.astype(self.dtype),
+        self.dense_kernel(kernel, x.shape[-1]).astype(self.dtype),
+        (1, 1),
+        'VALID',
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+    )
     return y + bias.astype(self.dtype)
 
 
@@ -189,13 +208,22 @@ class LeNet5Paper(nn.Module):
     x = x.astype(self.dtype)
     pad_h, pad_w = (max(self.input_size - size, 0) for size in x.shape[1:3])
     if pad_h or pad_w:
-      x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2),
-                      (0, 0)), constant_values=self.pad_value)
+      x = jnp.pad(
+          x,
+          ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)),
+          constant_values=self.pad_value,
+      )
     init = self.paper_init
 
     def conv(features: int, name: str) -> nn.Conv:
-      return nn.Conv(features, (5, 5), padding='VALID', dtype=self.dtype, name=name,
-                     kernel_init=fan_in_uniform(25 * x.shape[-1], init))
+      return nn.Conv(
+          features,
+          (5, 5),
+          padding='VALID',
+          dtype=self.dtype,
+          name=name,
+          kernel_init=fan_in_uniform(25 * x.shape[-1], init),
+      )
 
     x = scaled_tanh(conv(6, 'c1')(x))  # 28×28×6
     x = scaled_tanh(Subsampling(paper_init=init, dtype=self.dtype, name='s2')(x))  # 14×14×6
@@ -203,8 +231,9 @@ class LeNet5Paper(nn.Module):
     x = scaled_tanh(Subsampling(paper_init=init, dtype=self.dtype, name='s4')(x))  # 5×5×16
     x = scaled_tanh(conv(120, 'c5')(x))  # 1×1×120
     x = x.reshape(x.shape[0], -1)
-    x = scaled_tanh(nn.Dense(84, dtype=self.dtype, name='f6',
-                             kernel_init=fan_in_uniform(x.shape[-1], init))(x))
+    x = scaled_tanh(
+        nn.Dense(84, dtype=self.dtype, name='f6', kernel_init=fan_in_uniform(x.shape[-1], init))(x)
+    )
     if self.output == 'dense':
       return nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x).astype(jnp.float32)
     prototypes = jnp.asarray(rbf_prototypes(self.num_classes, x.shape[-1]))

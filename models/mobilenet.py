@@ -6,7 +6,8 @@ between the thin ends. Both take a width multiplier; the resolution multiplier Ï
 the input size (224, 192, 160 or 128), which the config's image size sets.
 """
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -18,13 +19,33 @@ from models.registry import register
 # Table 1 of Howard et al. 2017: (pointwise output channels, stride of the depthwise conv) for
 # the 13 depthwise-separable blocks (TF-slim's `conv_defs`). The table lists the 13th depthwise
 # conv as stride 2, a typo: its output stays 7Ã—7, and TF-slim and Keras use stride 1.
-MOBILENET_V1_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1),
-                       (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
+MOBILENET_V1_BLOCKS = (
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
+)
 
 # Table 2 of Sandler et al. 2018 (torchvision's `inverted_residual_setting`): expansion t,
 # output channels c, repeats n, stride s of the first repeat.
-MOBILENET_V2_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                        (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+MOBILENET_V2_SETTING = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 
 
 @register('mobilenet_v1')
@@ -52,8 +73,17 @@ class MobileNetV1(nn.Module):
     init = nn.initializers.glorot_uniform()
 
     def conv_bn(x, features, kernel, strides, groups, name):
-      x = nn.Conv(features, (kernel, kernel), strides, padding='SAME', use_bias=False,
-                  feature_group_count=groups, kernel_init=init, dtype=self.dtype, name=name)(x)
+      x = nn.Conv(
+          features,
+          (kernel, kernel),
+          strides,
+          padding='SAME',
+          use_bias=False,
+          feature_group_count=groups,
+          kernel_init=init,
+          dtype=self.dtype,
+          name=name,
+      )(x)
       x = layers.batch_norm(train, self.dtype, epsilon=1e-3, name=f'{name}_bn')(x)
       return act(x)
 
@@ -67,7 +97,7 @@ class MobileNetV1(nn.Module):
     return x.astype(jnp.float32)
 
 
-def make_divisible(value: float, divisor: int = 8, min_value: Optional[int] = None) -> int:
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
   """torchvision's (and TF-slim's) `_make_divisible`: round to the nearest multiple of
   `divisor`, at least `min_value`, and never more than 10 % below `value`."""
   min_value = divisor if min_value is None else min_value
@@ -91,8 +121,9 @@ class InvertedResidual(nn.Module):
     y = x
     if self.expand_ratio != 1:
       y = layers.ConvBN(hidden, 1, act='relu6', dtype=self.dtype, name='expand')(y, train)
-    y = layers.ConvBN(hidden, 3, self.strides, groups=hidden, act='relu6', dtype=self.dtype,
-                      name='depthwise')(y, train)
+    y = layers.ConvBN(
+        hidden, 3, self.strides, groups=hidden, act='relu6', dtype=self.dtype, name='depthwise'
+    )(y, train)
     y = layers.ConvBN(self.features, 1, act='identity', dtype=self.dtype, name='project')(y, train)
     if self.strides == 1 and x.shape[-1] == self.features:
       return x + y
@@ -123,17 +154,23 @@ class MobileNetV2(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     width = lambda c: make_divisible(c * self.width_mult, self.round_nearest)
     x = layers.ConvBN(width(32), 3, 2, act='relu6', dtype=self.dtype, name='features_0')(
-        x.astype(self.dtype), train)
+        x.astype(self.dtype), train
+    )
     index = 1
     for t, c, n, s in self.inverted_residual_setting:
       for i in range(n):
-        x = InvertedResidual(width(c), s if i == 0 else 1, t, dtype=self.dtype,
-                             name=f'features_{index}')(x, train)
+        x = InvertedResidual(
+            width(c), s if i == 0 else 1, t, dtype=self.dtype, name=f'features_{index}'
+        )(x, train)
         index += 1
     last = make_divisible(self.last_channel * max(1.0, self.width_mult), self.round_nearest)
     x = layers.ConvBN(last, 1, act='relu6', dtype=self.dtype, name=f'features_{index}')(x, train)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train, name='dropout')(x)
-    x = nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01), dtype=self.dtype,
-                 name='classifier')(x)
+    x = nn.Dense(
+        self.num_classes,
+        kernel_init=nn.initializers.normal(0.01),
+        dtype=self.dtype,
+        name='classifier',
+    )(x)
     return x.astype(jnp.float32)

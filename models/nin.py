@@ -5,7 +5,8 @@ channel parametric pooling"), ReLU after each. The last block outputs one map pe
 global average pooling turns the maps into logits.
 """
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -39,14 +40,26 @@ class _NiN(nn.Module):
     cccp = 0
     for b, (kernel, stride, padding, widths, pool) in enumerate(self.blocks, start=1):
       last = b == len(self.blocks)
-      x = nn.Conv(widths[0], (kernel, kernel), stride, padding=padding, kernel_init=conv_init,
-                  dtype=self.dtype, name=f'conv{b}')(x)
+      x = nn.Conv(
+          widths[0],
+          (kernel, kernel),
+          stride,
+          padding=padding,
+          kernel_init=conv_init,
+          dtype=self.dtype,
+          name=f'conv{b}',
+      )(x)
       x = nn.relu(x)
       for j, width in enumerate(widths[1:]):
         cccp += 1
         is_head = last and j == len(widths) - 2
-        x = nn.Conv(self.num_classes if is_head else width, (1, 1), kernel_init=conv_init,
-                    dtype=self.dtype, name='head' if is_head else f'cccp{cccp}')(x)
+        x = nn.Conv(
+            self.num_classes if is_head else width,
+            (1, 1),
+            kernel_init=conv_init,
+            dtype=self.dtype,
+            name='head' if is_head else f'cccp{cccp}',
+        )(x)
         x = nn.relu(x)  # also on the class maps, as in the Caffe models
       if pool:
         x = layers.pool(x, pool, 3, 2, 0, ceil_mode=True)  # Caffe rounds up

@@ -9,7 +9,8 @@ and conv + BN projections of the raw input.
 """
 
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -61,8 +62,7 @@ class PreActBottleneck(nn.Module):
     shortcut = _shortcut(x, pre, self.features * self.expansion, self.strides, self.dtype)
     y = conv(self.features, 1, stride_1x1, self.dtype, 'conv1')(pre)
     y = conv(self.features, 3, stride_3x3, self.dtype, 'conv2')(nn.relu(bn(name='bn2')(y)))
-    y = conv(self.features * self.expansion, 1, 1, self.dtype, 'conv3')(
-        nn.relu(bn(name='bn3')(y)))
+    y = conv(self.features * self.expansion, 1, 1, self.dtype, 'conv3')(nn.relu(bn(name='bn3')(y)))
     return y + shortcut
 
 
@@ -111,13 +111,26 @@ class PreActResNet(nn.Module):
     block_cls = _block_class(self.block)
     extra = {'stride_on_3x3': self.stride_on_3x3} if block_cls is PreActBottleneck else {}
     x = x.astype(self.dtype)
-    x = nn.Conv(64, (7, 7), 2, padding=3, use_bias=False, kernel_init=conv_init,
-                dtype=self.dtype, name='conv1')(x)
+    x = nn.Conv(
+        64,
+        (7, 7),
+        2,
+        padding=3,
+        use_bias=False,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+        name='conv1',
+    )(x)
     x = layers.pool(x, 'max', 3, 2, padding=1)
     for stage, num_blocks in enumerate(self.stage_sizes):
       for index in range(num_blocks):
-        x = block_cls(64 * 2**stage, strides=2 if stage > 0 and index == 0 else 1,
-                      dtype=self.dtype, name=f'layer{stage + 1}_{index}', **extra)(x, train)
+        x = block_cls(
+            64 * 2**stage,
+            strides=2 if stage > 0 and index == 0 else 1,
+            dtype=self.dtype,
+            name=f'layer{stage + 1}_{index}',
+            **extra,
+        )(x, train)
     return _head(x, self.num_classes, train, self.dtype).astype(jnp.float32)
 
 
@@ -145,14 +158,21 @@ class PreActCifarResNet(nn.Module):
     block_cls = _block_class(self.block)
     per_block = 3 if block_cls is PreActBottleneck else 2
     if (self.depth - 2) % (3 * per_block) or self.depth < 3 * per_block + 2:
-      raise ValueError(f'CIFAR pre-activation ResNet depth with {self.block} units must be '
-                       f'{3 * per_block}n + 2, got {self.depth}.')
+      raise ValueError(
+          f'CIFAR pre-activation ResNet depth with {self.block} units must be '
+          f'{3 * per_block}n + 2, got {self.depth}.'
+      )
     n = (self.depth - 2) // (3 * per_block)
     extra = {'stride_on_3x3': self.stride_on_3x3} if block_cls is PreActBottleneck else {}
     x = x.astype(self.dtype)
     x = conv(self.widths[0], 3, 1, self.dtype, 'conv1')(x)
     for stage, width in enumerate(self.widths):
       for index in range(n):
-        x = block_cls(width, strides=2 if stage > 0 and index == 0 else 1, dtype=self.dtype,
-                      name=f'layer{stage + 1}_{index}', **extra)(x, train)
+        x = block_cls(
+            width,
+            strides=2 if stage > 0 and index == 0 else 1,
+            dtype=self.dtype,
+            name=f'layer{stage + 1}_{index}',
+            **extra,
+        )(x, train)
     return _head(x, self.num_classes, train, self.dtype).astype(jnp.float32)

@@ -2,7 +2,8 @@
 
 import dataclasses
 import difflib
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 
@@ -11,6 +12,7 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 class NativeInput(NamedTuple):
   """The input a model was designed for, which `main.py --mode=summary --model=...` uses."""
+
   image_size: int
   channels: int
   num_classes: int
@@ -25,8 +27,9 @@ class UnknownModelError(ValueError):
   """A model name or model field that the registry does not know."""
 
 
-def register(name: str, *, native_input: NativeInput = IMAGENET,
-             **defaults: Any) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+def register(
+    name: str, *, native_input: NativeInput = IMAGENET, **defaults: Any
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
   """Registers `fn` (a Module class or factory) under `name`, with fixed keyword defaults.
 
   One class can back several names, e.g. `register('resnet18', stage_sizes=(2, 2, 2, 2))`.
@@ -54,7 +57,8 @@ def _check_known(name: str) -> None:
     close = difflib.get_close_matches(name, _MODELS, n=3)
     hint = f' Did you mean {", ".join(close)}?' if close else ''
     raise UnknownModelError(
-        f'Unknown model {name!r}.{hint} Known models: {", ".join(list_models())}.')
+        f'Unknown model {name!r}.{hint} Known models: {", ".join(list_models())}.'
+    )
 
 
 def native_input(name: str) -> NativeInput:
@@ -77,5 +81,6 @@ def create_model(name: str, *, num_classes: int, **kwargs: Any) -> nn.Module:
     if unknown:
       raise UnknownModelError(
           f'Model {name!r} has no field(s) {", ".join(unknown)}; its fields are: '
-          f'{", ".join(sorted(fields))}.')
+          f'{", ".join(sorted(fields))}.'
+      )
   return _MODELS[name](num_classes=num_classes, **kwargs)

@@ -8,7 +8,8 @@ to the residual branch before the addition (e.g. squeeze-and-excitation; name it
 """
 
 import functools
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -25,12 +26,21 @@ conv_init = layers.he_fan_out
 dense_init = layers.torch_default_kernel
 
 
-def conv(features: int, kernel: int, strides: int, dtype: Any, name: str,
-         groups: int = 1) -> nn.Conv:
+def conv(
+    features: int, kernel: int, strides: int, dtype: Any, name: str, groups: int = 1
+) -> nn.Conv:
   """Bias-free k×k conv with PyTorch padding k // 2 (so sizes match torchvision)."""
-  return nn.Conv(features, (kernel, kernel), strides, padding=kernel // 2,
-                 feature_group_count=groups, use_bias=False, kernel_init=conv_init, dtype=dtype,
-                 name=name)
+  return nn.Conv(
+      features,
+      (kernel, kernel),
+      strides,
+      padding=kernel // 2,
+      feature_group_count=groups,
+      use_bias=False,
+      kernel_init=conv_init,
+      dtype=dtype,
+      name=name,
+  )
 
 
 def zero_pad_shortcut(x: jax.Array, features: int, strides: int) -> jax.Array:
@@ -56,7 +66,7 @@ class BasicBlock(nn.Module):
   strides: int = 1
   shortcut: str = 'B'
   zero_init_residual: bool = False
-  block_hook: Optional[ModuleFactory] = None
+  block_hook: ModuleFactory | None = None
   dtype: Any = jnp.float32
 
   expansion = 1
@@ -89,7 +99,7 @@ class BottleneckBlock(nn.Module):
   stride_on_3x3: bool = True
   shortcut: str = 'B'
   zero_init_residual: bool = False
-  block_hook: Optional[ModuleFactory] = None
+  block_hook: ModuleFactory | None = None
   dtype: Any = jnp.float32
 
   expansion = 4
@@ -108,13 +118,15 @@ class BottleneckBlock(nn.Module):
     y = bn(scale_init=last_scale, name='bn3')(y)
     if self.block_hook is not None:
       y = self.block_hook()(y)
-    shortcut = _shortcut(x, self.features * self.expansion, self.strides, self.shortcut, bn,
-                         self.dtype)
+    shortcut = _shortcut(
+        x, self.features * self.expansion, self.strides, self.shortcut, bn, self.dtype
+    )
     return nn.relu(y + shortcut)
 
 
-def _shortcut(x: jax.Array, features: int, strides: int, kind: str, bn: ModuleFactory,
-              dtype: Any) -> jax.Array:
+def _shortcut(
+    x: jax.Array, features: int, strides: int, kind: str, bn: ModuleFactory, dtype: Any
+) -> jax.Array:
   """Identity when the shape is kept; else projection ('B') or zero padding ('A')."""
   if kind not in ('A', 'B'):
     raise ValueError(f"Unknown shortcut {kind!r}; choose 'A' (zero padding) or 'B' (projection).")
@@ -158,7 +170,7 @@ class ResNet(nn.Module):
   width_per_group: int = 64
   stride_on_3x3: bool = True
   zero_init_residual: bool = False
-  block_hook: Optional[ModuleFactory] = None
+  block_hook: ModuleFactory | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -166,20 +178,37 @@ class ResNet(nn.Module):
     block_cls = _block_class(self.block)
     extra = {}
     if block_cls is BottleneckBlock:
-      extra = {'groups': self.groups, 'base_width': self.width_per_group,
-               'stride_on_3x3': self.stride_on_3x3}
+      extra = {
+          'groups': self.groups,
+          'base_width': self.width_per_group,
+          'stride_on_3x3': self.stride_on_3x3,
+      }
     elif self.groups != 1 or self.width_per_group != 64:
       raise ValueError('BasicBlock only supports groups=1 and width_per_group=64 (as torchvision).')
     x = x.astype(self.dtype)
-    x = nn.Conv(64, (7, 7), 2, padding=3, use_bias=False, kernel_init=conv_init,
-                dtype=self.dtype, name='conv1')(x)
+    x = nn.Conv(
+        64,
+        (7, 7),
+        2,
+        padding=3,
+        use_bias=False,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+        name='conv1',
+    )(x)
     x = nn.relu(layers.batch_norm(train, self.dtype, name='bn1')(x))
     x = layers.pool(x, 'max', 3, 2, padding=1)
     for stage, num_blocks in enumerate(self.stage_sizes):
       for index in range(num_blocks):
-        x = block_cls(64 * 2**stage, strides=2 if stage > 0 and index == 0 else 1,
-                      zero_init_residual=self.zero_init_residual, block_hook=self.block_hook,
-                      dtype=self.dtype, name=f'layer{stage + 1}_{index}', **extra)(x, train)
+        x = block_cls(
+            64 * 2**stage,
+            strides=2 if stage > 0 and index == 0 else 1,
+            zero_init_residual=self.zero_init_residual,
+            block_hook=self.block_hook,
+            dtype=self.dtype,
+            name=f'layer{stage + 1}_{index}',
+            **extra,
+        )(x, train)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='fc')(x)
     return x.astype(jnp.float32)
@@ -211,17 +240,23 @@ class CifarResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     if (self.depth - 2) % 6 or self.depth < 8:
-      raise ValueError(f'CIFAR ResNet depth must be 6n + 2 (20, 32, 44, 56, 110, ...), '
-                       f'got {self.depth}.')
+      raise ValueError(
+          f'CIFAR ResNet depth must be 6n + 2 (20, 32, 44, 56, 110, ...), ' f'got {self.depth}.'
+      )
     n = (self.depth - 2) // 6
     x = x.astype(self.dtype)
     x = conv(self.widths[0], 3, 1, self.dtype, 'conv1')(x)
     x = nn.relu(layers.batch_norm(train, self.dtype, name='bn1')(x))
     for stage, width in enumerate(self.widths):
       for index in range(n):
-        x = BasicBlock(width, strides=2 if stage > 0 and index == 0 else 1,
-                       shortcut=self.shortcut, zero_init_residual=self.zero_init_residual,
-                       dtype=self.dtype, name=f'layer{stage + 1}_{index}')(x, train)
+        x = BasicBlock(
+            width,
+            strides=2 if stage > 0 and index == 0 else 1,
+            shortcut=self.shortcut,
+            zero_init_residual=self.zero_init_residual,
+            dtype=self.dtype,
+            name=f'layer{stage + 1}_{index}',
+        )(x, train)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='fc')(x)
     return x.astype(jnp.float32)

@@ -21,7 +21,6 @@ from models import resnet
 from models.registry import register
 
 register('resnext50_32x4d', stage_sizes=(3, 4, 6, 3), groups=32, width_per_group=4)(resnet.ResNet)
-register('resnext101_32x8d', stage_sizes=(3, 4, 23, 3), groups=32,
-         width_per_group=8)(resnet.ResNet)
+register('resnext101_32x8d', stage_sizes=(3, 4, 23, 3), groups=32, width_per_group=8)(resnet.ResNet)
 register('wide_resnet50_2', stage_sizes=(3, 4, 6, 3), width_per_group=128)(resnet.ResNet)
 register('wide_resnet101_2', stage_sizes=(3, 4, 23, 3), width_per_group=128)(resnet.ResNet)

@@ -16,7 +16,8 @@ weights so that weight decay does not pull it to zero. An RiR block is a two-lay
 whose layers are generalized residual blocks, with an outer shortcut across them.
 """
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -32,8 +33,16 @@ msr_init = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 
 
 def _conv(features: int, kernel: int, strides: int, dtype: Any, name: str) -> nn.Conv:
-  return nn.Conv(features, (kernel, kernel), strides, padding=kernel // 2, use_bias=False,
-                 kernel_init=msr_init, dtype=dtype, name=name)
+  return nn.Conv(
+      features,
+      (kernel, kernel),
+      strides,
+      padding=kernel // 2,
+      use_bias=False,
+      kernel_init=msr_init,
+      dtype=dtype,
+      name=name,
+  )
 
 
 def _shortcut(r: jax.Array, features: int, strides: int, kind: str, dtype: Any) -> jax.Array:
@@ -80,11 +89,16 @@ class RiRBlock(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     y = x
     for index in range(self.layers_per_block):
-      y = GeneralizedResidualBlock(self.features, self.strides if index == 0 else 1,
-                                   self.shortcut, self.dtype, name=f'unit{index}')(y, train)
+      y = GeneralizedResidualBlock(
+          self.features,
+          self.strides if index == 0 else 1,
+          self.shortcut,
+          self.dtype,
+          name=f'unit{index}',
+      )(y, train)
     if not self.outer_shortcut:
       return y
-    r = x[..., :x.shape[-1] // 2]
+    r = x[..., : x.shape[-1] // 2]
     skip = _shortcut(r, self.features, self.strides, self.shortcut, self.dtype)
     return y + jnp.pad(skip, [(0, 0)] * 3 + [(0, self.features)])
 
@@ -121,9 +135,15 @@ class ResNetInResNet(nn.Module):
     x = nn.relu(layers.batch_norm(train, self.dtype, name='bn1')(x))
     for stage, (width, num_blocks) in enumerate(zip(self.widths, self.stage_sizes)):
       for index in range(num_blocks):
-        x = RiRBlock(width, 2 if stage > 0 and index == 0 else 1, self.layers_per_block,
-                     self.shortcut, self.outer_shortcut, self.dtype,
-                     name=f'layer{stage + 1}_{index}')(x, train)
+        x = RiRBlock(
+            width,
+            2 if stage > 0 and index == 0 else 1,
+            self.layers_per_block,
+            self.shortcut,
+            self.outer_shortcut,
+            self.dtype,
+            name=f'layer{stage + 1}_{index}',
+        )(x, train)
     x = _conv(self.num_classes, 1, 1, self.dtype, 'final_conv')(x)
     x = layers.batch_norm(train, self.dtype, name='final_bn')(x)
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)

@@ -35,9 +35,16 @@ class SEResNet(resnet.ResNet):
   def __post_init__(self):
     hook = self.block_hook
     if hook is not None and getattr(hook, 'func', None) is not layers.SqueezeExcite:
-      raise ValueError('SEResNet sets block_hook to squeeze-and-excitation itself; use '
-                       'resnet.ResNet for another hook.')
+      raise ValueError(
+          'SEResNet sets block_hook to squeeze-and-excitation itself; use '
+          'resnet.ResNet for another hook.'
+      )
     # Rebuilt on every construction (clone included) so that it follows se_reduction.
-    object.__setattr__(self, 'block_hook', functools.partial(
-        layers.SqueezeExcite, reduction=self.se_reduction, dtype=self.dtype, name='se'))
+    object.__setattr__(
+        self,
+        'block_hook',
+        functools.partial(
+            layers.SqueezeExcite, reduction=self.se_reduction, dtype=self.dtype, name='se'
+        ),
+    )
     super().__post_init__()

@@ -5,7 +5,8 @@ initialisation and bias-free classifier; v2 is torchvision's `shufflenet_v2_x*` 
 default initialisation, classifier with a bias).
 """
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -18,8 +19,12 @@ Initializer = Callable[..., jax.Array]
 
 # Table 1 of Zhang et al.: output channels of stages 2-4 of ShuffleNet 1× for each group count.
 V1_STAGE_CHANNELS: dict[int, tuple[int, int, int]] = {
-    1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 960), 4: (272, 544, 1088),
-    8: (384, 768, 1536)}
+    1: (144, 288, 576),
+    2: (200, 400, 800),
+    3: (240, 480, 960),
+    4: (272, 544, 1088),
+    8: (384, 768, 1536),
+}
 
 
 def megvii_conv_init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
@@ -45,9 +50,17 @@ class ConvNorm(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     k = self.kernel_size
-    x = nn.Conv(self.features, (k, k), self.strides, padding=k // 2,
-                feature_group_count=self.groups, use_bias=False, kernel_init=self.kernel_init,
-                dtype=self.dtype, name='conv')(x)
+    x = nn.Conv(
+        self.features,
+        (k, k),
+        self.strides,
+        padding=k // 2,
+        feature_group_count=self.groups,
+        use_bias=False,
+        kernel_init=self.kernel_init,
+        dtype=self.dtype,
+        name='conv',
+    )(x)
     x = layers.batch_norm(train, self.dtype, bias_init=self.bn_bias_init, name='bn')(x)
     return nn.relu(x) if self.relu else x
 
@@ -74,13 +87,37 @@ class ShuffleUnitV1(nn.Module):
     mid = self.features // 4  # megvii: a quarter of the output, concatenated part included
     out = self.features - inputs if self.strides == 2 else self.features
     bn_bias = nn.initializers.constant(1e-4)  # megvii's BN bias init
-    y = ConvNorm(mid, 1, groups=self.first_groups, kernel_init=megvii_conv_init,
-                 bn_bias_init=bn_bias, dtype=self.dtype, name='compress_conv')(x, train)
+    y = ConvNorm(
+        mid,
+        1,
+        groups=self.first_groups,
+        kernel_init=megvii_conv_init,
+        bn_bias_init=bn_bias,
+        dtype=self.dtype,
+        name='compress_conv',
+    )(x, train)
     y = layers.channel_shuffle(y, self.groups)
-    y = ConvNorm(mid, 3, self.strides, groups=mid, relu=False, kernel_init=megvii_conv_init,
-                 bn_bias_init=bn_bias, dtype=self.dtype, name='dw_conv')(y, train)
-    y = ConvNorm(out, 1, groups=self.groups, relu=False, kernel_init=megvii_conv_init,
-                 bn_bias_init=bn_bias, dtype=self.dtype, name='expand_conv')(y, train)
+    y = ConvNorm(
+        mid,
+        3,
+        self.strides,
+        groups=mid,
+        relu=False,
+        kernel_init=megvii_conv_init,
+        bn_bias_init=bn_bias,
+        dtype=self.dtype,
+        name='dw_conv',
+    )(y, train)
+    y = ConvNorm(
+        out,
+        1,
+        groups=self.groups,
+        relu=False,
+        kernel_init=megvii_conv_init,
+        bn_bias_init=bn_bias,
+        dtype=self.dtype,
+        name='expand_conv',
+    )(y, train)
     if self.strides == 1:
       return nn.relu(y + x)
     shortcut = layers.pool(x, 'avg', 3, 2, padding=1)
@@ -108,8 +145,10 @@ class ShuffleNetV1(nn.Module):
 
   def _channels(self) -> list[int]:
     if self.groups not in V1_STAGE_CHANNELS:
-      raise ValueError(f'ShuffleNet v1 has no groups={self.groups}; choose one of '
-                       f'{", ".join(map(str, V1_STAGE_CHANNELS))} (Table 1 of the paper).')
+      raise ValueError(
+          f'ShuffleNet v1 has no groups={self.groups}; choose one of '
+          f'{", ".join(map(str, V1_STAGE_CHANNELS))} (Table 1 of the paper).'
+      )
     if len(self.stage_repeats) != 3:
       raise ValueError(f'stage_repeats={self.stage_repeats}: ShuffleNet v1 has 3 stages.')
     channels = [int(c * self.width_multiplier) for c in V1_STAGE_CHANNELS[self.groups]]
@@ -119,24 +158,41 @@ class ShuffleNetV1(nn.Module):
         raise ValueError(
             f'width_multiplier={self.width_multiplier} with groups={self.groups} and '
             f'stem_channels={self.stem_channels} gives {c} channels, which do not split into '
-            f'{self.groups} groups (bottleneck {c // 4}, concatenated branch {c - c_in}).')
+            f'{self.groups} groups (bottleneck {c // 4}, concatenated branch {c - c_in}).'
+        )
     return channels
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     channels = self._channels()
-    x = ConvNorm(self.stem_channels, 3, 2, kernel_init=nn.initializers.normal(0.01),
-                 bn_bias_init=nn.initializers.constant(1e-4), dtype=self.dtype,
-                 name='conv1')(x.astype(self.dtype), train)
+    x = ConvNorm(
+        self.stem_channels,
+        3,
+        2,
+        kernel_init=nn.initializers.normal(0.01),
+        bn_bias_init=nn.initializers.constant(1e-4),
+        dtype=self.dtype,
+        name='conv1',
+    )(x.astype(self.dtype), train)
     x = layers.pool(x, 'max', 3, 2, padding=1)
     for stage, (features, repeats) in enumerate(zip(channels, self.stage_repeats)):
       for i in range(repeats):
-        x = ShuffleUnitV1(features, 2 if i == 0 else 1, self.groups,
-                          1 if stage == 0 and i == 0 else self.groups, dtype=self.dtype,
-                          name=f'stage{stage + 2}_{i}')(x, train)
+        x = ShuffleUnitV1(
+            features,
+            2 if i == 0 else 1,
+            self.groups,
+            1 if stage == 0 and i == 0 else self.groups,
+            dtype=self.dtype,
+            name=f'stage{stage + 2}_{i}',
+        )(x, train)
     x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(self.num_classes, use_bias=self.fc_bias,
-                 kernel_init=nn.initializers.normal(0.01), dtype=self.dtype, name='fc')(x)
+    x = nn.Dense(
+        self.num_classes,
+        use_bias=self.fc_bias,
+        kernel_init=nn.initializers.normal(0.01),
+        dtype=self.dtype,
+        name='fc',
+    )(x)
     return x.astype(jnp.float32)
 
 
@@ -162,16 +218,25 @@ class ShuffleUnitV2(nn.Module):
     half = self.features // 2
     if self.strides == 1:
       if x.shape[-1] != 2 * half:
-        raise ValueError(f'A stride-1 ShuffleNet v2 unit needs {2 * half} input channels, '
-                         f'got {x.shape[-1]}.')
+        raise ValueError(
+            f'A stride-1 ShuffleNet v2 unit needs {2 * half} input channels, ' f'got {x.shape[-1]}.'
+        )
       left, x = jnp.split(x, 2, axis=-1)
     else:
-      left = ConvNorm(x.shape[-1], 3, self.strides, groups=x.shape[-1], relu=False,
-                      dtype=self.dtype, name='branch1_0')(x, train)
+      left = ConvNorm(
+          x.shape[-1],
+          3,
+          self.strides,
+          groups=x.shape[-1],
+          relu=False,
+          dtype=self.dtype,
+          name='branch1_0',
+      )(x, train)
       left = ConvNorm(half, 1, dtype=self.dtype, name='branch1_1')(left, train)
     right = ConvNorm(half, 1, dtype=self.dtype, name='branch2_0')(x, train)
-    right = ConvNorm(half, 3, self.strides, groups=half, relu=False, dtype=self.dtype,
-                     name='branch2_1')(right, train)
+    right = ConvNorm(
+        half, 3, self.strides, groups=half, relu=False, dtype=self.dtype, name='branch2_1'
+    )(right, train)
     right = ConvNorm(half, 1, dtype=self.dtype, name='branch2_2')(right, train)
     return layers.channel_shuffle(jnp.concatenate([left, right], axis=-1), 2)
 
@@ -195,20 +260,28 @@ class ShuffleNetV2(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     if len(self.stage_repeats) != len(self.stage_channels):
-      raise ValueError(f'stage_repeats={self.stage_repeats} and stage_channels='
-                       f'{self.stage_channels} must have one entry per stage.')
+      raise ValueError(
+          f'stage_repeats={self.stage_repeats} and stage_channels='
+          f'{self.stage_channels} must have one entry per stage.'
+      )
     x = ConvNorm(self.stem_channels, 3, 2, dtype=self.dtype, name='conv1')(
-        x.astype(self.dtype), train)
+        x.astype(self.dtype), train
+    )
     x = layers.pool(x, 'max', 3, 2, padding=1)
     for stage, (features, repeats) in enumerate(zip(self.stage_channels, self.stage_repeats)):
       for i in range(repeats):
-        x = ShuffleUnitV2(features, 2 if i == 0 else 1, dtype=self.dtype,
-                          name=f'stage{stage + 2}_{i}')(x, train)
+        x = ShuffleUnitV2(
+            features, 2 if i == 0 else 1, dtype=self.dtype, name=f'stage{stage + 2}_{i}'
+        )(x, train)
     x = ConvNorm(self.last_channels, 1, dtype=self.dtype, name='conv5')(x, train)
     x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(self.num_classes, kernel_init=layers.torch_default_kernel,
-                 bias_init=layers.torch_default_bias(x.shape[-1]), dtype=self.dtype,
-                 name='fc')(x)
+    x = nn.Dense(
+        self.num_classes,
+        kernel_init=layers.torch_default_kernel,
+        bias_init=layers.torch_default_bias(x.shape[-1]),
+        dtype=self.dtype,
+        name='fc',
+    )(x)
     return x.astype(jnp.float32)
 
 

@@ -5,7 +5,8 @@ whose outputs are concatenated. Every conv has a bias and there is no BatchNorm;
 is a 1×1 conv to the classes + ReLU, averaged over the whole map.
 """
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -18,8 +19,16 @@ from models.registry import register
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_in', 'uniform')
 
 # (squeeze, expand 1×1, expand 3×3) of fire2 … fire9, the same in both versions.
-FIRES = ((16, 64, 64), (16, 64, 64), (32, 128, 128), (32, 128, 128), (48, 192, 192),
-         (48, 192, 192), (64, 256, 256), (64, 256, 256))
+FIRES = (
+    (16, 64, 64),
+    (16, 64, 64),
+    (32, 128, 128),
+    (32, 128, 128),
+    (48, 192, 192),
+    (48, 192, 192),
+    (64, 256, 256),
+    (64, 256, 256),
+)
 # conv1 of each version: (features, kernel), stride 2, no padding.
 CONV1 = {'1_0': (96, 7), '1_1': (64, 3)}
 BYPASSES = ('none', 'simple', 'complex')
@@ -55,11 +64,21 @@ class Fire(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     conv = lambda features, kernel, name, padding=0: nn.Conv(
-        features, (kernel, kernel), padding=padding, kernel_init=conv_init, dtype=self.dtype,
-        name=name)
+        features,
+        (kernel, kernel),
+        padding=padding,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+        name=name,
+    )
     s = nn.relu(conv(self.squeeze, 1, 'squeeze')(x))
-    y = jnp.concatenate([nn.relu(conv(self.expand1x1, 1, 'expand1x1')(s)),
-                         nn.relu(conv(self.expand3x3, 3, 'expand3x3', padding=1)(s))], axis=-1)
+    y = jnp.concatenate(
+        [
+            nn.relu(conv(self.expand1x1, 1, 'expand1x1')(s)),
+            nn.relu(conv(self.expand3x3, 3, 'expand3x3', padding=1)(s)),
+        ],
+        axis=-1,
+    )
     if self.bypass == 'identity':
       return x + y
     if self.bypass == 'conv':
@@ -98,16 +117,27 @@ class SqueezeNet(nn.Module):
     if self.bypass not in BYPASSES:
       raise ValueError(f'Unknown bypass {self.bypass!r}; choose one of {", ".join(BYPASSES)}.')
     if sum(self.stage_sizes) > len(FIRES):
-      raise ValueError(f'SqueezeNet has at most {len(FIRES)} Fire modules; stage_sizes='
-                       f'{tuple(self.stage_sizes)} asks for {sum(self.stage_sizes)}.')
+      raise ValueError(
+          f'SqueezeNet has at most {len(FIRES)} Fire modules; stage_sizes='
+          f'{tuple(self.stage_sizes)} asks for {sum(self.stage_sizes)}.'
+      )
     features, kernel = CONV1[self.version]
     min_size = min_input_size(kernel, len(self.stage_sizes))
     if min(x.shape[1:3]) < min_size:
-      raise ValueError(f'SqueezeNet {self.version} with {len(self.stage_sizes)} max pools needs '
-                       f'inputs of at least {min_size}×{min_size} pixels, got '
-                       f'{x.shape[1]}×{x.shape[2]}.')
-    x = nn.Conv(features, (kernel, kernel), 2, padding=0, kernel_init=conv_init,
-                dtype=self.dtype, name='conv1')(x.astype(self.dtype))
+      raise ValueError(
+          f'SqueezeNet {self.version} with {len(self.stage_sizes)} max pools needs '
+          f'inputs of at least {min_size}×{min_size} pixels, got '
+          f'{x.shape[1]}×{x.shape[2]}.'
+      )
+    x = nn.Conv(
+        features,
+        (kernel, kernel),
+        2,
+        padding=0,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+        name='conv1',
+    )(x.astype(self.dtype))
     x = nn.relu(x)
     widths = iter(FIRES)
     number = 2
@@ -120,11 +150,17 @@ class SqueezeNet(nn.Module):
           bypass = 'identity'
         elif self.bypass == 'complex':
           bypass = 'conv'
-        x = Fire(squeeze, expand1x1, expand3x3, bypass=bypass, dtype=self.dtype,
-                 name=f'fire{number}')(x)
+        x = Fire(
+            squeeze, expand1x1, expand3x3, bypass=bypass, dtype=self.dtype, name=f'fire{number}'
+        )(x)
         number += 1
     x = nn.Dropout(self.dropout_rate, deterministic=not train, name='dropout')(x)
-    x = nn.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.normal(0.01),
-                dtype=self.dtype, name='conv10')(x)
+    x = nn.Conv(
+        self.num_classes,
+        (1, 1),
+        kernel_init=nn.initializers.normal(0.01),
+        dtype=self.dtype,
+        name='conv10',
+    )(x)
     x = jnp.mean(nn.relu(x), axis=(1, 2))
     return x.astype(jnp.float32)

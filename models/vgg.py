@@ -1,6 +1,7 @@
 """VGG (Simonyan & Zisserman 2015) in torchvision's layout: configurations A, B, D, E, ± BN."""
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -50,8 +51,14 @@ class VGG(nn.Module):
     x = x.astype(self.dtype)
     for stage, (n, width) in enumerate(zip(self.stage_sizes, self.widths), start=1):
       for i in range(1, n + 1):
-        x = nn.Conv(width, (3, 3), padding=1, kernel_init=conv_init, dtype=self.dtype,
-                    name=f'conv{stage}_{i}')(x)
+        x = nn.Conv(
+            width,
+            (3, 3),
+            padding=1,
+            kernel_init=conv_init,
+            dtype=self.dtype,
+            name=f'conv{stage}_{i}',
+        )(x)
         if self.batch_norm:
           x = layers.batch_norm(train, self.dtype, name=f'bn{stage}_{i}')(x)
         x = nn.relu(x)
@@ -60,8 +67,9 @@ class VGG(nn.Module):
       x = layers.adaptive_avg_pool(x, self.pool_size)
     x = x.reshape(x.shape[0], -1)
     for name in ('fc6', 'fc7'):
-      x = nn.relu(nn.Dense(self.hidden_width, kernel_init=dense_init, dtype=self.dtype,
-                           name=name)(x))
+      x = nn.relu(
+          nn.Dense(self.hidden_width, kernel_init=dense_init, dtype=self.dtype, name=name)(x)
+      )
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='head')(x)
     return x.astype(jnp.float32)

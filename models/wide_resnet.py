@@ -74,18 +74,22 @@ class WideResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     if (self.depth - 4) % 6 or self.depth < 10:
-      raise ValueError(f'Wide ResNet depth must be 6n + 4 (10, 16, 22, 28, 40, ...), '
-                       f'got {self.depth}.')
+      raise ValueError(
+          f'Wide ResNet depth must be 6n + 4 (10, 16, 22, 28, 40, ...), ' f'got {self.depth}.'
+      )
     n = (self.depth - 4) // 6
     x = x.astype(self.dtype)
     x = conv(16, 3, 1, self.dtype, 'conv1')(x)
     for stage, width in enumerate((16, 32, 64)):
       for index in range(n):
-        x = WideBasicBlock(width * self.widen_factor,
-                           strides=2 if stage > 0 and index == 0 else 1,
-                           dropout_rate=self.dropout_rate,
-                           dropout_before_bn=self.dropout_before_bn, dtype=self.dtype,
-                           name=f'layer{stage + 1}_{index}')(x, train)
+        x = WideBasicBlock(
+            width * self.widen_factor,
+            strides=2 if stage > 0 and index == 0 else 1,
+            dropout_rate=self.dropout_rate,
+            dropout_before_bn=self.dropout_before_bn,
+            dtype=self.dtype,
+            name=f'layer{stage + 1}_{index}',
+        )(x, train)
     x = nn.relu(layers.batch_norm(train, self.dtype, name='final_bn')(x))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='fc')(x)

@@ -52,8 +52,16 @@ class XceptionBlock(nn.Module):
       # pads 1 all round, which moves the windows on even maps (74×74 at 299 px).
       x = nn.max_pool(x, (3, 3), (self.strides, self.strides), 'SAME')
     if self.features != in_features or self.strides != 1:
-      inputs = nn.Conv(self.features, (1, 1), self.strides, padding=0, use_bias=False,
-                       kernel_init=_GLOROT, dtype=self.dtype, name='skip')(inputs)
+      inputs = nn.Conv(
+          self.features,
+          (1, 1),
+          self.strides,
+          padding=0,
+          use_bias=False,
+          kernel_init=_GLOROT,
+          dtype=self.dtype,
+          name='skip',
+      )(inputs)
       inputs = layers.batch_norm(train, self.dtype, self.bn_epsilon, name='skipbn')(inputs)
     return x + inputs
 
@@ -81,10 +89,18 @@ class Xception(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     bn = lambda name: layers.batch_norm(train, self.dtype, self.bn_epsilon, name=name)
     conv = lambda features, strides, name: nn.Conv(
-        features, (3, 3), strides, padding=0, use_bias=False, kernel_init=_GLOROT,
-        dtype=self.dtype, name=name)
-    block = lambda *args, **kw: XceptionBlock(*args, bn_epsilon=self.bn_epsilon,
-                                              dtype=self.dtype, **kw)
+        features,
+        (3, 3),
+        strides,
+        padding=0,
+        use_bias=False,
+        kernel_init=_GLOROT,
+        dtype=self.dtype,
+        name=name,
+    )
+    block = lambda *args, **kw: XceptionBlock(
+        *args, bn_epsilon=self.bn_epsilon, dtype=self.dtype, **kw
+    )
     layers.check_input_size(x, MIN_SIZE, 'Xception')
     x = x.astype(self.dtype)
     # Entry flow.

@@ -23,9 +23,11 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 def data_dir(tmp_path_factory) -> str:
   """A tfds data dir holding the prepared offline digits (prepared once per session)."""
   import tensorflow_datasets as tfds
-  from input_pipeline import offline_digits  # pylint: disable=unused-import  (registers it)
+
+  from input_pipeline import offline_digits  # defining the builder registers it with tfds
+
   path = str(tmp_path_factory.mktemp('tfds'))
-  tfds.builder('offline_digits', data_dir=path).download_and_prepare()
+  tfds.builder(offline_digits.OfflineDigits.name, data_dir=path).download_and_prepare()
   return path
 
 
@@ -38,6 +40,7 @@ def small_config(data_dir):
 def small_lenet5_config(data_dir: str):
   """`small_config` for fixtures of wider scope (same programs, so compiled ones are reused)."""
   from configs import lenet5_mnist
+
   config = lenet5_mnist.get_config()
   config.dataset.data_dir = data_dir
   config.total_steps = 12
@@ -52,6 +55,7 @@ def load_config(*args: str):
   """The config as main.py's flags give it: `--config=path[:arg]` and `--config.x=y` overrides."""
   from absl import flags
   from ml_collections import config_flags
+
   argv = ['main.py', *args]
   values = flags.FlagValues()  # override flags are declared from argv, as main.py's are
   config_flags.DEFINE_config_file('config', flag_values=values, lock_config=True, sys_argv=argv)
@@ -59,15 +63,32 @@ def load_config(*args: str):
   return values.config
 
 
-def run_main(*args: str, devices: int = 1, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+def run_main(
+    *args: str, devices: int = 1, timeout: float = 300, **popen
+) -> subprocess.CompletedProcess:
   """Runs `python main.py ARGS` on `devices` fake CPU devices and returns the finished process."""
-  env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
-         'JAX_PLATFORMS': 'cpu', 'TF_CPP_MIN_LOG_LEVEL': '2'}
-  return subprocess.run([sys.executable, os.path.join(REPO, 'main.py'), *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=timeout, **popen)
+  env = {
+      **os.environ,
+      'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
+      'JAX_PLATFORMS': 'cpu',
+      'TF_CPP_MIN_LOG_LEVEL': '2',
+  }
+  return subprocess.run(
+      [sys.executable, os.path.join(REPO, 'main.py'), *args],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+      **popen,
+  )
 
 
 def main_args(data_dir: str, workdir: str, *overrides: str) -> list[str]:
   """Arguments for a short LeNet-5 run on the offline digits."""
-  return [f'--config={os.path.join(REPO, "configs", "lenet5_mnist.py")}', f'--workdir={workdir}',
-          f'--config.dataset.data_dir={data_dir}', *overrides]
+  return [
+      f'--config={os.path.join(REPO, "configs", "lenet5_mnist.py")}',
+      f'--workdir={workdir}',
+      f'--config.dataset.data_dir={data_dir}',
+      *overrides,
+  ]

@@ -14,18 +14,26 @@ from train_lib.state import TrainState, num_params
 # Compute tests compile small graphs that run once: LLVM -O0 without its expensive passes, the
 # older fusion code generator and the rbg PRNG keep XLA's CPU compile time down (the new fusion
 # emitters alone cost a third of the inception_v3 train step's compile).
-fast_jit = functools.partial(jax.jit, compiler_options={
-    'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True,
-    'xla_cpu_use_fusion_emitters': False})
+fast_jit = functools.partial(
+    jax.jit,
+    compiler_options={
+        'xla_backend_optimization_level': 0,
+        'xla_llvm_disable_expensive_passes': True,
+        'xla_cpu_use_fusion_emitters': False,
+    },
+)
 FAST_KEY = jax.random.key(0, impl='rbg')
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def abstract(name: str, size: int, batch: int = 1, **kwargs):
   """Shapes of params and of every submodule's output ('intermediates'), without compute."""
   model = models.create_model(name, **{'num_classes': 1000, **kwargs})
-  return jax.eval_shape(functools.partial(model.init, capture_intermediates=True),
-                        jax.random.key(0), jnp.zeros((batch, size, size, 3)))
+  return jax.eval_shape(
+      functools.partial(model.init, capture_intermediates=True),
+      jax.random.key(0),
+      jnp.zeros((batch, size, size, 3)),
+  )
 
 
 def count(name: str, size: int, **kwargs) -> int:
@@ -36,8 +44,9 @@ def count(name: str, size: int, **kwargs) -> int:
 def shapes(name: str, size: int, batch: int = 1, **kwargs):
   """(variables' shapes, {top-level submodule: output shape})."""
   variables = abstract(name, size, batch, **kwargs)
-  outputs = {k: v['__call__'][0].shape for k, v in variables['intermediates'].items()
-             if k != '__call__'}
+  outputs = {
+      k: v['__call__'][0].shape for k, v in variables['intermediates'].items() if k != '__call__'
+  }
   return variables, outputs
 
 
@@ -61,9 +70,11 @@ def host_state(model, image_shape, tx: optax.GradientTransformation = optax.iden
   Kernels are He-normal over their fan-in, BN scales and running variances one, everything else
   zero: a sane start for testing the train step (each family tests its own init separately).
   """
-  shapes = jax.eval_shape(functools.partial(model.init, train=True),
-                          {'params': jax.random.key(0), 'dropout': jax.random.key(0)},
-                          jnp.zeros((1, *image_shape)))
+  shapes = jax.eval_shape(
+      functools.partial(model.init, train=True),
+      {'params': jax.random.key(0), 'dropout': jax.random.key(0)},
+      jnp.zeros((1, *image_shape)),
+  )
   rng = np.random.default_rng(0)
 
   def fill(path, leaf):
@@ -75,10 +86,16 @@ def host_state(model, image_shape, tx: optax.GradientTransformation = optax.iden
 
   variables = jax.tree_util.tree_map_with_path(fill, shapes)
   params = variables['params']
-  return TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-                    rng=jax.random.key_data(FAST_KEY), plateau=schedules.plateau_init(),
-                    apply_fn=model.apply, tx=tx)
+  return TrainState(
+      step=jnp.zeros([], jnp.int32),
+      params=params,
+      batch_stats=variables.get('batch_stats', {}),
+      opt_state=tx.init(params),
+      rng=jax.random.key_data(FAST_KEY),
+      plateau=schedules.plateau_init(),
+      apply_fn=model.apply,
+      tx=tx,
+  )
 
 
 def train_and_eval_step(name: str, size: int, num_classes: int = 5, batch: int = 2, **fields):
@@ -97,8 +114,9 @@ def train_and_eval_step(name: str, size: int, num_classes: int = 5, batch: int =
 
   @fast_jit
   def train_then_eval(state, rng):
-    new_state, train_metrics = steps.train_step(state, data, rng, loss_fn=loss_fn,
-                                                learning_rate_fn=lambda _: 0.01)
+    new_state, train_metrics = steps.train_step(
+        state, data, rng, loss_fn=loss_fn, learning_rate_fn=lambda _: 0.01
+    )
     return new_state, train_metrics, steps.eval_step(new_state, data, loss_fn=loss_fn)
 
   new_state, train_metrics, eval_metrics = jax.device_get(train_then_eval(state, FAST_KEY))
@@ -112,5 +130,6 @@ def train_and_eval_step(name: str, size: int, num_classes: int = 5, batch: int =
 
 
 def _differs(before, after) -> bool:
-  return any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before),
-                                                      jax.tree.leaves(after)))
+  return any(
+      not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after))
+  )

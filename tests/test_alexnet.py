@@ -32,9 +32,12 @@ def _abstract(name, size, **kwargs):
   variables = jax.eval_shape(model.init, jax.random.key(0), x)
   _, state = jax.eval_shape(
       lambda v, x: model.apply(v, x, capture_intermediates=True, mutable=['intermediates']),
-      variables, x)
-  outputs = {k: v['__call__'][0].shape for k, v in state['intermediates'].items()
-             if k != '__call__'}
+      variables,
+      x,
+  )
+  outputs = {
+      k: v['__call__'][0].shape for k, v in state['intermediates'].items() if k != '__call__'
+  }
   return variables['params'], outputs
 
 
@@ -45,7 +48,12 @@ def test_paper_alexnet_has_caffes_parameter_count_maps_and_neurons():
   # The neuron counts of conv1..conv5 in the paper's §3.5, whose first figure is misprinted
   # there as 253,440 (55 × 55 × 96 = 290,400).
   assert [int(np.prod(outputs[f'conv{i}'])) for i in range(1, 6)] == [
-      290_400, 186_624, 64_896, 64_896, 43_264]
+      290_400,
+      186_624,
+      64_896,
+      64_896,
+      43_264,
+  ]
   assert params['fc6']['kernel'].shape == (6 * 6 * 256, 4096)  # pool5 is 6×6
   # Two towers: conv2, conv4, conv5 see half of the previous layer's maps; conv3 sees all.
   assert params['conv2']['kernel'].shape == (5, 5, 48, 256)
@@ -58,7 +66,12 @@ def test_torchvision_alexnet_parameter_count_and_maps():
   params, outputs = _abstract('alexnet', 224)
   assert num_params(params) == 61_100_840  # torchvision (REFERENCE.md)
   assert [outputs[f'conv{i}'][1:] for i in range(1, 6)] == [
-      (55, 55, 64), (27, 27, 192), (13, 13, 384), (13, 13, 256), (13, 13, 256)]
+      (55, 55, 64),
+      (27, 27, 192),
+      (13, 13, 384),
+      (13, 13, 256),
+      (13, 13, 256),
+  ]
   assert params['conv2']['kernel'].shape == (5, 5, 64, 192)  # one tower
   assert params['fc6']['kernel'].shape == (6 * 6 * 256, 4096)
   # Adaptive pooling keeps fc6 at 9,216 inputs for any input size.
@@ -75,8 +88,16 @@ def test_smallest_input_works_and_smaller_ones_are_refused(name, smallest):
 def test_paper_initialisation():
   params = _small('alexnet_paper')[1]['params']
   biases = {name: set(np.unique(p['bias']).tolist()) for name, p in params.items()}
-  assert biases == {'conv1': {0.0}, 'conv2': {1.0}, 'conv3': {0.0}, 'conv4': {1.0},
-                    'conv5': {1.0}, 'fc6': {1.0}, 'fc7': {1.0}, 'fc8': {0.0}}
+  assert biases == {
+      'conv1': {0.0},
+      'conv2': {1.0},
+      'conv3': {0.0},
+      'conv4': {1.0},
+      'conv5': {1.0},
+      'fc6': {1.0},
+      'fc7': {1.0},
+      'fc8': {0.0},
+  }
   assert float(jnp.std(params['conv1']['kernel'])) == pytest.approx(0.01, rel=0.1)
 
 
@@ -96,7 +117,8 @@ def test_small_inputs_compute_and_dropout_acts_in_training_only(name):
   # the paper's LRN breaks that (at activations large enough for its α term to count),
   # torchvision's LRN-free net keeps it.
   no_bias = jax.tree_util.tree_map_with_path(
-      lambda path, p: jnp.zeros_like(p) if path[-1].key == 'bias' else p, variables)
+      lambda path, p: jnp.zeros_like(p) if path[-1].key == 'bias' else p, variables
+  )
   big = 1000 * x
   ratio = np.asarray(apply(no_bias, 2 * big) / apply(no_bias, big))
   assert np.allclose(ratio, 2.0, rtol=1e-3) == (name == 'alexnet')
@@ -105,10 +127,21 @@ def test_small_inputs_compute_and_dropout_acts_in_training_only(name):
 def test_config_variants_use_their_input_size_and_the_papers_recipe():
   paper, tv = alexnet_imagenet.get_config(), alexnet_imagenet.get_config('alexnet')
   assert (paper.model.name, tv.model.name) == ('alexnet_paper', 'alexnet')
-  assert 'random_crop(227)' in paper.dataset.train_preprocess and 'ten_crop(227)' in paper.dataset.eval_preprocess
+  assert (
+      'random_crop(227)' in paper.dataset.train_preprocess
+      and 'ten_crop(227)' in paper.dataset.eval_preprocess
+  )
   assert "pca_lighting(0.1, 'imagenet')" in paper.dataset.train_preprocess
   assert 'center_crop(224)' in tv.dataset.eval_preprocess
-  assert (paper.optimizer.lr, paper.optimizer.momentum, paper.optimizer.weight_decay,
-          paper.batch_size, paper.num_epochs) == (0.01, 0.9, 5e-4, 128, 90)
-  assert (paper.schedule.name, paper.schedule.decay_factor,
-          paper.schedule.max_reductions) == ('plateau', 0.1, 3)
+  assert (
+      paper.optimizer.lr,
+      paper.optimizer.momentum,
+      paper.optimizer.weight_decay,
+      paper.batch_size,
+      paper.num_epochs,
+  ) == (0.01, 0.9, 5e-4, 128, 90)
+  assert (paper.schedule.name, paper.schedule.decay_factor, paper.schedule.max_reductions) == (
+      'plateau',
+      0.1,
+      3,
+  )

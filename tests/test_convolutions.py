@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model_testing import FAST_KEY, fast_jit
 
 from models import convolutions as conv
 from models import layers
-from model_testing import FAST_KEY, fast_jit
 
 RNG = np.random.default_rng(0)
 TOL = {'rtol': 1e-5, 'atol': 1e-5}
@@ -52,7 +52,7 @@ def naive_conv(x, k, stride=1, pad=0, dil=1, groups=1, r=None):
               dk[h, w, :, co] += xp[:, row, col, cin].T @ r[:, i, j, co]
   if r is None:
     return out
-  return out, dxp[:, pad:height - pad, pad:width - pad], dk
+  return out, dxp[:, pad : height - pad, pad : width - pad], dk
 
 
 def naive_conv_transpose(x, k, stride=1, pad=0, out_pad=0, dil=1, r=None):
@@ -94,6 +94,7 @@ def _grads(fn, *args, r=None):
 
 # --- 1. grouped convolution (Caffe's `group`) ------------------------------------------------
 
+
 @pytest.mark.parametrize('groups, stride, pad, dil', [(1, 1, 1, 1), (2, 2, 1, 1), (4, 1, 2, 2)])
 def test_grouped_conv_matches_a_loop_over_groups(groups, stride, pad, dil):
   x = _randn(2, 6, 6, 8)
@@ -129,6 +130,7 @@ def test_notes_group_example_32_in_48_out_group_2():
 
 # --- 2. depthwise, pointwise, depthwise-separable --------------------------------------------
 
+
 @pytest.mark.parametrize('multiplier, stride', [(1, 1), (2, 2)])
 def test_depthwise_conv_filters_each_channel_alone(multiplier, stride):
   x = _randn(2, 5, 5, 3)
@@ -141,8 +143,11 @@ def test_depthwise_conv_filters_each_channel_alone(multiplier, stride):
   # Output channel c·m + j is input channel c correlated with filter c·m + j, nothing else.
   xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   c, j = 2, multiplier - 1
-  direct = sum(xp[:, h:h + 5:stride, w:w + 5:stride, c] * k[h, w, 0, c * multiplier + j]
-               for h in range(3) for w in range(3))
+  direct = sum(
+      xp[:, h : h + 5 : stride, w : w + 5 : stride, c] * k[h, w, 0, c * multiplier + j]
+      for h in range(3)
+      for w in range(3)
+  )
   _close(want[..., c * multiplier + j], direct)
   _close(out, want)
   _close(dx, want_dx)
@@ -156,8 +161,13 @@ def test_pointwise_conv_is_a_per_pixel_matrix_product(groups):
   layer = conv.pointwise_conv(6, groups=groups, use_bias=False)
   out, (dx, dk), r = _grads(lambda a, b: layer.apply({'params': {'kernel': b}}, a), x, k)
   cin, cout = 4 // groups, 6 // groups
-  want = np.concatenate([x[..., g * cin:(g + 1) * cin] @ k[0, 0, :, g * cout:(g + 1) * cout]
-                         for g in range(groups)], -1)
+  want = np.concatenate(
+      [
+          x[..., g * cin : (g + 1) * cin] @ k[0, 0, :, g * cout : (g + 1) * cout]
+          for g in range(groups)
+      ],
+      -1,
+  )
   _close(out, want)
   _, want_dx, want_dk = naive_conv(x, k, groups=groups, r=r)
   _close(dx, want_dx)
@@ -177,12 +187,15 @@ def test_separable_conv_is_depthwise_then_pointwise_with_fewer_weights():
   assert full['params']['kernel'].size == k * k * c * cout == 18432
   small = conv.SeparableConv(5, k)
   got, p = fast_jit(small.init_with_output)(FAST_KEY, x[..., :3])
-  want = naive_conv(naive_conv(x[..., :3], p['params']['depthwise']['kernel'], pad=1,
-                               groups=3), p['params']['pointwise']['kernel'])
+  want = naive_conv(
+      naive_conv(x[..., :3], p['params']['depthwise']['kernel'], pad=1, groups=3),
+      p['params']['pointwise']['kernel'],
+  )
   _close(got, want)
 
 
 # --- 3. channel shuffle ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize('channels, groups', [(6, 2), (12, 3), (8, 4)])
 def test_channel_shuffle_index_formula_and_inverse(channels, groups):
@@ -204,6 +217,7 @@ def test_channel_shuffle_index_formula_and_inverse(channels, groups):
 
 # --- 4. dilated convolution ------------------------------------------------------------------
 
+
 def test_dilated_3x3_equals_5x5_with_zeros_between_taps():
   x, k = _randn(2, 9, 9, 2), _randn(3, 3, 2, 3)
   dense = np.asarray(fast_jit(conv.dilate_kernel, static_argnums=1)(k, 2))
@@ -216,8 +230,7 @@ def test_dilated_3x3_equals_5x5_with_zeros_between_taps():
   dilated = lambda a, b: conv.conv2d(a, b, 1, 1, dilation=2)  # noqa: E731
   out, (dx, dk), r = _grads(dilated, x, k)
   assert out.shape == (2, 7, 7, 3) and conv.out_size(9, 3, 1, 1, 2) == 7  # 9 + 2 − 5 + 1
-  dense_out, (dense_dx, dense_dk5), _ = _grads(lambda a, b: conv.conv2d(a, b, 1, 1), x, dense,
-                                               r=r)
+  dense_out, (dense_dx, dense_dk5), _ = _grads(lambda a, b: conv.conv2d(a, b, 1, 1), x, dense, r=r)
   _close(out, dense_out)
   _close(dx, dense_dx)
   _close(dk, np.asarray(dense_dk5)[::2, ::2])  # the gradient of each tap is the 5×5's at that tap
@@ -238,6 +251,7 @@ def test_dilated_3x3_covers_a_5x5_field_with_9_weights():
 
 # --- 5. transposed convolution ---------------------------------------------------------------
 
+
 def test_transposed_conv_takes_the_notes_2x2_back_to_5x5():
   # The notes: 5×5 input, 3×3 kernel, stride 2, no padding → 2×2; the transposed conv → 5×5.
   k = _randn(3, 3, 1, 1)
@@ -246,8 +260,9 @@ def test_transposed_conv_takes_the_notes_2x2_back_to_5x5():
   y = _randn(1, 2, 2, 1)
   # flax's ConvTranspose with transpose_kernel=True and VALID padding is PyTorch's padding=0.
   layer = nn.ConvTranspose(1, (3, 3), (2, 2), 'VALID', use_bias=False, transpose_kernel=True)
-  got, flax_got = fast_jit(lambda a, b: (conv.conv_transpose(a, b, 2),
-                                         layer.apply({'params': {'kernel': b}}, a)))(y, k)
+  got, flax_got = fast_jit(
+      lambda a, b: (conv.conv_transpose(a, b, 2), layer.apply({'params': {'kernel': b}}, a))
+  )(y, k)
   assert got.shape == (1, 5, 5, 1)
   _close(got, naive_conv_transpose(y, k, 2))
   _close(flax_got, naive_conv_transpose(y, k, 2))
@@ -258,8 +273,10 @@ def test_transposed_conv_takes_the_notes_2x2_back_to_5x5():
   assert up.shape == (1, 4, 4, 4)  # (2 − 1)·2 − 2 + 2 + 1 + 1
 
 
-@pytest.mark.parametrize('size, stride, pad, out_pad, dil', [
-    (2, 2, 0, 0, 1), (3, 2, 1, 1, 1), (3, 3, 1, 2, 1), (3, 1, 2, 0, 2), (2, 2, 1, 1, 2)])
+@pytest.mark.parametrize(
+    'size, stride, pad, out_pad, dil',
+    [(2, 2, 0, 0, 1), (3, 2, 1, 1, 1), (3, 3, 1, 2, 1), (3, 1, 2, 0, 2), (2, 2, 1, 1, 2)],
+)
 def test_transposed_conv_is_a_scatter_add_with_pytorch_sizes(size, stride, pad, out_pad, dil):
   x, k = _randn(2, size, size, 3), _randn(3, 3, 2, 3)
   out, (dx, dk), r = _grads(lambda a, b: conv.conv_transpose(a, b, stride, pad, out_pad, dil), x, k)
@@ -295,6 +312,7 @@ def test_transposed_conv_is_the_transpose_of_the_strided_conv(size, stride, pad,
 
 # --- 6. gated convolution --------------------------------------------------------------------
 
+
 def test_gated_conv_is_conv_times_sigmoid_of_a_separate_conv():
   layer = conv.GatedConv(4, 3, padding=1)
   x = _randn(2, 5, 5, 3)
@@ -305,7 +323,8 @@ def test_gated_conv_is_conv_times_sigmoid_of_a_separate_conv():
   a_k, b_k = _randn(3, 3, 3, 4), _randn(3, 3, 3, 4)
   a_b, b_b = _randn(4), _randn(4)
   apply = lambda v, ak, bk: layer.apply(  # noqa: E731
-      {'params': {'conv': {'kernel': ak, 'bias': a_b}, 'gate': {'kernel': bk, 'bias': b_b}}}, v)
+      {'params': {'conv': {'kernel': ak, 'bias': a_b}, 'gate': {'kernel': bk, 'bias': b_b}}}, v
+  )
   out, (dx, dak, dbk), r = _grads(apply, x, a_k, b_k)
   a = naive_conv(x, a_k, pad=1) + a_b
   b = naive_conv(x, b_k, pad=1) + b_b
@@ -322,6 +341,7 @@ def test_gated_conv_is_conv_times_sigmoid_of_a_separate_conv():
 
 # --- 8. convolution as im2col + matrix multiply ----------------------------------------------
 
+
 def test_im2col_reproduces_the_notes_worked_example():
   # The notes: a 3×3×3 input, two 2×2×3 kernels → a 2×2×2 output; the im2col matrix is 4×12.
   x, k = _randn(1, 3, 3, 3), _randn(2, 2, 3, 2)
@@ -334,14 +354,22 @@ def test_im2col_reproduces_the_notes_worked_example():
   _close(out, naive_conv(x, k))
 
 
-@pytest.mark.parametrize('stride, pad, dil, groups', [
-    (1, 0, 1, 1), (2, 1, 1, 1), (1, 2, 2, 1), (2, 1, 1, 2), (3, ((1, 0), (2, 1)), 2, 4)])
+@pytest.mark.parametrize(
+    'stride, pad, dil, groups',
+    [(1, 0, 1, 1), (2, 1, 1, 1), (1, 2, 2, 1), (2, 1, 1, 2), (3, ((1, 0), (2, 1)), 2, 4)],
+)
 def test_im2col_conv_matches_xla_conv_in_value_and_gradient(stride, pad, dil, groups):
   x, k = _randn(2, 8, 7, 4), _randn(3, 2, 4 // groups, 8)
   pads = [(pad, pad)] * 2 if isinstance(pad, int) else pad
   xla = lambda a, b: jax.lax.conv_general_dilated(  # noqa: E731
-      a, b, (stride, stride), pads, rhs_dilation=(dil, dil),
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups)
+      a,
+      b,
+      (stride, stride),
+      pads,
+      rhs_dilation=(dil, dil),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=groups,
+  )
   out, (dx, dk), r = _grads(lambda a, b: conv.im2col_conv(a, b, stride, pad, dil, groups), x, k)
   want, (want_dx, want_dk), _ = _grads(xla, x, k, r=r)
   _close(out, want)
@@ -361,10 +389,7 @@ def _pool_grad(fn, x, delta):
 
 
 def test_max_pool_backprop_routes_each_error_to_the_argmax_only():
-  x = np.array([[1, 3, 0, 2],
-                [5, 2, 9, 1],
-                [0, 7, 3, 4],
-                [6, 1, 2, 8]], np.float32)
+  x = np.array([[1, 3, 0, 2], [5, 2, 9, 1], [0, 7, 3, 4], [6, 1, 2, 8]], np.float32)
   want = np.zeros((4, 4), np.float32)
   want[1, 0], want[1, 2], want[2, 1], want[3, 3] = 2, 8, 4, 6  # arg-maxes 5, 9, 7, 8
   for fn in (lambda v: layers.pool(v, 'max', 2, 2), lambda v: nn.max_pool(v, (2, 2), (2, 2))):

@@ -9,7 +9,6 @@ from configs import default
 from input_pipeline import dataset_stats, offline_digits, pipeline, stats
 
 
-
 @pytest.fixture(scope='module')
 def written(data_dir, tmp_path_factory):
   """The digits' statistics, written by the mode into a fresh workdir."""
@@ -38,8 +37,9 @@ def _normalised_training_split(config, op):
   """Every training digit once (8 batches of 500), through `op`."""
   config.update(train_preprocess=op)
   p = pipeline.InputPipeline(config, global_batch_size=500, eval_batch_size=500, seed=0)
-  return np.concatenate([next(batches)['image'] for batches in [p.train_batches(0)] for _ in
-                         range(p.steps_per_epoch)])
+  return np.concatenate(
+      [next(batches)['image'] for batches in [p.train_batches(0)] for _ in range(p.steps_per_epoch)]
+  )
 
 
 def test_normalising_gives_zero_mean_and_unit_std_on_the_training_split(written):
@@ -64,10 +64,15 @@ def test_a_workdir_with_other_statistics_is_refused_and_kept(written):
 
 def test_main_writes_the_statistics_and_prints_their_path(data_dir, tmp_path):
   from conftest import REPO, run_main  # pylint: disable=import-outside-toplevel
+
   workdir = tmp_path / 'stats'
-  done = run_main(f'--config={REPO}/configs/lenet5_mnist.py', f'--workdir={workdir}',
-                  '--mode=dataset_stats', f'--config.dataset.data_dir={data_dir}',
-                  "--config.dataset.eval_preprocess=center_crop(24)|normalize('mnist')")
+  done = run_main(
+      f'--config={REPO}/configs/lenet5_mnist.py',
+      f'--workdir={workdir}',
+      '--mode=dataset_stats',
+      f'--config.dataset.data_dir={data_dir}',
+      "--config.dataset.eval_preprocess=center_crop(24)|normalize('mnist')",
+  )
   assert done.returncode == 0, done.stderr[-2000:]
   assert done.stdout.strip() == str(workdir / 'dataset_stats.npz')
   assert stats.load(str(workdir)).pixel_mean.shape == (24, 24, 1)

@@ -30,12 +30,16 @@ TINY = dict(block_config=(2, 2), growth_rate=4, num_init_features=8, stem='cifar
 def _captures(module, *, image_size, capture=(densenet.DenseBlock, densenet.Transition), **kw):
   """Abstract variables and captured outputs (shapes only, no compute) of one init."""
   x = jnp.zeros((1, image_size, image_size, 3))
-  return jax.eval_shape(functools.partial(
-      module.init, mutable=True, capture_intermediates=lambda m, _: isinstance(m, capture), **kw),
-      _key(0), x)
+  return jax.eval_shape(
+      functools.partial(
+          module.init, mutable=True, capture_intermediates=lambda m, _: isinstance(m, capture), **kw
+      ),
+      _key(0),
+      x,
+  )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _abstract(name, num_classes, image_size):
   return _captures(models.create_model(name, num_classes=num_classes), image_size=image_size)
 
@@ -46,8 +50,9 @@ def _outputs(variables):
   return {k: v['__call__'][0].shape for k, v in inter.items() if k != '__call__'}
 
 
-def _formula(block_config, k, init, num_classes, bn_size=4, bottleneck=True, compression=0.5,
-             stem='imagenet'):
+def _formula(
+    block_config, k, init, num_classes, bn_size=4, bottleneck=True, compression=0.5, stem='imagenet'
+):
   """Trainable parameters from the paper's description (BN: scale + offset; convs: no bias)."""
   c = init
   total = 49 * 3 * c + 2 * c if stem == 'imagenet' else 9 * 3 * c  # 7×7 conv + BN, or 3×3 conv
@@ -91,8 +96,11 @@ CIFAR = {
     'densenet_bc_100_k12': (769_162, 0.8, dict(block_config=(16,) * 3, k=12, init=24)),
     'densenet_bc_250_k24': (15_324_406, 15.3, dict(block_config=(41,) * 3, k=24, init=48)),
     'densenet_bc_190_k40': (25_624_430, 25.6, dict(block_config=(31,) * 3, k=40, init=80)),
-    'densenet40_k12': (1_019_722, 1.0, dict(block_config=(12,) * 3, k=12, init=16,
-                                            bottleneck=False, compression=1.0)),
+    'densenet40_k12': (
+        1_019_722,
+        1.0,
+        dict(block_config=(12,) * 3, k=12, init=16, bottleneck=False, compression=1.0),
+    ),
 }
 
 
@@ -121,10 +129,14 @@ def test_cifar_depth_gives_layers_per_block():
 def test_densenet121_block_and_transition_shapes():
   variables = _abstract('densenet121', 1000, 224)
   assert _outputs(variables) == {
-      'denseblock1': (1, 56, 56, 256), 'transition1': (1, 28, 28, 128),
-      'denseblock2': (1, 28, 28, 512), 'transition2': (1, 14, 14, 256),
-      'denseblock3': (1, 14, 14, 1024), 'transition3': (1, 7, 7, 512),
-      'denseblock4': (1, 7, 7, 1024)}
+      'denseblock1': (1, 56, 56, 256),
+      'transition1': (1, 28, 28, 128),
+      'denseblock2': (1, 28, 28, 512),
+      'transition2': (1, 14, 14, 256),
+      'denseblock3': (1, 14, 14, 1024),
+      'transition3': (1, 7, 7, 512),
+      'denseblock4': (1, 7, 7, 1024),
+  }
   params = variables['params']
   assert params['conv0']['kernel'].shape == (7, 7, 3, 64)
   layer = params['denseblock3']['denselayer24']  # input 256 + 23 · 32 channels
@@ -145,16 +157,22 @@ def test_densenet161_uses_k48_and_96_stem_maps():
 def test_cifar_structures():
   bc = _abstract('densenet_bc_100_k12', 10, 32)
   assert _outputs(bc) == {
-      'denseblock1': (1, 32, 32, 216), 'transition1': (1, 16, 16, 108),
-      'denseblock2': (1, 16, 16, 300), 'transition2': (1, 8, 8, 150),
-      'denseblock3': (1, 8, 8, 342)}
+      'denseblock1': (1, 32, 32, 216),
+      'transition1': (1, 16, 16, 108),
+      'denseblock2': (1, 16, 16, 300),
+      'transition2': (1, 8, 8, 150),
+      'denseblock3': (1, 8, 8, 342),
+  }
   assert bc['params']['conv0']['kernel'].shape == (3, 3, 3, 24)
   assert 'norm0' not in bc['params']  # the CIFAR stem is a bare conv
   plain = _abstract('densenet40_k12', 10, 32)
   assert _outputs(plain) == {
-      'denseblock1': (1, 32, 32, 160), 'transition1': (1, 16, 16, 160),
-      'denseblock2': (1, 16, 16, 304), 'transition2': (1, 8, 8, 304),
-      'denseblock3': (1, 8, 8, 448)}
+      'denseblock1': (1, 32, 32, 160),
+      'transition1': (1, 16, 16, 160),
+      'denseblock2': (1, 16, 16, 304),
+      'transition2': (1, 8, 8, 304),
+      'denseblock3': (1, 8, 8, 448),
+  }
   layer = plain['params']['denseblock2']['denselayer1']
   assert set(layer) == {'norm2', 'conv2'}  # no bottleneck
   assert layer['conv2']['kernel'].shape == (3, 3, 160, 12)
@@ -164,8 +182,11 @@ def test_transition_floors_compressed_channels_and_spatial_size():
   model = densenet.DenseNet(num_classes=3, **{**TINY, 'num_init_features': 7})
   variables = _captures(model, image_size=7)
   # 7 + 2 · 4 = 15 channels → ⌊0.5 · 15⌋ = 7; 7×7 → 3×3 (PyTorch's floor).
-  assert _outputs(variables) == {'denseblock1': (1, 7, 7, 15), 'transition1': (1, 3, 3, 7),
-                                 'denseblock2': (1, 3, 3, 15)}
+  assert _outputs(variables) == {
+      'denseblock1': (1, 7, 7, 15),
+      'transition1': (1, 3, 3, 7),
+      'denseblock2': (1, 3, 3, 15),
+  }
 
 
 def test_dropout_follows_every_conv_but_the_stem():
@@ -184,8 +205,9 @@ def _bn(y, train):
 
 
 def _conv(y, w):
-  return jax.lax.conv_general_dilated(y, w, (1, 1), 'SAME',
-                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  return jax.lax.conv_general_dilated(
+      y, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+  )
 
 
 def test_dense_layer_and_transition_compute_what_the_paper_says():
@@ -197,8 +219,11 @@ def test_dense_layer_and_transition_compute_what_the_paper_says():
   @jax.jit
   def run(inputs, x):
     lv, tv = layer.init(_key(0), inputs), transition.init(_key(2), x)
-    outs = (layer.apply(lv, inputs), layer.apply(lv, inputs, train=True, mutable=True)[0],
-            transition.apply(tv, x))
+    outs = (
+        layer.apply(lv, inputs),
+        layer.apply(lv, inputs, train=True, mutable=True)[0],
+        transition.apply(tv, x),
+    )
     return lv['params'], tv['params'], outs
 
   lp, tp, (eval_new, train_new, trans_out) = run(inputs, x)
@@ -212,8 +237,9 @@ def test_dense_layer_and_transition_compute_what_the_paper_says():
   assert not np.allclose(eval_new, train_new, atol=1e-2)  # BN: batch vs running statistics
   # Transition: BN-ReLU-1×1 conv, then 2×2 average pooling with stride 2.
   y = _conv(jax.nn.relu(_bn(x, False)), tp['conv']['kernel'])
-  np.testing.assert_allclose(trans_out, y.reshape(2, 3, 2, 3, 2, 4).mean(axis=(2, 4)),
-                             rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+      trans_out, y.reshape(2, 3, 2, 3, 2, 4).mean(axis=(2, 4)), rtol=1e-4, atol=1e-4
+  )
 
 
 @pytest.fixture(scope='module')
@@ -222,12 +248,15 @@ def tiny():
   model = densenet.DenseNet(num_classes=10, drop_rate=0.5, **{**TINY, 'block_config': (2,)})
   x = 2.0 + _normal(4, 8, 8, 3)
   variables = jax.jit(model.init)(_key(0), x)
-  capture = lambda m, _: m.name == 'conv0' or isinstance(m, (densenet.DenseLayer,
-                                                              densenet.DenseBlock))
-  evaluate = jax.jit(lambda v: model.apply(v, x, mutable=('intermediates',),
-                                           capture_intermediates=capture))
-  train = jax.jit(lambda v, rng: model.apply(v, x, train=True, rngs={'dropout': rng},
-                                             mutable=('batch_stats',)))
+  capture = lambda m, _: m.name == 'conv0' or isinstance(
+      m, (densenet.DenseLayer, densenet.DenseBlock)
+  )
+  evaluate = jax.jit(
+      lambda v: model.apply(v, x, mutable=('intermediates',), capture_intermediates=capture)
+  )
+  train = jax.jit(
+      lambda v, rng: model.apply(v, x, train=True, rngs={'dropout': rng}, mutable=('batch_stats',))
+  )
   return model, x, variables, evaluate, train
 
 
@@ -251,8 +280,9 @@ def test_batch_norm_and_dropout_act_in_training_only(tiny):
   eval_out = evaluate(variables)[0]
   np.testing.assert_array_equal(eval_out, evaluate(variables)[0])  # eval is deterministic
   assert eval_out.shape == (4, 10) and eval_out.dtype == jnp.float32
-  moved = jax.tree.map(lambda u, v: float(jnp.abs(u - v).max()), updates['batch_stats'],
-                       variables['batch_stats'])
+  moved = jax.tree.map(
+      lambda u, v: float(jnp.abs(u - v).max()), updates['batch_stats'], variables['batch_stats']
+  )
   assert min(jax.tree.leaves(moved)) > 0  # every BN's running averages were updated
 
 

@@ -19,7 +19,7 @@ import models
 TREES_FILE = os.path.join(os.path.dirname(__file__), 'param_trees.json')
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def native_variables(name: str):
   """Abstract variables and eval-mode logits of `name` on one native input image."""
   native = models.native_input(name)
@@ -32,8 +32,10 @@ def native_variables(name: str):
 
 def tree_digest(variables) -> str:
   """sha256 of the sorted (path, shape) pairs of every variable, first 16 hex digits."""
-  leaves = sorted((jax.tree_util.keystr(path), list(leaf.shape))
-                  for path, leaf in jax.tree_util.tree_leaves_with_path(variables))
+  leaves = sorted(
+      (jax.tree_util.keystr(path), list(leaf.shape))
+      for path, leaf in jax.tree_util.tree_leaves_with_path(variables)
+  )
   return hashlib.sha256(json.dumps(leaves).encode()).hexdigest()[:16]
 
 

@@ -7,11 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from model_testing import host_state
 
 import models
 from models import googlenet
-from train_lib import losses, state as state_lib, steps
-from model_testing import host_state
+from train_lib import losses, steps
+from train_lib import state as state_lib
 
 LOSS = losses.get_loss('softmax_xent')
 BLOCKS = ('3a', '3b', '4a', '4b', '4c', '4d', '4e', '5a', '5b')
@@ -22,8 +23,9 @@ def _shapes(name, aux_logits=True, size=224):
   """eval_shape of init in training mode (so aux heads get parameters): no compute."""
   model = models.create_model(name, num_classes=1000, aux_logits=aux_logits)
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(0)}
-  return jax.eval_shape(functools.partial(model.init, train=True), rngs,
-                        jnp.zeros((1, size, size, 3)))
+  return jax.eval_shape(
+      functools.partial(model.init, train=True), rngs, jnp.zeros((1, size, size, 3))
+  )
 
 
 def _count(name, aux_logits=True):
@@ -57,26 +59,65 @@ def test_torchvision_five_by_five_branch_is_three_by_three():
 # of the same table for every row except conv1 (2.7K / 34M: no 7×7×3→64 conv has that) and 5a
 # (51.1 M from the widths); its params column is looser still (4a 367 K from the widths vs 364 K,
 # 4c 498 vs 463, 4d 591 vs 580, 4e 847 vs 840, 5a 1018 vs 1072, 5b 1409 vs 1388).
-TABLE1 = {'conv2': (112, 360), '3a': (159, 128), '3b': (380, 304), '4a': (364, 73),
-          '4b': (437, 88), '4c': (463, 100), '4d': (580, 119), '4e': (840, 170),
-          '5a': (1072, 54), '5b': (1388, 71), 'fc': (1000, 1)}
-OUTPUT_SIDE = {'conv2': 56, '3a': 28, '3b': 28, '4a': 14, '4b': 14, '4c': 14, '4d': 14,
-               '4e': 14, '5a': 7, '5b': 7, 'fc': 1}
+TABLE1 = {
+    'conv2': (112, 360),
+    '3a': (159, 128),
+    '3b': (380, 304),
+    '4a': (364, 73),
+    '4b': (437, 88),
+    '4c': (463, 100),
+    '4d': (580, 119),
+    '4e': (840, 170),
+    '5a': (1072, 54),
+    '5b': (1388, 71),
+    'fc': (1000, 1),
+}
+OUTPUT_SIDE = {
+    'conv2': 56,
+    '3a': 28,
+    '3b': 28,
+    '4a': 14,
+    '4b': 14,
+    '4c': 14,
+    '4d': 14,
+    '4e': 14,
+    '5a': 7,
+    '5b': 7,
+    'fc': 1,
+}
 
 
 def test_paper_googlenet_parameter_count_and_table1():
   params = _shapes('googlenet_paper', aux_logits=False)['params']
-  layer_params = {'conv2': [params['conv2'], params['conv3']], 'fc': [params['fc']],
-                  **{b: [params[f'inception{b}']] for b in BLOCKS}}
-  weights = {row: sum(int(leaf.size) for tree in trees
-                      for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
-                      if path[-1].key == 'kernel')
-             for row, trees in layer_params.items()}
+  layer_params = {
+      'conv2': [params['conv2'], params['conv3']],
+      'fc': [params['fc']],
+      **{b: [params[f'inception{b}']] for b in BLOCKS},
+  }
+  weights = {
+      row: sum(
+          int(leaf.size)
+          for tree in trees
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+          if path[-1].key == 'kernel'
+      )
+      for row, trees in layer_params.items()
+  }
   # Exact per-block weights from the widths, e.g. 3a: 192·64 + 192·96 + 9·96·128 + 192·16
   # + 25·16·32 + 192·32 = 163_328.
-  assert weights == {'conv2': 114_688, '3a': 163_328, '3b': 388_096, '4a': 375_552,
-                     '4b': 448_512, '4c': 509_440, '4d': 604_672, '4e': 867_328,
-                     '5a': 1_042_432, '5b': 1_442_816, 'fc': 1_024_000}
+  assert weights == {
+      'conv2': 114_688,
+      '3a': 163_328,
+      '3b': 388_096,
+      '4a': 375_552,
+      '4b': 448_512,
+      '4c': 509_440,
+      '4d': 604_672,
+      '4e': 867_328,
+      '5a': 1_042_432,
+      '5b': 1_442_816,
+      'fc': 1_024_000,
+  }
   for row, (_, table_ops) in TABLE1.items():
     if row != '5a':
       assert abs(weights[row] * OUTPUT_SIDE[row] ** 2 / 1e6 - table_ops) < 1, row
@@ -96,8 +137,9 @@ def test_output_sizes_and_block_widths_at_224(name):
   model = models.create_model(name, num_classes=1000)
   apply = functools.partial(model.apply, capture_intermediates=True, mutable=['intermediates'])
   logits, state = jax.eval_shape(apply, _shapes(name), jnp.zeros((1, 224, 224, 3)))
-  out = {k: v['__call__'][0].shape[1:] for k, v in state['intermediates'].items()
-         if k != '__call__'}
+  out = {
+      k: v['__call__'][0].shape[1:] for k, v in state['intermediates'].items() if k != '__call__'
+  }
   assert out['conv1'] == (112, 112, 64)
   assert out['conv2'] == (56, 56, 64) and out['conv3'] == (56, 56, 192)
   sides = [out[f'inception{b}'][0] for b in BLOCKS]
@@ -106,16 +148,19 @@ def test_output_sizes_and_block_widths_at_224(name):
   assert widths == [256, 480, 512, 512, 512, 528, 832, 832, 1024]
   assert 'aux1' not in out and logits.shape == (1, 1000)
   # In training the aux heads run on 4a and 4d, pooled to 4×4 (Caffe's 5×5 / 3 at 14×14).
-  train_apply = functools.partial(model.apply, train=True, capture_intermediates=True,
-                                  mutable=['intermediates', 'batch_stats'])
-  _, state = jax.eval_shape(train_apply, _shapes(name), jnp.zeros((1, 224, 224, 3)),
-                            rngs={'dropout': jax.random.key(0)})
+  train_apply = functools.partial(
+      model.apply, train=True, capture_intermediates=True, mutable=['intermediates', 'batch_stats']
+  )
+  _, state = jax.eval_shape(
+      train_apply, _shapes(name), jnp.zeros((1, 224, 224, 3)), rngs={'dropout': jax.random.key(0)}
+  )
   for head in ('aux1', 'aux2'):
     assert state['intermediates'][head]['conv']['__call__'][0].shape == (1, 4, 4, 128)
     assert state['intermediates'][head]['aux_logits'][0].shape == (1, 1000)
   # LRN (the only power in the network) after the first max pool and after conv3: paper only.
   jaxpr = jax.make_jaxpr(functools.partial(model.apply, train=False))(
-      _shapes(name), jnp.zeros((1, 224, 224, 3)))
+      _shapes(name), jnp.zeros((1, 224, 224, 3))
+  )
   lrn_count = sum(eqn.primitive.name == 'pow' for eqn in jaxpr.jaxpr.eqns)
   assert lrn_count == (2 if name == 'googlenet_paper' else 0)
 
@@ -132,9 +177,14 @@ def test_paper_aux_head_initialises_as_caffe_and_trains_under_jit():
   assert 0.9 * limit < float(jnp.abs(params['fc1']['kernel']).max()) <= limit
 
   def loss(params, x):
-    logits, _ = head.apply({'params': params}, x, train=True, rngs={'dropout': jax.random.key(2)},
-                           mutable=['intermediates'])
-    return jnp.sum(logits ** 2)
+    logits, _ = head.apply(
+        {'params': params},
+        x,
+        train=True,
+        rngs={'dropout': jax.random.key(2)},
+        mutable=['intermediates'],
+    )
+    return jnp.sum(logits**2)
 
   # The gradient reaches 4a through the 5×5 / 3 average pool, differentiated under jit.
   grads, x_grad = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
@@ -153,33 +203,62 @@ def googlenet_step():
   plain = models.create_model('googlenet', num_classes=10, aux_logits=False)
   state = host_state(model, (SIZE, SIZE, 3))
   data = np.random.default_rng(1)
-  batch = {'image': data.normal(size=(2, SIZE, SIZE, 3)).astype(np.float32),
-           'label': np.array([3, 7], np.int32), 'mask': np.ones(2, bool)}
+  batch = {
+      'image': data.normal(size=(2, SIZE, SIZE, 3)).astype(np.float32),
+      'label': np.array([3, 7], np.int32),
+      'mask': np.ones(2, bool),
+  }
 
   # Unoptimised code generation: compiling this program is most of the file's time on a CPU.
-  @functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0,
-                                                'xla_llvm_disable_expensive_passes': True})
+  @functools.partial(
+      jax.jit,
+      compiler_options={
+          'xla_backend_optimization_level': 0,
+          'xla_llvm_disable_expensive_passes': True,
+      },
+  )
   def run(state, batch, rng):
-    new_state, metrics = steps.train_step(state, batch, rng, loss_fn=LOSS, aux_loss_weight=0.3,
-                                          learning_rate_fn=optax.constant_schedule(0.01))
+    new_state, metrics = steps.train_step(
+        state,
+        batch,
+        rng,
+        loss_fn=LOSS,
+        aux_loss_weight=0.3,
+        learning_rate_fn=optax.constant_schedule(0.01),
+    )
     mean_loss = lambda logits: LOSS(logits, batch['label']).mean()
-    logits, updates = model.apply(state.variables(), batch['image'], train=True,
-                                  rngs={'dropout': rng}, mutable=['batch_stats', 'intermediates'])
+    logits, updates = model.apply(
+        state.variables(),
+        batch['image'],
+        train=True,
+        rngs={'dropout': rng},
+        mutable=['batch_stats', 'intermediates'],
+    )
     sown = updates['intermediates']
-    eval_logits, eval_updates = model.apply(state.variables(), batch['image'],
-                                            mutable=['intermediates'])
+    eval_logits, eval_updates = model.apply(
+        state.variables(), batch['image'], mutable=['intermediates']
+    )
     plain_params = {k: v for k, v in state.params.items() if k not in ('aux1', 'aux2')}
-    plain_logits = plain.apply({'params': plain_params, 'batch_stats': state.batch_stats},
-                               batch['image'])
-    moved = [jnp.abs(a - b).max() for a, b in zip(jax.tree.leaves(new_state.batch_stats),
-                                                  jax.tree.leaves(state.batch_stats))]
+    plain_logits = plain.apply(
+        {'params': plain_params, 'batch_stats': state.batch_stats}, batch['image']
+    )
+    moved = [
+        jnp.abs(a - b).max()
+        for a, b in zip(jax.tree.leaves(new_state.batch_stats), jax.tree.leaves(state.batch_stats))
+    ]
     return metrics, {
-        'main': mean_loss(logits), 'aux1': mean_loss(sown['aux1']['aux_logits'][0]),
-        'aux2': mean_loss(sown['aux2']['aux_logits'][0]), 'n_sown': jnp.asarray(len(sown)),
-        'train_logits': logits, 'eval_logits': eval_logits, 'plain_logits': plain_logits,
+        'main': mean_loss(logits),
+        'aux1': mean_loss(sown['aux1']['aux_logits'][0]),
+        'aux2': mean_loss(sown['aux2']['aux_logits'][0]),
+        'n_sown': jnp.asarray(len(sown)),
+        'train_logits': logits,
+        'eval_logits': eval_logits,
+        'plain_logits': plain_logits,
         'eval_sown': jnp.asarray(len(eval_updates.get('intermediates', {}))),
         'eval_step_loss': steps.eval_step(state, batch, loss_fn=LOSS)['loss_sum'],
-        'eval_loss': LOSS(eval_logits, batch['label']).sum(), 'bn_moved': jnp.max(jnp.stack(moved))}
+        'eval_loss': LOSS(eval_logits, batch['label']).sum(),
+        'bn_moved': jnp.max(jnp.stack(moved)),
+    }
 
   return run(state, batch, jax.random.key(3)), run(state, batch, jax.random.key(4))
 
@@ -189,8 +268,9 @@ def test_train_step_adds_the_aux_losses_weighted_0_3(googlenet_step):
   assert int(ref['n_sown']) == 2  # aux1 and aux2 (after 4a and 4d), in training
   assert float(ref['aux1']) > 0.5 and float(ref['aux2']) > 0.5  # the aux term is not negligible
   np.testing.assert_allclose(metrics['main_loss'], ref['main'], rtol=1e-5)
-  np.testing.assert_allclose(metrics['loss'], ref['main'] + 0.3 * (ref['aux1'] + ref['aux2']),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+      metrics['loss'], ref['main'] + 0.3 * (ref['aux1'] + ref['aux2']), rtol=1e-5
+  )
 
 
 def test_eval_runs_the_main_head_only(googlenet_step):
@@ -212,9 +292,14 @@ def test_batch_norm_and_dropout_act_in_training_only(googlenet_step):
 def test_paper_aux_heads_need_5x5_maps():
   model = models.create_model('googlenet_paper', num_classes=10)
   with pytest.raises(ValueError, match='at least 79 px'):
-    jax.eval_shape(functools.partial(model.init, train=True),
-                   {'params': jax.random.key(0), 'dropout': jax.random.key(0)},
-                   jnp.zeros((1, 64, 64, 3)))
+    jax.eval_shape(
+        functools.partial(model.init, train=True),
+        {'params': jax.random.key(0), 'dropout': jax.random.key(0)},
+        jnp.zeros((1, 64, 64, 3)),
+    )
   with pytest.raises(ValueError, match='Unknown GoogLeNet style'):
-    jax.eval_shape(models.create_model('googlenet', num_classes=10, style='caffe').init,
-                   jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    jax.eval_shape(
+        models.create_model('googlenet', num_classes=10, style='caffe').init,
+        jax.random.key(0),
+        jnp.zeros((1, 64, 64, 3)),
+    )

@@ -9,25 +9,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model_testing import FAST_KEY, count, fast_jit, shapes, train_and_eval_step
 
 import models
 from configs import inception_imagenet
 from models import inception
 from train_lib import schedules
 from train_lib.state import num_params
-from model_testing import FAST_KEY, count, fast_jit, shapes, train_and_eval_step
 
 RNGS = {'params': jax.random.key(0), 'dropout': jax.random.key(0)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _train_abstract(name, size, **fields):
   """eval_shape of init and of a training forward pass: aux heads get parameters and sow."""
   model = models.create_model(name, num_classes=1000, **fields)
   x = jnp.zeros((1, size, size, 3))
   variables = jax.eval_shape(functools.partial(model.init, train=True), RNGS, x)
-  apply = functools.partial(model.apply, train=True, rngs=RNGS, capture_intermediates=True,
-                            mutable=['batch_stats', 'intermediates'])
+  apply = functools.partial(
+      model.apply,
+      train=True,
+      rngs=RNGS,
+      capture_intermediates=True,
+      mutable=['batch_stats', 'intermediates'],
+  )
   _, state = jax.eval_shape(apply, variables, x)
   return variables, state['intermediates']
 
@@ -39,6 +44,7 @@ def _out(tree, *path):
 
 
 # --- Inception v3 -----------------------------------------------------------------------------
+
 
 def test_inception_v3_parameter_counts():
   variables, _ = _train_abstract('inception_v3', 299)
@@ -54,9 +60,10 @@ def test_inception_v3_parameter_counts():
 
 def test_inception_v3_grid_sizes_and_factorised_kernels_at_299():
   variables, out = shapes('inception_v3', 299)
-  assert [out[n][1:] for n in ('conv2d_1a_3x3', 'conv2d_2a_3x3', 'conv2d_2b_3x3',
-                               'conv2d_3b_1x1', 'conv2d_4a_3x3')] == [
-      (149, 149, 32), (147, 147, 32), (147, 147, 64), (73, 73, 80), (71, 71, 192)]
+  assert [
+      out[n][1:]
+      for n in ('conv2d_1a_3x3', 'conv2d_2a_3x3', 'conv2d_2b_3x3', 'conv2d_3b_1x1', 'conv2d_4a_3x3')
+  ] == [(149, 149, 32), (147, 147, 32), (147, 147, 64), (73, 73, 80), (71, 71, 192)]
   assert out['mixed_5b'][1:] == (35, 35, 256)
   assert out['mixed_5c'][1:] == out['mixed_5d'][1:] == (35, 35, 288)
   for name in ('6a', '6b', '6c', '6d', '6e'):
@@ -66,8 +73,10 @@ def test_inception_v3_grid_sizes_and_factorised_kernels_at_299():
   assert out['fc'] == (1, 1000) and 'aux' not in variables['params']  # eval: no aux head
   params = variables['params']
   # 17×17 modules: 7×7 factorised into 1×7 and 7×1, c7 = 128, 160, 160, 192.
-  assert [params[f'mixed_{n}']['branch7x7_1']['conv']['kernel'].shape[-1]
-          for n in ('6b', '6c', '6d', '6e')] == [128, 160, 160, 192]
+  assert [
+      params[f'mixed_{n}']['branch7x7_1']['conv']['kernel'].shape[-1]
+      for n in ('6b', '6c', '6d', '6e')
+  ] == [128, 160, 160, 192]
   assert params['mixed_6b']['branch7x7_2']['conv']['kernel'].shape == (1, 7, 128, 128)
   assert params['mixed_6b']['branch7x7_3']['conv']['kernel'].shape == (7, 1, 128, 192)
   assert params['mixed_6b']['branch7x7dbl_2']['conv']['kernel'].shape == (7, 1, 128, 128)
@@ -86,8 +95,11 @@ def test_inception_v3_aux_head_runs_on_mixed_6e_in_training_only():
   assert _out(sown, 'aux', 'conv1') == (1, 1, 1, 768)  # the 5×5 conv
   assert sown['aux']['aux_logits'][0].shape == (1, 1000)
   model = models.create_model('inception_v3', num_classes=1000)
-  _, state = jax.eval_shape(functools.partial(model.apply, mutable=['intermediates']),
-                            variables, jnp.zeros((1, 299, 299, 3)))
+  _, state = jax.eval_shape(
+      functools.partial(model.apply, mutable=['intermediates']),
+      variables,
+      jnp.zeros((1, 299, 299, 3)),
+  )
   assert not state.get('intermediates')  # eval sows nothing
   # Below 299 px Mixed_6e is smaller than 17×17 and the head's 5×5 conv has nothing to see.
   with pytest.raises(ValueError, match='at least 17×17'):
@@ -105,7 +117,7 @@ def test_basic_conv2d_is_conv_without_bias_then_batch_norm_eps_1e_3_then_relu():
   assert kernel.shape == (1, 3, 2, 4)
   y, _ = block.apply(variables, x, train=True, mutable=['batch_stats'])
   padded = np.pad(x, [(0, 0), (0, 0), (1, 1), (0, 0)])
-  conv = sum(np.einsum('nhwc,co->nhwo', padded[:, :, k:k + 5], kernel[0, k]) for k in range(3))
+  conv = sum(np.einsum('nhwc,co->nhwo', padded[:, :, k : k + 5], kernel[0, k]) for k in range(3))
   mean, var = conv.mean(axis=(0, 1, 2)), conv.var(axis=(0, 1, 2))
   np.testing.assert_allclose(y, np.maximum((conv - mean) / np.sqrt(var + 1e-3), 0), atol=1e-5)
 
@@ -120,9 +132,10 @@ def test_inception_v3_aux_head_trains_at_its_smallest_input():
   assert abs(float(jnp.std(params['fc']['kernel'])) - 0.001) < 2e-4
 
   def loss(params, x):
-    logits, state = head.apply({'params': params}, x, train=True,
-                               mutable=['batch_stats', 'intermediates'])
-    return jnp.sum(logits ** 2), (logits, state['intermediates']['aux_logits'][0])
+    logits, state = head.apply(
+        {'params': params}, x, train=True, mutable=['batch_stats', 'intermediates']
+    )
+    return jnp.sum(logits**2), (logits, state['intermediates']['aux_logits'][0])
 
   grads, (logits, sown) = fast_jit(jax.grad(loss, argnums=(0, 1), has_aux=True))(params, x)
   np.testing.assert_array_equal(logits, sown)
@@ -143,10 +156,30 @@ BLOCKS = ('3a', '3b', '3c', '4a', '4b', '4c', '4d', '4e', '5a', '5b')
 # Figure 5 of Ioffe & Szegedy 2015, transcribed: pooling per module and the concatenated width
 # that its columns add up to (the figure prints 576 for 4c/4d and 1024 for 4e; the columns and
 # the Caffe port give 608 and 1056).
-FIGURE5_POOL = {'3a': 'avg', '3b': 'avg', '3c': 'max', '4a': 'avg', '4b': 'avg', '4c': 'avg',
-                '4d': 'avg', '4e': 'max', '5a': 'avg', '5b': 'max'}
-WIDTHS = {'3a': 256, '3b': 320, '3c': 576, '4a': 576, '4b': 576, '4c': 608, '4d': 608,
-          '4e': 1056, '5a': 1024, '5b': 1024}
+FIGURE5_POOL = {
+    '3a': 'avg',
+    '3b': 'avg',
+    '3c': 'max',
+    '4a': 'avg',
+    '4b': 'avg',
+    '4c': 'avg',
+    '4d': 'avg',
+    '4e': 'max',
+    '5a': 'avg',
+    '5b': 'max',
+}
+WIDTHS = {
+    '3a': 256,
+    '3b': 320,
+    '3c': 576,
+    '4a': 576,
+    '4b': 576,
+    '4c': 608,
+    '4d': 608,
+    '4e': 1056,
+    '5a': 1024,
+    '5b': 1024,
+}
 
 
 def test_bninception_parameter_counts():
@@ -170,14 +203,20 @@ def test_bninception_grid_and_widths_at_224():
   for block, in_width in (('3c', 320), ('4e', 608)):
     assert not {'1x1', 'pool_proj'} & set(params[f'inception_{block}'])
     p = params[f'inception_{block}']
-    assert (p['3x3']['conv']['kernel'].shape[-1] + p['double_3x3_2']['conv']['kernel'].shape[-1]
-            + in_width == WIDTHS[block])
+    assert (
+        p['3x3']['conv']['kernel'].shape[-1]
+        + p['double_3x3_2']['conv']['kernel'].shape[-1]
+        + in_width
+        == WIDTHS[block]
+    )
   # GoogLeNet's 5×5 replaced by two 3×3; no conv but the first is larger than 3×3.
   assert params['inception_3a']['double_3x3_1']['conv']['kernel'].shape == (3, 3, 64, 96)
   assert params['inception_3a']['double_3x3_2']['conv']['kernel'].shape == (3, 3, 96, 96)
-  kernels = [(path[0].key, leaf.shape[0])
-             for path, leaf in jax.tree_util.tree_leaves_with_path(params)
-             if path[-1].key == 'kernel' and leaf.ndim == 4]
+  kernels = [
+      (path[0].key, leaf.shape[0])
+      for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+      if path[-1].key == 'kernel' and leaf.ndim == 4
+  ]
   assert {k for layer, k in kernels if layer == 'conv1_7x7_s2'} == {7}
   assert max(k for layer, k in kernels if layer != 'conv1_7x7_s2') == 3
   assert params['inception_3a']['1x1']['conv']['bias'].shape == (64,)  # the Caffe port's biases
@@ -186,13 +225,20 @@ def test_bninception_grid_and_widths_at_224():
 
 def test_bninception_pooling_per_module_follows_figure5():
   variables, out = shapes('bninception', 224)
-  inputs = {'3a': (28, 192), **{b: (out[f'inception_{a}'][1], out[f'inception_{a}'][3])
-                                for a, b in zip(BLOCKS, BLOCKS[1:])}}
+  inputs = {
+      '3a': (28, 192),
+      **{
+          b: (out[f'inception_{a}'][1], out[f'inception_{a}'][3])
+          for a, b in zip(BLOCKS, BLOCKS[1:])
+      },
+  }
   for name in BLOCKS:
     side, width = inputs[name]
     block = inception.BNInceptionBlock(inception.BN_INCEPTION_BLOCKS[name])
-    block_vars = {'params': variables['params'][f'inception_{name}'],
-                  'batch_stats': variables['batch_stats'][f'inception_{name}']}
+    block_vars = {
+        'params': variables['params'][f'inception_{name}'],
+        'batch_stats': variables['batch_stats'][f'inception_{name}'],
+    }
     jaxpr = jax.make_jaxpr(block.apply)(block_vars, jnp.zeros((1, side, side, width)))
     prims = [eqn.primitive.name for eqn in jaxpr.jaxpr.eqns]
     assert prims.count('reduce_window_max') == (FIGURE5_POOL[name] == 'max'), name
@@ -206,14 +252,19 @@ def test_bninception_train_and_eval_step():
 
 # --- Config -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('variant, size, every, factor', [
-    ('inception_v3', 299, 2.0, 0.94), ('bninception', 224, 4 / 3, 0.96)])
+
+@pytest.mark.parametrize(
+    'variant, size, every, factor',
+    [('inception_v3', 299, 2.0, 0.94), ('bninception', 224, 4 / 3, 0.96)],
+)
 def test_config_schedule_and_input_size(variant, size, every, factor):
   config = inception_imagenet.get_config(variant)
   assert f'random_resized_crop({size})' in config.dataset.train_preprocess
   assert f'center_crop({size})' in config.dataset.eval_preprocess
-  lr = schedules.create_learning_rate_fn(config.schedule, 1.0, steps_per_epoch=30,
-                                         total_steps=config.num_epochs * 30)
+  lr = schedules.create_learning_rate_fn(
+      config.schedule, 1.0, steps_per_epoch=30, total_steps=config.num_epochs * 30
+  )
   step = round(every * 30)
-  np.testing.assert_allclose([lr(step - 1), lr(step), lr(3 * step)], [1, factor, factor ** 3],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      [lr(step - 1), lr(step), lr(3 * step)], [1, factor, factor**3], rtol=1e-6
+  )

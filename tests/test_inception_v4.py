@@ -11,11 +11,11 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model_testing import abstract, count, fast_jit, train_and_eval_step
 
 import models
 from models import inception_v4
 from train_lib.state import num_params
-from model_testing import abstract, count, fast_jit, train_and_eval_step
 
 NAMES = ('inception_v4', 'inception_resnet_v2', 'inception_resnet_v1')
 
@@ -27,15 +27,19 @@ def _out(tree, *path):
 
 
 def _bn_channels(params) -> int:
-  return sum(leaf.size for path, leaf in jax.tree_util.tree_leaves_with_path(params)
-             if path[-1].key == 'scale')
+  return sum(
+      leaf.size
+      for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+      if path[-1].key == 'scale'
+  )
 
 
 # Published counts (1000 classes, BN with γ as timm's port): timm's inception_v4 and
 # inception_resnet_v2 (also asserted by pytorchcv's tests; keras-hub's Inception-v4 preset lists
 # 42,679,816 too).
-@pytest.mark.parametrize('name,published', [('inception_v4', 42_679_816),
-                                            ('inception_resnet_v2', 55_843_464)])
+@pytest.mark.parametrize(
+    'name,published', [('inception_v4', 42_679_816), ('inception_resnet_v2', 55_843_464)]
+)
 def test_parameter_counts_match_timm(name, published):
   assert count(name, 299) == published
 
@@ -63,20 +67,31 @@ def test_inception_resnet_v1_parameter_count_derived_from_the_paper():
   # Block C (1792): 1792·192 ×2 + 3·192·192 ×2 + up 384·1792 = 1,600,768; ×5.
   # fc 1792·1000 + 1000 = 1,793,000. Total 22,756,328.
   params = abstract('inception_resnet_v1', 299)['params']
-  assert {name: num_params(params[name]) for name in
-          ('block35_0', 'mixed_6a', 'block17_0', 'mixed_7a', 'block8_0', 'fc')} == {
-              'block35_0': 77_440, 'mixed_6a': 1_710_080, 'block17_0': 690_048,
-              'mixed_7a': 3_346_176, 'block8_0': 1_600_768, 'fc': 1_793_000}
-  assert num_params(params) == (615_552 + 5 * 77_440 + 1_710_080 + 10 * 690_048 + 3_346_176
-                                + 5 * 1_600_768 + 1_793_000) == 22_756_328
+  assert {
+      name: num_params(params[name])
+      for name in ('block35_0', 'mixed_6a', 'block17_0', 'mixed_7a', 'block8_0', 'fc')
+  } == {
+      'block35_0': 77_440,
+      'mixed_6a': 1_710_080,
+      'block17_0': 690_048,
+      'mixed_7a': 3_346_176,
+      'block8_0': 1_600_768,
+      'fc': 1_793_000,
+  }
+  assert (
+      num_params(params)
+      == (615_552 + 5 * 77_440 + 1_710_080 + 10 * 690_048 + 3_346_176 + 5 * 1_600_768 + 1_793_000)
+      == 22_756_328
+  )
 
 
 def test_inception_v4_grid_sizes_follow_figures_3_and_9():
   variables = abstract('inception_v4', 299)
   out, params = variables['intermediates'], variables['params']
-  assert [_out(out, n) for n in ('conv2d_1a', 'conv2d_2a', 'conv2d_2b', 'mixed_3a', 'mixed_4a',
-                                 'mixed_5a')] == [(149, 149, 32), (147, 147, 32), (147, 147, 64),
-                                                  (73, 73, 160), (71, 71, 192), (35, 35, 384)]
+  assert [
+      _out(out, n)
+      for n in ('conv2d_1a', 'conv2d_2a', 'conv2d_2b', 'mixed_3a', 'mixed_4a', 'mixed_5a')
+  ] == [(149, 149, 32), (147, 147, 32), (147, 147, 64), (73, 73, 160), (71, 71, 192), (35, 35, 384)]
   blocks = {'a': (4, (35, 35, 384)), 'b': (7, (17, 17, 1024)), 'c': (3, (8, 8, 1536))}
   for kind, (repeats, shape) in blocks.items():
     assert [_out(out, f'inception_{kind}_{i}') for i in range(repeats)] == [shape] * repeats
@@ -98,8 +113,11 @@ def test_inception_resnet_grid_sizes_and_block_counts():
   v2 = abstract('inception_resnet_v2', 299)
   out, params = v2['intermediates'], v2['params']
   assert _out(out, 'conv2d_4a') == (71, 71, 192) and _out(out, 'mixed_5b') == (35, 35, 320)
-  for prefix, repeats, shape in [('block35', 10, (35, 35, 320)), ('block17', 20, (17, 17, 1088)),
-                                 ('block8', 9, (8, 8, 2080))]:
+  for prefix, repeats, shape in [
+      ('block35', 10, (35, 35, 320)),
+      ('block17', 20, (17, 17, 1088)),
+      ('block8', 9, (8, 8, 2080)),
+  ]:
     assert [_out(out, f'{prefix}_{i}') for i in range(repeats)] == [shape] * repeats
     assert f'{prefix}_{repeats}' not in params
   assert _out(out, 'mixed_6a') == (17, 17, 1088) and _out(out, 'mixed_7a') == (8, 8, 2080)
@@ -112,29 +130,40 @@ def test_inception_resnet_grid_sizes_and_block_counts():
   out, params = v1['intermediates'], v1['params']
   assert _out(out, 'conv2d_4b') == (35, 35, 256)  # Fig. 14's stem ends in a strided conv
   assert [_out(out, n) for n in ('block35_4', 'mixed_6a', 'block17_9', 'mixed_7a', 'block8_4')] == [
-      (35, 35, 256), (17, 17, 896), (17, 17, 896), (8, 8, 1792), (8, 8, 1792)]
+      (35, 35, 256),
+      (17, 17, 896),
+      (17, 17, 896),
+      (8, 8, 1792),
+      (8, 8, 1792),
+  ]
   assert not {'block35_5', 'block17_10', 'block8_5', 'block8', 'conv2d_7b', 'mixed_5b'} & set(
-      params)
+      params
+  )
   assert params['fc']['kernel'].shape == (1792, 1000)
 
 
 def test_residual_block_adds_scaled_branch_and_scale_zero_is_identity():
-  block = functools.partial(inception_v4.InceptionResNetBlock,
-                            towers=(((4, 1),), ((4, 1), (6, 3))))
+  block = functools.partial(inception_v4.InceptionResNetBlock, towers=(((4, 1),), ((4, 1), (6, 3))))
   x = np.random.default_rng(0).standard_normal((2, 3, 3, 8)).astype(np.float32)
   shapes = jax.eval_shape(block().init, jax.random.key(0), x)
   rng = np.random.default_rng(1)
   variables = jax.tree_util.tree_map_with_path(
       lambda path, s: (np.ones if path[-1].key == 'var' else np.zeros)(s.shape, np.float32)
-      if path[0].key == 'batch_stats' else rng.standard_normal(s.shape).astype(np.float32),
-      shapes)
+      if path[0].key == 'batch_stats'
+      else rng.standard_normal(s.shape).astype(np.float32),
+      shapes,
+  )
 
   @fast_jit
   def run(variables, x):
-    apply = lambda **kw: block(**kw).apply(variables, x, capture_intermediates=True,
-                                           mutable=['intermediates'])
+    apply = lambda **kw: block(**kw).apply(
+        variables, x, capture_intermediates=True, mutable=['intermediates']
+    )
     (scaled, inter), (zero, _), (linear, _) = (
-        apply(scale=0.17), apply(scale=0.0), apply(scale=0.0, activate=False))
+        apply(scale=0.17),
+        apply(scale=0.0),
+        apply(scale=0.0, activate=False),
+    )
     return scaled, inter['intermediates']['conv2d']['__call__'][0], zero, linear
 
   scaled, up, zero, linear = run(variables, x)
@@ -147,14 +176,24 @@ def test_residual_block_adds_scaled_branch_and_scale_zero_is_identity():
 def test_model_passes_its_residual_scales_and_keeps_float32_params_and_logits():
   # The only multiplications by constants in an eval forward pass are the residual scalings,
   # in order: A, B, C, then the final unscaled C block. Traced in bfloat16, without compute.
-  model = models.create_model('inception_resnet_v2', num_classes=10, repeats=(1, 1, 1),
-                              scales=(0.5, 0.25, 0.125), dtype=jnp.bfloat16)
+  model = models.create_model(
+      'inception_resnet_v2',
+      num_classes=10,
+      repeats=(1, 1, 1),
+      scales=(0.5, 0.25, 0.125),
+      dtype=jnp.bfloat16,
+  )
   x = jnp.zeros((1, 75, 75, 3))
   variables = jax.eval_shape(model.init, jax.random.key(0), x)
   assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
   jaxpr = jax.make_jaxpr(model.apply)(variables, x)
-  factors = [float(v.val) for eqn in jaxpr.jaxpr.eqns if eqn.primitive.name == 'mul'
-             for v in eqn.invars if isinstance(v, jax.extend.core.Literal)]
+  factors = [
+      float(v.val)
+      for eqn in jaxpr.jaxpr.eqns
+      if eqn.primitive.name == 'mul'
+      for v in eqn.invars
+      if isinstance(v, jax.extend.core.Literal)
+  ]
   assert factors == [0.5, 0.25, 0.125, 1.0]
   assert jaxpr.out_avals[0].shape == (1, 10) and jaxpr.out_avals[0].dtype == jnp.float32
 

@@ -16,7 +16,7 @@ def _naive_lrn(x, size, k, alpha, beta):
   out = np.empty_like(x)
   for c in range(channels):
     lo, hi = max(0, c - size // 2), min(channels - 1, c + size // 2)
-    out[..., c] = x[..., c] / (k + alpha * np.sum(x[..., lo:hi + 1] ** 2, axis=-1)) ** beta
+    out[..., c] = x[..., c] / (k + alpha * np.sum(x[..., lo : hi + 1] ** 2, axis=-1)) ** beta
   return out
 
 
@@ -27,22 +27,36 @@ def test_local_response_norm_matches_the_paper_formula(alpha_over_size):
   alpha = 1e-4 / 5 if alpha_over_size else 1e-4
   want = _naive_lrn(x, 5, 2.0, alpha, 0.75)
   np.testing.assert_allclose(got, want, rtol=1e-5)
-  assert not np.allclose(want, x / 2.0 ** 0.75, rtol=1e-3)  # the neighbours' sum does matter
+  assert not np.allclose(want, x / 2.0**0.75, rtol=1e-3)  # the neighbours' sum does matter
 
 
 def test_local_response_norm_gradient_matches_the_naive_one():
   x = jax.random.normal(jax.random.key(1), (1, 2, 2, 6)) * 30
   loss = lambda f: lambda v: jnp.sum(jnp.sin(f(v)))  # noqa: E731
-  naive = lambda v: jnp.stack([  # noqa: E731
-      v[..., c] / (2.0 + 1e-4 * jnp.sum(v[..., max(0, c - 2):c + 3] ** 2, -1)) ** 0.75
-      for c in range(6)], -1)
-  np.testing.assert_allclose(jax.grad(loss(layers.local_response_norm))(x),
-                             jax.grad(loss(naive))(x), rtol=1e-5, atol=1e-7)
+  naive = lambda v: jnp.stack(
+      [  # noqa: E731
+          v[..., c] / (2.0 + 1e-4 * jnp.sum(v[..., max(0, c - 2) : c + 3] ** 2, -1)) ** 0.75
+          for c in range(6)
+      ],
+      -1,
+  )
+  np.testing.assert_allclose(
+      jax.grad(loss(layers.local_response_norm))(x), jax.grad(loss(naive))(x), rtol=1e-5, atol=1e-7
+  )
 
 
-@pytest.mark.parametrize('size, window, stride, padding', [
-    (112, 3, 2, 0), (56, 3, 2, 0), (14, 2, 2, 0), (13, 3, 2, 0), (55, 3, 2, 0), (7, 3, 1, 1),
-    (28, 3, 2, 1)])
+@pytest.mark.parametrize(
+    'size, window, stride, padding',
+    [
+        (112, 3, 2, 0),
+        (56, 3, 2, 0),
+        (14, 2, 2, 0),
+        (13, 3, 2, 0),
+        (55, 3, 2, 0),
+        (7, 3, 1, 1),
+        (28, 3, 2, 1),
+    ],
+)
 def test_ceil_mode_pooling_has_pytorchs_output_size(size, window, stride, padding):
   out = math.ceil((size + 2 * padding - window) / stride) + 1
   if (out - 1) * stride >= size + padding:  # PyTorch drops a window that starts in the padding
@@ -79,18 +93,21 @@ def _naive_avg_pool(x, window, stride, padding, out_size):
       h0, w0 = i * stride - padding, j * stride - padding
       h1, w1 = min(h0 + window, size + padding), min(w0 + window, size + padding)
       count = (h1 - h0) * (w1 - w0)  # padding counts, the ceil-mode overhang does not
-      out[i, j] = x[max(h0, 0):min(h1, size), max(w0, 0):min(w1, size)].sum() / count
+      out[i, j] = x[max(h0, 0) : min(h1, size), max(w0, 0) : min(w1, size)].sum() / count
   return out
 
 
-@pytest.mark.parametrize('size, window, stride, padding', [(4, 3, 2, 0), (14, 5, 3, 0),
-                                                           (8, 3, 2, 1), (7, 3, 1, 1)])
+@pytest.mark.parametrize(
+    'size, window, stride, padding', [(4, 3, 2, 0), (14, 5, 3, 0), (8, 3, 2, 1), (7, 3, 1, 1)]
+)
 def test_average_pooling_divides_as_pytorch_and_caffe_do(size, window, stride, padding):
   x = np.asarray(jax.random.normal(jax.random.key(2), (size, size)))
-  got = layers.pool(jnp.asarray(x)[None, :, :, None], 'avg', window, stride, padding,
-                    ceil_mode=True)[0, :, :, 0]
-  np.testing.assert_allclose(got, _naive_avg_pool(x, window, stride, padding, got.shape[0]),
-                             rtol=1e-5, atol=1e-6)
+  got = layers.pool(
+      jnp.asarray(x)[None, :, :, None], 'avg', window, stride, padding, ceil_mode=True
+  )[0, :, :, 0]
+  np.testing.assert_allclose(
+      got, _naive_avg_pool(x, window, stride, padding, got.shape[0]), rtol=1e-5, atol=1e-6
+  )
 
 
 @pytest.mark.parametrize('size, out', [(13, 6), (5, 3), (1, 7), (6, 6)])
@@ -110,13 +127,19 @@ def test_average_pooling_gradient_splits_each_window_equally_under_jit():
   size, window, stride, padding = 8, 3, 2, 1
   out = 5  # ceil((8 + 2 - 3) / 2) + 1 = 5; the last window starts inside (8 + 1), so it stays
   weights = np.asarray(jax.random.normal(jax.random.key(4), (out, out)))
-  loss = lambda v: jnp.sum(weights * layers.pool(  # noqa: E731
-      v[None, :, :, None], 'avg', window, stride, padding, ceil_mode=True)[0, :, :, 0])
+  loss = lambda v: jnp.sum(
+      weights
+      * layers.pool(  # noqa: E731
+          v[None, :, :, None], 'avg', window, stride, padding, ceil_mode=True
+      )[0, :, :, 0]
+  )
   grad = jax.jit(jax.grad(loss))(jnp.zeros((size, size)))
   want = np.zeros((size, size))
   for i in range(out):
     for j in range(out):
       h0, w0 = i * stride - padding, j * stride - padding
       h1, w1 = min(h0 + window, size + padding), min(w0 + window, size + padding)
-      want[max(h0, 0):min(h1, size), max(w0, 0):min(w1, size)] += weights[i, j] / ((h1 - h0) * (w1 - w0))
+      want[max(h0, 0) : min(h1, size), max(w0, 0) : min(w1, size)] += weights[i, j] / (
+          (h1 - h0) * (w1 - w0)
+      )
   np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-6)

@@ -12,7 +12,8 @@ import pytest
 import models
 from configs import default, lenet5_mnist
 from models import lenet
-from train_lib import losses, optim, state as state_lib, steps
+from train_lib import losses, optim, steps
+from train_lib import state as state_lib
 from train_lib.state import num_params
 
 # LeCun et al. 1998, Table I, as printed: rows are S2 maps 0-5, columns C3 maps 0-15.
@@ -67,13 +68,24 @@ def test_c3_connections_stay_as_the_table_through_training_with_momentum_and_dec
   model = models.create_model('lenet5_1998', num_classes=10)
   config = default.get_config().optimizer
   config.update({'name': 'momentum', 'lr': 0.001, 'weight_decay': 5e-4})
-  state = jax.jit(functools.partial(state_lib.create_train_state, model,
-                                    optim.create_optimizer(config), 0, (28, 28, 1)))()
+  state = jax.jit(
+      functools.partial(
+          state_lib.create_train_state, model, optim.create_optimizer(config), 0, (28, 28, 1)
+      )
+  )()
   rng = np.random.default_rng(0)
-  batch = {'image': rng.normal(size=(16, 28, 28, 1)).astype(np.float32),
-           'label': rng.integers(0, 10, 16).astype(np.int32), 'mask': np.ones(16, bool)}
-  train_step = jax.jit(functools.partial(steps.train_step, loss_fn=losses.get_loss('softmax_xent'),
-                                         learning_rate_fn=optax.constant_schedule(0.001)))
+  batch = {
+      'image': rng.normal(size=(16, 28, 28, 1)).astype(np.float32),
+      'label': rng.integers(0, 10, 16).astype(np.int32),
+      'mask': np.ones(16, bool),
+  }
+  train_step = jax.jit(
+      functools.partial(
+          steps.train_step,
+          loss_fn=losses.get_loss('softmax_xent'),
+          learning_rate_fn=optax.constant_schedule(0.001),
+      )
+  )
   before, losses_seen = state.params['c3'], []
   for i in range(4):
     state, metrics = train_step(state, batch, jax.random.key(i))
@@ -101,8 +113,9 @@ def test_rbf_logits_are_minus_squared_distances_to_fixed_prototypes():
   model = models.create_model('lenet5_1998', num_classes=10)
   x = jax.random.normal(jax.random.key(1), (3, 28, 28, 1))
   variables = jax.jit(model.init)(jax.random.key(0), x)
-  logits, inter = jax.jit(lambda v, x: model.apply(v, x, capture_intermediates=True,
-                                                   mutable=['intermediates']))(variables, x)
+  logits, inter = jax.jit(
+      lambda v, x: model.apply(v, x, capture_intermediates=True, mutable=['intermediates'])
+  )(variables, x)
   f6 = lenet.scaled_tanh(inter['intermediates']['f6']['__call__'][0])
   expected = -((f6[:, None, :] - prototypes[None]) ** 2).sum(-1)
   np.testing.assert_allclose(logits, expected, rtol=1e-5)
@@ -128,7 +141,7 @@ def test_config_argument_picks_variant_and_dataset():
   paper = lenet5_mnist.get_config('fashion_mnist,lenet5_1998')
   assert (paper.model.name, paper.dataset.name) == ('lenet5_1998', 'fashion_mnist')
   # The paper's input scaling: background (0) → -0.1 = the model's pad value, ink (1) → 1.175.
-  (mean,), (std,) = ast.literal_eval(paper.dataset.eval_preprocess[len('normalize'):])
+  (mean,), (std,) = ast.literal_eval(paper.dataset.eval_preprocess[len('normalize') :])
   assert (0 - mean) / std == pytest.approx(paper.model.pad_value)
   assert (1 - mean) / std == pytest.approx(1.175)
   with pytest.raises(ValueError, match='Unknown config argument'):

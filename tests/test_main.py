@@ -9,8 +9,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, main_args, run_main
+
 from train_lib import reporting, train
 
 
@@ -18,16 +18,23 @@ def _train_losses(workdir):
   return {r['step']: r['train_loss'] for r in reporting.read_metrics(workdir) if 'train_loss' in r}
 
 
-def test_eight_devices_match_one_and_checkpoints_move_between_them(tmp_path, data_dir,
-                                                                  small_config):
+def test_eight_devices_match_one_and_checkpoints_move_between_them(
+    tmp_path, data_dir, small_config
+):
   # BatchNorm sees the global batch under jit + mesh, so the losses agree step by step.
-  fields = {'total_steps': 16, 'log_every_steps': 1, 'eval_every_steps': 8,
-            'checkpoint_every_steps': 8, 'eval_batch_size': 300}
+  fields = {
+      'total_steps': 16,
+      'log_every_steps': 1,
+      'eval_every_steps': 8,
+      'checkpoint_every_steps': 8,
+      'eval_batch_size': 300,
+  }
   small_config.update_from_flattened_dict(fields)
   one, eight = str(tmp_path / 'one'), str(tmp_path / 'eight')
   train.train_and_evaluate(small_config, one)  # this process has 1 device
-  done = run_main(*main_args(data_dir, eight, *[f'--config.{k}={v}' for k, v in fields.items()]),
-                  devices=8)
+  done = run_main(
+      *main_args(data_dir, eight, *[f'--config.{k}={v}' for k, v in fields.items()]), devices=8
+  )
   assert done.returncode == 0, done.stderr[-3000:]
   assert json.load(open(os.path.join(eight, 'config.json')))['derived']['num_devices'] == 8
   losses_one, losses_eight = _train_losses(one), _train_losses(eight)
@@ -37,8 +44,9 @@ def test_eight_devices_match_one_and_checkpoints_move_between_them(tmp_path, dat
 
   # Each checkpoint resumes on the other mesh: 1 → 8 in a new process, 8 → 1 in this one.
   fields['total_steps'] = 20
-  done = run_main(*main_args(data_dir, one, *[f'--config.{k}={v}' for k, v in fields.items()]),
-                  devices=8)
+  done = run_main(
+      *main_args(data_dir, one, *[f'--config.{k}={v}' for k, v in fields.items()]), devices=8
+  )
   assert done.returncode == 0, done.stderr[-3000:]
   small_config.total_steps = 20
   assert train.train_and_evaluate(small_config, eight)['resumed_from_step'] == 16
@@ -47,24 +55,45 @@ def test_eight_devices_match_one_and_checkpoints_move_between_them(tmp_path, dat
     assert on_one[step] == pytest.approx(on_eight[step], abs=1e-4), step
 
 
-def test_two_processes_train_together_and_their_checkpoint_resumes_in_one(tmp_path, data_dir,
-                                                                          small_config):
+def test_two_processes_train_together_and_their_checkpoint_resumes_in_one(
+    tmp_path, data_dir, small_config
+):
   """Multi-host data parallelism over loopback: 2 processes × 4 CPU devices."""
   import socket
+
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
   workdir = str(tmp_path / 'run')
-  args = main_args(data_dir, workdir, '--config.total_steps=16', '--config.log_every_steps=4',
-                   '--config.eval_every_steps=8', '--config.checkpoint_every_steps=8')
+  args = main_args(
+      data_dir,
+      workdir,
+      '--config.total_steps=16',
+      '--config.log_every_steps=4',
+      '--config.eval_every_steps=8',
+      '--config.checkpoint_every_steps=8',
+  )
   processes = []
   for index in range(2):
-    env = {**os.environ, 'JAX_COORDINATOR_ADDRESS': f'127.0.0.1:{port}', 'JAX_NUM_PROCESSES': '2',
-           'JAX_PROCESS_ID': str(index), 'XLA_FLAGS': '--xla_force_host_platform_device_count=4',
-           'JAX_PLATFORMS': 'cpu', 'TF_CPP_MIN_LOG_LEVEL': '2'}
-    processes.append(subprocess.Popen([sys.executable, os.path.join(REPO, 'main.py'), *args],
-                                      cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
+    env = {
+        **os.environ,
+        'JAX_COORDINATOR_ADDRESS': f'127.0.0.1:{port}',
+        'JAX_NUM_PROCESSES': '2',
+        'JAX_PROCESS_ID': str(index),
+        'XLA_FLAGS': '--xla_force_host_platform_device_count=4',
+        'JAX_PLATFORMS': 'cpu',
+        'TF_CPP_MIN_LOG_LEVEL': '2',
+    }
+    processes.append(
+        subprocess.Popen(
+            [sys.executable, os.path.join(REPO, 'main.py'), *args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    )
   outputs = [p.communicate(timeout=300)[0] for p in processes]
   assert [p.returncode for p in processes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
   derived = json.load(open(os.path.join(workdir, 'config.json')))['derived']
@@ -76,19 +105,30 @@ def test_two_processes_train_together_and_their_checkpoint_resumes_in_one(tmp_pa
   assert train.train_and_evaluate(small_config, workdir)['resumed_from_step'] == 16
 
 
-def test_sigterm_saves_and_the_rerun_ends_like_an_uninterrupted_run(tmp_path, data_dir,
-                                                                    small_config):
-  fields = {'total_steps': 60, 'log_every_steps': 5, 'eval_every_steps': 30,
-            'checkpoint_every_steps': 1000, 'eval_batch_size': 300}
+def test_sigterm_saves_and_the_rerun_ends_like_an_uninterrupted_run(
+    tmp_path, data_dir, small_config
+):
+  fields = {
+      'total_steps': 60,
+      'log_every_steps': 5,
+      'eval_every_steps': 30,
+      'checkpoint_every_steps': 1000,
+      'eval_batch_size': 300,
+  }
   steps = [f'--config.{k}={v}' for k, v in fields.items()]
   small_config.update_from_flattened_dict(fields)
   a = train.train_and_evaluate(small_config, str(tmp_path / 'straight'))  # the same program
 
   stopped = str(tmp_path / 'stopped')
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'TF_CPP_MIN_LOG_LEVEL': '2'}
-  process = subprocess.Popen([sys.executable, os.path.join(REPO, 'main.py'),
-                              *main_args(data_dir, stopped, *steps)], cwd=REPO, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  process = subprocess.Popen(
+      [sys.executable, os.path.join(REPO, 'main.py'), *main_args(data_dir, stopped, *steps)],
+      cwd=REPO,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
   deadline = time.time() + 240
   while not _train_losses(stopped) and time.time() < deadline and process.poll() is None:
     time.sleep(0.05)
@@ -107,11 +147,20 @@ def test_sigterm_saves_and_the_rerun_ends_like_an_uninterrupted_run(tmp_path, da
     assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-7), key
 
 
-@pytest.mark.parametrize('override, message', [
-    ('--config.optimizer.lrr=0.1', "Unknown config field 'lrr'.*Did you mean 'lr'"),
-    ('--config.model.widht=2', "Unknown config field 'widht'.*Fields of config.model: activation"),
-    ('--config.batch_size=100', 'batch_size=100 must be a multiple of the number of devices \\(8\\)'),
-])
+@pytest.mark.parametrize(
+    'override, message',
+    [
+        ('--config.optimizer.lrr=0.1', "Unknown config field 'lrr'.*Did you mean 'lr'"),
+        (
+            '--config.model.widht=2',
+            "Unknown config field 'widht'.*Fields of config.model: activation",
+        ),
+        (
+            '--config.batch_size=100',
+            'batch_size=100 must be a multiple of the number of devices \\(8\\)',
+        ),
+    ],
+)
 def test_user_errors_stop_with_a_clear_message(tmp_path, data_dir, override, message):
   done = run_main(*main_args(data_dir, str(tmp_path / 'run'), override), devices=8)
   assert done.returncode != 0

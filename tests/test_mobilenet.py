@@ -4,16 +4,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model_testing import FAST_KEY, count, fast_jit, macs, shapes, train_and_eval_step
 
 import models
-from model_testing import FAST_KEY, count, fast_jit, macs, shapes, train_and_eval_step
 from models import mobilenet
 
 
 # Keras `applications.MobileNet(weights=None, alpha=α)` trainable counts (BN γ and β counted;
 # Keras's head is a 1×1 conv with bias, the same count as this dense `fc`).
-@pytest.mark.parametrize('alpha,keras_count', [
-    (1.0, 4_231_976), (0.75, 2_585_560), (0.5, 1_331_592), (0.25, 470_072)])
+@pytest.mark.parametrize(
+    'alpha,keras_count', [(1.0, 4_231_976), (0.75, 2_585_560), (0.5, 1_331_592), (0.25, 470_072)]
+)
 def test_v1_parameter_counts_match_keras(alpha, keras_count):
   assert count('mobilenet_v1', 224, alpha=alpha) == keras_count
 
@@ -27,7 +28,10 @@ def test_v1_paper_size_and_mult_adds_at_four_resolutions():
   # Width multiplier α: cost falls roughly as α². Derived here: 325.4 / 149.5 / 41.0 M at 224
   # (TF-slim's table lists 317 / 150 / 41 M, with parameter counts that agree with ours).
   assert [round(macs('mobilenet_v1', 224, alpha=a) / 1e5) for a in (0.75, 0.5, 0.25)] == [
-      3254, 1495, 410]
+      3254,
+      1495,
+      410,
+  ]
 
 
 def test_v1_strides_widths_and_depthwise_kernels():
@@ -83,18 +87,35 @@ def test_v2_mult_adds_and_make_divisible():
   assert round(macs('mobilenet_v2', 224) / 1e9, 3) == 0.301  # REFERENCE.md (torchvision)
   assert macs('mobilenet_v2', 224) == 300_774_272
   # torchvision's _make_divisible: nearest multiple of 8, never more than 10 % below.
-  assert [mobilenet.make_divisible(v) for v in (32 * 0.35, 16 * 0.35, 24 * 0.5, 1280 * 1.4,
-                                                 10.0, 3.0)] == [16, 8, 16, 1792, 16, 8]
+  assert [
+      mobilenet.make_divisible(v) for v in (32 * 0.35, 16 * 0.35, 24 * 0.5, 1280 * 1.4, 10.0, 3.0)
+  ] == [16, 8, 16, 1792, 16, 8]
 
 
 def test_v2_block_layout_strides_and_widths():
   variables, out = shapes('mobilenet_v2', 224)
   params = variables['params']
   blocks = [out[f'features_{i}'] for i in range(1, 18)]
-  assert [b[1] for b in blocks] == [112, 56, 56, 28, 28, 28, 14, 14, 14, 14, 14, 14, 14,
-                                    7, 7, 7, 7]
-  assert [b[-1] for b in blocks] == [16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96,
-                                     160, 160, 160, 320]
+  assert [b[1] for b in blocks] == [112, 56, 56, 28, 28, 28, 14, 14, 14, 14, 14, 14, 14, 7, 7, 7, 7]
+  assert [b[-1] for b in blocks] == [
+      16,
+      24,
+      24,
+      32,
+      32,
+      32,
+      64,
+      64,
+      64,
+      64,
+      96,
+      96,
+      96,
+      160,
+      160,
+      160,
+      320,
+  ]
   assert out['features_0'] == (1, 112, 112, 32) and out['features_18'] == (1, 7, 7, 1280)
   # t = 1 in the first block: no expansion conv; elsewhere 1×1 expand to 6× the input width.
   assert set(params['features_1']) == {'depthwise', 'project'}
@@ -136,5 +157,6 @@ def test_every_mobilenet_trains_and_evaluates_at_32_pixels():
   train_and_eval_step('mobilenet_v1', 32, alpha=0.25, conv_defs=((64, 2),))
   # One t = 6 block; at width 0.25 both the stem and the block are 8 wide, so it has its
   # identity shortcut.
-  train_and_eval_step('mobilenet_v2', 32, width_mult=0.25,
-                      inverted_residual_setting=((6, 16, 1, 1),))
+  train_and_eval_step(
+      'mobilenet_v2', 32, width_mult=0.25, inverted_residual_setting=((6, 16, 1, 1),)
+  )

@@ -50,8 +50,9 @@ def test_batch_norm_uses_batch_statistics_in_training_only():
   train_out, updates = _apply(model, variables, x, train=True, mutable=('batch_stats',))
   eval_out = _apply(model, variables, x, train=False)
   assert not np.allclose(train_out, eval_out, atol=1e-3)
-  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), updates['batch_stats'],
-                       variables['batch_stats'])
+  moved = jax.tree.map(
+      lambda a, b: float(jnp.abs(a - b).max()), updates['batch_stats'], variables['batch_stats']
+  )
   assert max(jax.tree.leaves(moved)) > 0.01  # running averages were updated
 
 
@@ -69,7 +70,7 @@ def test_registry_errors_name_the_known_choices():
   assert 'lenet5' in models.list_models()
   with pytest.raises(models.UnknownModelError, match='Did you mean lenet5.*Known models: .*lenet5'):
     models.create_model('lenet', num_classes=10)
-  with pytest.raises(models.UnknownModelError, match="no field.*widht.*fields are: .*pooling"):
+  with pytest.raises(models.UnknownModelError, match='no field.*widht.*fields are: .*pooling'):
     models.create_model('lenet5', num_classes=10, widht=2)
 
 

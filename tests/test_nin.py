@@ -4,10 +4,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import model_testing
 import numpy as np
 import pytest
 
-import model_testing
 import models
 from train_lib.state import num_params
 
@@ -53,7 +53,10 @@ def test_imagenet_nin_map_sizes():
 def test_cifar_nin_map_sizes():
   _, outputs = _shapes('nin_cifar10', 32, 10)
   assert [outputs[k][1:] for k in ('conv1', 'cccp1', 'cccp2')] == [
-      (32, 32, 192), (32, 32, 160), (32, 32, 96)]
+      (32, 32, 192),
+      (32, 32, 160),
+      (32, 32, 96),
+  ]
   assert outputs['conv2'] == (2, 16, 16, 192)
   assert outputs['conv3'] == (2, 8, 8, 192)
   assert outputs['head'] == (2, 8, 8, 10)
@@ -66,11 +69,14 @@ def test_cifar_nin_runs_with_dropout_in_training_only():
   variables = jax.jit(model.init)(jax.random.key(0, impl='rbg'), x)  # rbg compiles faster
   # He (fan_in) init: conv2 is 5·5·96 → 192.
   assert float(jnp.std(variables['params']['conv2']['kernel'])) == pytest.approx(
-      (2 / (5 * 5 * 96)) ** 0.5, rel=0.05)
+      (2 / (5 * 5 * 96)) ** 0.5, rel=0.05
+  )
   assert 'batch_stats' not in variables
 
-  apply = jax.jit(functools.partial(model.apply, capture_intermediates=True,
-                                    mutable=['intermediates']), static_argnames='train')
+  apply = jax.jit(
+      functools.partial(model.apply, capture_intermediates=True, mutable=['intermediates']),
+      static_argnames='train',
+  )
   logits, state = apply(variables, x)
   assert logits.shape == (4, 10) and logits.dtype == jnp.float32
   head = state['intermediates']['head']['__call__'][0]

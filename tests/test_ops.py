@@ -61,8 +61,13 @@ def _input(kind):
   if kind == 'small':
     return {'image': tf.constant(PHOTO[:8, :8] / 255.0, tf.float32), 'label': tf.constant(1)}
   if kind == 'batch':
-    return {'image': tf.constant(PHOTO[None, :8, :8] / 255.0 * np.ones((4, 1, 1, 1)), tf.float32)
-            * tf.reshape(tf.range(4.0), (4, 1, 1, 1)), 'label': tf.range(4)}
+    return {
+        'image': (
+            tf.constant(PHOTO[None, :8, :8] / 255.0 * np.ones((4, 1, 1, 1)), tf.float32)
+            * tf.reshape(tf.range(4.0), (4, 1, 1, 1))
+        ),
+        'label': tf.range(4),
+    }
   return {'image': tf.constant(PHOTO / 255.0, tf.float32), 'label': tf.constant(1)}
 
 
@@ -86,15 +91,27 @@ def test_op_gives_the_same_result_eagerly_and_in_tf_data(name, stats_file):
 
 def test_random_ops_depend_on_the_seed_and_only_on_it():
   for name, (spec, kind) in SAMPLES.items():
-    if name in ('decode', 'resize', 'resize_shorter', 'ensure_min_size', 'pad', 'center_crop',
-                'ten_crop', 'normalize', 'to_rgb', 'subtract_pixel_mean', 'zca'):
+    if name in (
+        'decode',
+        'resize',
+        'resize_shorter',
+        'ensure_min_size',
+        'pad',
+        'center_crop',
+        'ten_crop',
+        'normalize',
+        'to_rgb',
+        'subtract_pixel_mean',
+        'zca',
+    ):
       continue
     preprocess = ops.parse(spec)
     fn = preprocess.batch_fn or preprocess.example_fn
     outputs = [np.asarray(fn(_input(kind), _seed(i))['image']) for i in (0, 0, 1, 2, 3)]
     np.testing.assert_array_equal(outputs[0], outputs[1], err_msg=spec)
-    assert any(o.shape != outputs[0].shape or not np.array_equal(o, outputs[0])
-               for o in outputs[2:]), spec
+    assert any(
+        o.shape != outputs[0].shape or not np.array_equal(o, outputs[0]) for o in outputs[2:]
+    ), spec
 
 
 def test_empty_spec_is_identity():
@@ -104,6 +121,7 @@ def test_empty_spec_is_identity():
 
 # --- Geometry -----------------------------------------------------------------------------------
 
+
 def test_random_crop_with_padding_shifts_the_image():
   crops = [ops.parse('random_crop(28, pad=2)')(_features(), _seed(i))['image'] for i in range(40)]
   assert all(c.shape == (28, 28, 1) for c in crops)
@@ -111,7 +129,9 @@ def test_random_crop_with_padding_shifts_the_image():
   # Every crop is the padded image at some offset.
   padded = np.pad(np.asarray(_features()['image']), [(2, 2), (2, 2), (0, 0)])
   for c in crops[:5]:
-    assert any(np.array_equal(c, padded[y:y + 28, x:x + 28]) for y in range(5) for x in range(5))
+    assert any(
+        np.array_equal(c, padded[y : y + 28, x : x + 28]) for y in range(5) for x in range(5)
+    )
 
 
 def test_pad_modes():
@@ -144,8 +164,9 @@ def test_resize_shorter_keeps_the_aspect_ratio():
 
 def test_random_resize_shorter_draws_every_scale_in_its_range():
   image = {'image': tf.zeros((10, 20, 1))}
-  sizes = [ops.parse('random_resize_shorter(8, 12)')(image, _seed(i))['image'].shape
-           for i in range(60)]
+  sizes = [
+      ops.parse('random_resize_shorter(8, 12)')(image, _seed(i))['image'].shape for i in range(60)
+  ]
   assert {s[0] for s in sizes} == {8, 9, 10, 11, 12}
   assert all(s[1] == 2 * s[0] for s in sizes)
 
@@ -154,9 +175,10 @@ def test_random_resized_crop_windows_stay_in_their_area_and_aspect_ranges():
   shape = tf.constant([300, 400, 3])
   areas, ratios = [], []
   for i in range(300):
-    (y, x), (h, w) = [np.asarray(t) for t in geometry.sample_window(shape, _seed(i), (0.08, 1.0),
-                                                                    (3 / 4, 4 / 3))]
-    assert 0 <= y and y + h <= 300 and 0 <= x and x + w <= 400
+    (y, x), (h, w) = [
+        np.asarray(t) for t in geometry.sample_window(shape, _seed(i), (0.08, 1.0), (3 / 4, 4 / 3))
+    ]
+    assert y >= 0 and y + h <= 300 and x >= 0 and x + w <= 400
     areas.append(h * w / (300 * 400))
     ratios.append(w / h)
   assert min(areas) >= 0.08 - 0.01 and max(areas) <= 1.0
@@ -190,6 +212,7 @@ def test_decode_gives_floats_in_unit_range_and_converts_grey_to_rgb():
 
 # --- Views ----------------------------------------------------------------------------------------
 
+
 def test_ten_crop_is_the_corners_and_centre_each_mirrored():
   image = np.arange(6 * 7, dtype=np.float32).reshape(6, 7, 1)
   views = np.asarray(ops.parse('ten_crop(3)')({'image': tf.constant(image)}, SEED)['image'])
@@ -206,6 +229,7 @@ def test_multi_scale_views():
 
 
 # --- Cutout and mixup ----------------------------------------------------------------------------
+
 
 def test_cutout_masks_one_square_that_can_sit_anywhere():
   covered = np.zeros((16, 16), bool)
@@ -231,8 +255,9 @@ def test_mixup_mixes_images_and_labels_with_a_beta_weight():
     assert np.all(w == w[0]) and 0 <= w[0] <= 1
     partner = out['mix_label'] // 10
     assert sorted(partner) == list(range(8))  # a permutation of the batch
-    np.testing.assert_allclose(out['image'].ravel(), (1 - w[0]) * np.arange(8) + w[0] * partner,
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        out['image'].ravel(), (1 - w[0]) * np.arange(8) + w[0] * partner, rtol=1e-5, atol=1e-5
+    )
     weights.append(w[0])
   var = 1 / (4 * (2 * alpha + 1))  # Beta(α, α): mean 1/2
   assert np.mean(weights) == pytest.approx(0.5, abs=4 * np.sqrt(var / 600))
@@ -241,14 +266,18 @@ def test_mixup_mixes_images_and_labels_with_a_beta_weight():
 
 # --- Parsing --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('spec, message', [
-    ('random_crops(28)', "Unknown preprocessing op 'random_crops'.*Did you mean random_crop"),
-    ('random_crop(28', 'Cannot parse'),
-    ('random_crop(28, padding=2)', 'Bad arguments'),
-    ('normalize(x)', 'Cannot parse'),
-    ('flip_lr|decode', 'must be the first op'),
-    ('mixup(0.2)|flip_lr', 'must come before the batch op'),
-])
+
+@pytest.mark.parametrize(
+    'spec, message',
+    [
+        ('random_crops(28)', "Unknown preprocessing op 'random_crops'.*Did you mean random_crop"),
+        ('random_crop(28', 'Cannot parse'),
+        ('random_crop(28, padding=2)', 'Bad arguments'),
+        ('normalize(x)', 'Cannot parse'),
+        ('flip_lr|decode', 'must be the first op'),
+        ('mixup(0.2)|flip_lr', 'must come before the batch op'),
+    ],
+)
 def test_bad_specs_are_explained(spec, message):
   with pytest.raises(ValueError, match=message):
     ops.parse(spec)
@@ -257,8 +286,11 @@ def test_bad_specs_are_explained(spec, message):
 def test_decode_is_added_in_front_and_stats_see_the_ops_before_them():
   assert ops.with_decode('flip_lr', ['to_rgb']) == 'decode|to_rgb|flip_lr'
   assert ops.with_decode('decode_and_random_resized_crop(8)|flip_lr') == (
-      'decode_and_random_resized_crop(8)|flip_lr')
+      'decode_and_random_resized_crop(8)|flip_lr'
+  )
   assert ops.before_stats("resize_shorter(256)|center_crop(224)|normalize('imagenet')") == (
-      'resize_shorter(256)|center_crop(224)')
+      'resize_shorter(256)|center_crop(224)'
+  )
   assert ops.before_stats("resize_shorter(256)|ten_crop(224)|normalize('imagenet')") == (
-      'resize_shorter(256)')
+      'resize_shorter(256)'
+  )

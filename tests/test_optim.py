@@ -23,33 +23,45 @@ def _optimizer(**fields):
 
 
 def test_step_schedule_divides_by_ten_at_the_given_epochs():
-  lr = schedules.create_learning_rate_fn(_schedule(name='step', decay_epochs=(2, 3)), 0.1,
-                                         steps_per_epoch=10, total_steps=40)
-  np.testing.assert_allclose([lr(0), lr(19), lr(20), lr(29), lr(30), lr(39)],
-                             [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
+  lr = schedules.create_learning_rate_fn(
+      _schedule(name='step', decay_epochs=(2, 3)), 0.1, steps_per_epoch=10, total_steps=40
+  )
+  np.testing.assert_allclose(
+      [lr(0), lr(19), lr(20), lr(29), lr(30), lr(39)],
+      [0.1, 0.1, 0.01, 0.01, 0.001, 0.001],
+      rtol=1e-6,
+  )
 
 
 def test_warmup_then_cosine():
   lr = schedules.create_learning_rate_fn(
-      _schedule(name='cosine', warmup_epochs=1.0, final_lr_fraction=0.1), 1.0,
-      steps_per_epoch=10, total_steps=110)
-  np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(60), lr(110)],
-                             [0.0, 0.5, 1.0, 0.55, 0.1], atol=1e-6)
+      _schedule(name='cosine', warmup_epochs=1.0, final_lr_fraction=0.1),
+      1.0,
+      steps_per_epoch=10,
+      total_steps=110,
+  )
+  np.testing.assert_allclose(
+      [lr(0), lr(5), lr(10), lr(60), lr(110)], [0.0, 0.5, 1.0, 0.55, 0.1], atol=1e-6
+  )
 
 
 def test_warmup_shifts_nothing_in_step_schedule_boundaries():
   lr = schedules.create_learning_rate_fn(
-      _schedule(name='step', warmup_epochs=1.0, decay_epochs=(3,)), 1.0, 10, 50)
+      _schedule(name='step', warmup_epochs=1.0, decay_epochs=(3,)), 1.0, 10, 50
+  )
   np.testing.assert_allclose([lr(5), lr(29), lr(30)], [0.5, 1.0, 0.1], atol=1e-6)
 
 
 def test_exponential_schedule_multiplies_every_few_epochs():
   # Inception v3: lr x 0.94 every 2 epochs, as a staircase.
   lr = schedules.create_learning_rate_fn(
-      _schedule(name='exponential', decay_factor=0.94, decay_every_epochs=2.0), 0.045, 10, 100)
-  np.testing.assert_allclose([lr(0), lr(19), lr(20), lr(39), lr(40), lr(99)],
-                             [0.045, 0.045, 0.045 * 0.94, 0.045 * 0.94, 0.045 * 0.94**2,
-                              0.045 * 0.94**4], rtol=1e-6)
+      _schedule(name='exponential', decay_factor=0.94, decay_every_epochs=2.0), 0.045, 10, 100
+  )
+  np.testing.assert_allclose(
+      [lr(0), lr(19), lr(20), lr(39), lr(40), lr(99)],
+      [0.045, 0.045, 0.045 * 0.94, 0.045 * 0.94, 0.045 * 0.94**2, 0.045 * 0.94**4],
+      rtol=1e-6,
+  )
   with pytest.raises(ValueError, match='decay_every_epochs'):
     schedules.create_learning_rate_fn(_schedule(name='exponential'), 0.1, 10, 10)
 
@@ -59,7 +71,7 @@ def test_poly_schedule_is_caffes(power):
   # Caffe's "poly": base_lr (1 - t/T)^power; power 1 is SqueezeNet's and ShuffleNet's linear decay.
   lr = schedules.create_learning_rate_fn(_schedule(name='poly', power=power), 0.04, 10, 100)
   steps = np.array([0, 25, 50, 99, 100])
-  np.testing.assert_allclose([lr(t) for t in steps], 0.04 * (1 - steps / 100)**power, atol=1e-7)
+  np.testing.assert_allclose([lr(t) for t in steps], 0.04 * (1 - steps / 100) ** power, atol=1e-7)
 
 
 def test_unknown_schedule_and_optimizer_are_explained():
@@ -83,20 +95,26 @@ def test_plateau_reduces_after_patience_and_at_most_max_times():
 def test_plateau_on_a_loss_wants_it_lower():
   state = schedules.plateau_init()
   for loss in [1.0, 0.9, 0.95]:
-    state = schedules.plateau_update(state, loss, higher_is_better=False, patience=1,
-                                     factor=0.5, max_reductions=3, min_delta=0.0)
+    state = schedules.plateau_update(
+        state, loss, higher_is_better=False, patience=1, factor=0.5, max_reductions=3, min_delta=0.0
+    )
   assert float(state.lr_scale) == 0.5
 
 
-PARAMS = {'conv1': {'kernel': jnp.ones((3, 3, 1, 2)), 'bias': jnp.ones(2)},
-          'bn1': {'scale': jnp.ones(2), 'bias': jnp.ones(2)},
-          'head': {'kernel': jnp.ones((2, 3)), 'bias': jnp.ones(3)}}
+PARAMS = {
+    'conv1': {'kernel': jnp.ones((3, 3, 1, 2)), 'bias': jnp.ones(2)},
+    'bn1': {'scale': jnp.ones(2), 'bias': jnp.ones(2)},
+    'head': {'kernel': jnp.ones((2, 3)), 'bias': jnp.ones(3)},
+}
 
 
 def test_weight_decay_can_skip_biases_and_norm_parameters():
   skip = optim.decay_mask(PARAMS, include_norm_and_bias=False)
-  assert skip == {'conv1': {'kernel': True, 'bias': False}, 'bn1': {'scale': False, 'bias': False},
-                  'head': {'kernel': True, 'bias': False}}
+  assert skip == {
+      'conv1': {'kernel': True, 'bias': False},
+      'bn1': {'scale': False, 'bias': False},
+      'head': {'kernel': True, 'bias': False},
+  }
   assert all(jax.tree.leaves(optim.decay_mask(PARAMS, include_norm_and_bias=True)))
 
 

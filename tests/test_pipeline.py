@@ -8,16 +8,27 @@ from configs import default
 from input_pipeline import pipeline as pipeline_lib
 
 
-def _pipeline(data_dir, batch=64, eval_batch=300, seed=0, process_index=0, process_count=1,
-              **fields):
+def _pipeline(
+    data_dir, batch=64, eval_batch=300, seed=0, process_index=0, process_count=1, **fields
+):
   config = default.get_config().dataset
-  config.update(name='offline_digits', data_dir=data_dir, download=False,
-                train_preprocess="random_crop(28, pad=2)|normalize('mnist')",
-                eval_preprocess="normalize('mnist')", shuffle_buffer=1000)
+  config.update(
+      name='offline_digits',
+      data_dir=data_dir,
+      download=False,
+      train_preprocess="random_crop(28, pad=2)|normalize('mnist')",
+      eval_preprocess="normalize('mnist')",
+      shuffle_buffer=1000,
+  )
   config.update(fields)
-  return input_pipeline.InputPipeline(config, global_batch_size=batch, eval_batch_size=eval_batch,
-                                      seed=seed, process_index=process_index,
-                                      process_count=process_count)
+  return input_pipeline.InputPipeline(
+      config,
+      global_batch_size=batch,
+      eval_batch_size=eval_batch,
+      seed=seed,
+      process_index=process_index,
+      process_count=process_count,
+  )
 
 
 def _take(iterator, n):
@@ -51,7 +62,7 @@ def test_resumed_batches_equal_uninterrupted_ones_across_an_epoch_boundary(pipel
   spe = p.steps_per_epoch
   straight = _take(p.train_batches(0), spe + 3)
   resumed = _take(p.train_batches(spe - 2), 5)
-  for a, b in zip(straight[spe - 2:], resumed):
+  for a, b in zip(straight[spe - 2 :], resumed):
     np.testing.assert_array_equal(a['image'], b['image'])
     np.testing.assert_array_equal(a['label'], b['label'])
 
@@ -74,8 +85,10 @@ def test_an_epoch_visits_each_training_example_at_most_once(data_dir):
 
 
 def test_processes_read_disjoint_shards_and_stay_in_step(data_dir):
-  shards = [_pipeline(data_dir, batch=66, eval_batch=300, process_index=i, process_count=3)
-            for i in range(3)]
+  shards = [
+      _pipeline(data_dir, batch=66, eval_batch=300, process_index=i, process_count=3)
+      for i in range(3)
+  ]
   assert len({s.steps_per_epoch for s in shards}) == 1
   evals = [list(s.eval_batches()) for s in shards]
   assert len({len(e) for e in evals}) == 1  # same number of eval steps on every process
@@ -124,7 +137,7 @@ def test_decoding_before_the_cache_changes_no_batch(data_dir):
 
 
 def test_mixup_batches_are_seeded_by_their_place_in_the_epoch(data_dir):
-  p = _pipeline(data_dir, train_preprocess="random_crop(28, pad=2)|mixup(0.4)")
+  p = _pipeline(data_dir, train_preprocess='random_crop(28, pad=2)|mixup(0.4)')
   straight = _take(p.train_batches(0), p.steps_per_epoch + 2)
   resumed = _take(p.train_batches(p.steps_per_epoch - 1), 3)
   for a, b in zip(straight[-3:], resumed):
@@ -136,8 +149,14 @@ def test_mixup_batches_are_seeded_by_their_place_in_the_epoch(data_dir):
 
 
 def test_ten_view_eval_and_grey_to_rgb_at_a_minimum_size(data_dir):
-  p = _pipeline(data_dir, eval_batch=250, channels=3, min_size=36,
-                train_preprocess='random_crop(32)', eval_preprocess='ten_crop(32)')
+  p = _pipeline(
+      data_dir,
+      eval_batch=250,
+      channels=3,
+      min_size=36,
+      train_preprocess='random_crop(32)',
+      eval_preprocess='ten_crop(32)',
+  )
   assert p.image_shape == (32, 32, 3)
   batch = next(p.eval_batches())
   assert batch['image'].shape == (250, 10, 32, 32, 3)
@@ -161,4 +180,4 @@ def test_stats_images_are_what_the_first_statistics_op_sees(data_dir):
   batches, source = pipeline_lib.stats_images(config, batch_size=1000)
   images = np.concatenate(list(batches))
   assert images.shape == (4000, 20, 20, 1) and source['preprocess'] == 'decode|center_crop(20)'
-  assert 0.0 <= images.min() and images.max() <= 1.0 and images.max() > 0.99
+  assert images.min() >= 0.0 and images.max() <= 1.0 and images.max() > 0.99

@@ -4,16 +4,15 @@ Full-size models are only traced (jax.eval_shape); compute runs on single units 
 reduced-depth network.
 """
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model_testing import FAST_KEY, abstract, fast_jit
+from model_testing import count as param_count
 
 import models
 from models import preact_resnet
-from model_testing import FAST_KEY, abstract, fast_jit
-from model_testing import count as param_count
 
 EPS = 1e-5  # layers.batch_norm's epsilon
 
@@ -38,14 +37,24 @@ def _normal(*shape):
 #   basic: (64−128)+(128−256)+(256−512) − 64 + 512 − projections (128+256+512) = −896
 #          channels = −1,792 parameters.
 # timm's resnetv2_50 has this layout; its count was not available here to compare with.
-@pytest.mark.parametrize('name,plain,delta', [
-    ('preact_resnet18', 11_689_512, -1_792), ('preact_resnet34', 21_797_672, -1_792),
-    ('preact_resnet50', 25_557_032, -7_680), ('preact_resnet101', 44_549_160, -7_680),
-    ('preact_resnet152', 60_192_808, -7_680)])
+@pytest.mark.parametrize(
+    'name,plain,delta',
+    [
+        ('preact_resnet18', 11_689_512, -1_792),
+        ('preact_resnet34', 21_797_672, -1_792),
+        ('preact_resnet50', 25_557_032, -7_680),
+        ('preact_resnet101', 44_549_160, -7_680),
+        ('preact_resnet152', 60_192_808, -7_680),
+    ],
+)
 def test_imagenet_parameter_counts_are_the_plain_counts_with_batch_norms_moved(name, plain, delta):
-  expected = {'preact_resnet18': 11_687_720, 'preact_resnet34': 21_795_880,
-              'preact_resnet50': 25_549_352, 'preact_resnet101': 44_541_480,
-              'preact_resnet152': 60_185_128}[name]
+  expected = {
+      'preact_resnet18': 11_687_720,
+      'preact_resnet34': 21_795_880,
+      'preact_resnet50': 25_549_352,
+      'preact_resnet101': 44_541_480,
+      'preact_resnet152': 60_185_128,
+  }[name]
   assert plain + delta == expected
   assert param_count(name, 224) == expected
 
@@ -55,12 +64,14 @@ def test_cifar_parameter_counts_round_to_the_papers_1_7_million():
   # bias-free 1×1 projections 16·32 + 32·64 = 2,560. Its BN channels are unchanged: BN(in)
   # instead of BN(out) at the two stage starts (−16 −32), no stem BN (−16), final BN(64) (+64).
   assert param_count('preact_resnet110', 32, num_classes=10) == 1_727_962 + 2_560 == 1_730_522
+
   # ResNet-164 (bottleneck units, n = 18): stem 3·9·16; per stage s with inner width w and
   # input width c_in: the first unit BN(c_in) + c_in·w + BN(w) + 9w² + BN(w) + 4w² +
   # projection c_in·4w; the other 17 with c_in = 4w; final BN(256); fc 256·10 + 10.
   def stage(w, c_in):
     unit = lambda c: 2 * c + c * w + 2 * w + 9 * w * w + 2 * w + w * 4 * w
     return unit(c_in) + c_in * 4 * w + 17 * unit(4 * w)
+
   expected = 3 * 9 * 16 + stage(16, 16) + stage(32, 64) + stage(64, 128) + 2 * 256 + 2_570
   assert expected == 1_703_258
   assert param_count('preact_resnet164', 32, num_classes=10) == expected
@@ -74,7 +85,7 @@ def test_imagenet_layout_bare_stem_preactivated_units_and_final_batch_norm():
   assert set(params) == {'conv1', 'final_bn', 'fc'} | blocks  # no BN after the stem conv
   assert params['final_bn']['scale'].shape == (2048,)
   for stage, size in enumerate([56, 28, 14, 7], start=1):
-    assert _out(inter, f'layer{stage}_0').shape == (1, size, size, 256 * 2**(stage - 1))
+    assert _out(inter, f'layer{stage}_0').shape == (1, size, size, 256 * 2 ** (stage - 1))
   unit = params['layer2_0']
   assert unit['bn1']['scale'].shape == (256,)  # normalises the unit's input, not its output
   assert set(unit) == {'bn1', 'conv1', 'bn2', 'conv2', 'bn3', 'conv3', 'downsample_conv'}
@@ -111,8 +122,10 @@ def _units_with_closed_branch(block, x):
   def run(key, x):
     variables = block.init(key, x)
     last = 'conv3' if 'conv3' in variables['params'] else 'conv2'
-    params = {**variables['params'], last: {'kernel': jnp.zeros_like(
-        variables['params'][last]['kernel'])}}
+    params = {
+        **variables['params'],
+        last: {'kernel': jnp.zeros_like(variables['params'][last]['kernel'])},
+    }
     return {**variables, 'params': params}, block.apply({**variables, 'params': params}, x)
 
   return run(FAST_KEY, x)
@@ -149,7 +162,8 @@ def test_batch_norm_uses_batch_statistics_in_training_only():
   assert eval_out.dtype == train_out.dtype == jnp.float32
   assert train_out.shape == eval_out.shape == (4, 10)
   assert not np.allclose(train_out, eval_out, atol=1e-3)
-  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), updates['batch_stats'],
-                       variables['batch_stats'])
+  moved = jax.tree.map(
+      lambda a, b: float(jnp.abs(a - b).max()), updates['batch_stats'], variables['batch_stats']
+  )
   assert max(jax.tree.leaves(moved)) > 0.01
   assert set(variables['batch_stats']) == {'layer1_0', 'layer2_0', 'layer3_0', 'final_bn'}

@@ -10,12 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model_testing import FAST_KEY, abstract, fast_jit
+from model_testing import count as param_count
 
 import models
 from models import resnet
 from train_lib.state import num_params
-from model_testing import FAST_KEY, abstract, fast_jit
-from model_testing import count as param_count
 
 
 def _normal(*shape):
@@ -34,9 +34,16 @@ def _out(tree, *path):
 
 
 # torchvision's model cards (resnet18 and resnet50 also in REFERENCE.md).
-@pytest.mark.parametrize('name,count', [
-    ('resnet18', 11_689_512), ('resnet34', 21_797_672), ('resnet50', 25_557_032),
-    ('resnet101', 44_549_160), ('resnet152', 60_192_808)])
+@pytest.mark.parametrize(
+    'name,count',
+    [
+        ('resnet18', 11_689_512),
+        ('resnet34', 21_797_672),
+        ('resnet50', 25_557_032),
+        ('resnet101', 44_549_160),
+        ('resnet152', 60_192_808),
+    ],
+)
 def test_imagenet_parameter_counts_match_torchvision(name, count):
   assert param_count(name, 224) == count
 
@@ -60,21 +67,28 @@ def test_groups_and_width_per_group_give_torchvisions_resnext_and_wide_resnet():
 
 # Option A, 10 classes: resnet20 REFERENCE.md; the others akamaster/pytorch_resnet_cifar10.
 # The paper (Table 6) rounds them to 0.27M, 0.46M, 0.66M, 0.85M, 1.7M.
-@pytest.mark.parametrize('name,count,paper_millions,digits', [
-    ('resnet20', 269_722, 0.27, 2), ('resnet32', 464_154, 0.46, 2), ('resnet44', 658_586, 0.66, 2),
-    ('resnet56', 853_018, 0.85, 2), ('resnet110', 1_727_962, 1.7, 1)])
+@pytest.mark.parametrize(
+    'name,count,paper_millions,digits',
+    [
+        ('resnet20', 269_722, 0.27, 2),
+        ('resnet32', 464_154, 0.46, 2),
+        ('resnet44', 658_586, 0.66, 2),
+        ('resnet56', 853_018, 0.85, 2),
+        ('resnet110', 1_727_962, 1.7, 1),
+    ],
+)
 def test_cifar_parameter_counts_match_the_paper(name, count, paper_millions, digits):
   assert param_count(name, 32, num_classes=10) == count
   assert round(count / 1e6, digits) == paper_millions
   # Option B adds a 1×1 conv + BN where the width doubles: 16→32 and 32→64.
 
 
-
 @pytest.mark.parametrize('name,count', [('resnet20', 269_722), ('resnet110', 1_727_962)])
 def test_cifar_option_b_adds_projections_where_the_width_doubles(name, count):
   # A 1×1 conv + BN at 16→32 and at 32→64: 2,752 parameters, whatever the depth.
   assert param_count(name, 32, num_classes=10, shortcut='B') == count + (16 * 32 + 2 * 32) + (
-      32 * 64 + 2 * 64)
+      32 * 64 + 2 * 64
+  )
 
 
 def test_resnet50_stage_outputs_and_projection_shortcuts():
@@ -83,7 +97,7 @@ def test_resnet50_stage_outputs_and_projection_shortcuts():
   assert _out(inter, 'conv1').shape == (1, 112, 112, 64)
   for stage, (size, blocks) in enumerate([(56, 3), (28, 4), (14, 6), (7, 3)], start=1):
     for index in range(blocks):
-      assert _out(inter, f'layer{stage}_{index}').shape == (1, size, size, 256 * 2**(stage - 1))
+      assert _out(inter, f'layer{stage}_{index}').shape == (1, size, size, 256 * 2 ** (stage - 1))
       # A projection exactly where the shape changes: the first block of every stage.
       assert ('downsample_conv' in params[f'layer{stage}_{index}']) == (index == 0)
   assert 'layer3_6' not in params and 'layer4_3' not in params
@@ -95,16 +109,23 @@ def test_resnet18_uses_basic_blocks_and_keeps_the_width_in_stage_one():
   inter = abstract('resnet18', 224)['intermediates']
   params = abstract('resnet18', 224)['params']
   for stage, size in enumerate([56, 28, 14, 7], start=1):
-    assert _out(inter, f'layer{stage}_1').shape == (1, size, size, 64 * 2**(stage - 1))
+    assert _out(inter, f'layer{stage}_1').shape == (1, size, size, 64 * 2 ** (stage - 1))
   assert set(params['layer1_0']) == {'conv1', 'bn1', 'conv2', 'bn2'}  # 64 → 64: identity
-  assert set(params['layer2_0']) == {'conv1', 'bn1', 'conv2', 'bn2', 'downsample_conv',
-                                     'downsample_bn'}
+  assert set(params['layer2_0']) == {
+      'conv1',
+      'bn1',
+      'conv2',
+      'bn2',
+      'downsample_conv',
+      'downsample_bn',
+  }
   assert params['layer3_0']['conv1']['kernel'].shape == (3, 3, 128, 256)
 
 
 @pytest.mark.parametrize('stride_on_3x3,conv1_size,conv2_size', [(True, 56, 28), (False, 28, 28)])
 def test_stride_sits_on_the_3x3_in_v1_5_and_on_the_first_1x1_in_the_paper(
-    stride_on_3x3, conv1_size, conv2_size):
+    stride_on_3x3, conv1_size, conv2_size
+):
   shapes = abstract('resnet50', 224, stage_sizes=(1, 1, 1, 1), stride_on_3x3=stride_on_3x3)
   block = shapes['intermediates']['layer2_0']
   assert _out(block, 'conv1').shape == (1, conv1_size, conv1_size, 128)
@@ -113,7 +134,9 @@ def test_stride_sits_on_the_3x3_in_v1_5_and_on_the_first_1x1_in_the_paper(
   # Same weights either way: the stride moves, the kernels do not.
   kernels = shapes['params']['layer2_0']
   assert (kernels['conv1']['kernel'].shape, kernels['conv2']['kernel'].shape) == (
-      (1, 1, 256, 128), (3, 3, 128, 128))
+      (1, 1, 256, 128),
+      (3, 3, 128, 128),
+  )
 
 
 def test_half_precision_keeps_float32_parameters_and_logits():
@@ -155,15 +178,17 @@ def _check_blocks_output_relu_of_shortcut(inter, block_input, shortcut_fn, num_b
   for name in names:
     out = _out(inter, name)
     assert np.abs(_out(inter[name], 'conv1')).max() > 0.1  # the branch is not idle
-    np.testing.assert_allclose(out, _relu(shortcut_fn(inter[name], block_input, out.shape[-1])),
-                               atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(
+        out, _relu(shortcut_fn(inter[name], block_input, out.shape[-1])), atol=1e-5, err_msg=name
+    )
     block_input = out
 
 
 def test_zero_init_residual_makes_every_bottleneck_output_relu_of_its_shortcut():
   # Two stages: a projection without stride (64 → 256), an identity, a strided projection.
-  model = models.create_model('resnet50', num_classes=10, stage_sizes=(2, 1),
-                              zero_init_residual=True)
+  model = models.create_model(
+      'resnet50', num_classes=10, stage_sizes=(2, 1), zero_init_residual=True
+  )
   x = _normal(2, 16, 16, 3)
 
   @fast_jit
@@ -204,13 +229,13 @@ def test_option_a_network_with_zero_init_and_batch_norm_in_training_and_eval():
     strides = block_input.shape[1] // _out(block, 'conv1').shape[1]
     return resnet.zero_pad_shortcut(block_input, features, strides)
 
-  _check_blocks_output_relu_of_shortcut(inter, _relu(_out(inter, 'bn1')), shortcut,
-                                        num_blocks=3)
+  _check_blocks_output_relu_of_shortcut(inter, _relu(_out(inter, 'bn1')), shortcut, num_blocks=3)
   # BatchNorm: batch statistics in training, running averages in eval.
   assert train_out.shape == eval_out.shape == (4, 10)
   assert not np.allclose(train_out, eval_out, atol=1e-3)
-  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), updates['batch_stats'],
-                       variables['batch_stats'])
+  moved = jax.tree.map(
+      lambda a, b: float(jnp.abs(a - b).max()), updates['batch_stats'], variables['batch_stats']
+  )
   assert max(jax.tree.leaves(moved)) > 0.01  # running averages were updated
 
 
@@ -231,5 +256,4 @@ def test_block_hook_acts_on_the_residual_branch_before_the_addition():
   # The gate closes the branch, leaving relu(identity shortcut).
   np.testing.assert_allclose(out, _relu(x), atol=1e-6)
   params = abstract('resnet18', 64, stage_sizes=(1, 1, 1, 1), block_hook=hook)['params']
-  assert all(params[f'layer{s}_0']['se']['gate'].shape == (64 * 2**(s - 1),)
-             for s in range(1, 5))
+  assert all(params[f'layer{s}_0']['se']['gate'].shape == (64 * 2 ** (s - 1),) for s in range(1, 5))

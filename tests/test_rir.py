@@ -7,10 +7,10 @@ block per stage.
 
 import numpy as np
 import pytest
-
-from models import rir
 from model_testing import FAST_KEY, abstract, fast_jit, train_and_eval_step
 from model_testing import count as param_count
+
+from models import rir
 
 EPS = 1e-5  # layers.batch_norm's epsilon
 
@@ -25,8 +25,9 @@ def _conv3x3(x, kernel):
   """A stride-1, pad-1 3×3 convolution in NumPy (NHWC, HWIO)."""
   height, width = x.shape[1:3]
   padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  return sum(padded[:, i:i + height, j:j + width, :] @ kernel[i, j]
-             for i in range(3) for j in range(3))
+  return sum(
+      padded[:, i : i + height, j : j + width, :] @ kernel[i, j] for i in range(3) for j in range(3)
+  )
 
 
 def _derived_count(classes=10, outer=True):
@@ -92,9 +93,11 @@ def test_generalized_residual_block_against_its_equation_and_the_outer_shortcut(
 
   @fast_jit
   def run(x):
-    return (layer.init_with_output(FAST_KEY, x),
-            block.init_with_output(FAST_KEY, x, capture_intermediates=True),
-            wide.init_with_output(FAST_KEY, x, capture_intermediates=True))
+    return (
+        layer.init_with_output(FAST_KEY, x),
+        block.init_with_output(FAST_KEY, x, capture_intermediates=True),
+        wide.init_with_output(FAST_KEY, x, capture_intermediates=True),
+    )
 
   (out, variables), (block_out, block_vars), (wide_out, wide_vars) = run(x)
   kernel = np.asarray(variables['params']['conv']['kernel'])
@@ -113,9 +116,10 @@ def test_generalized_residual_block_against_its_equation_and_the_outer_shortcut(
   # Widening and striding: the outer shortcut is a 1×1/2 projection of r.
   outer = np.asarray(wide_vars['params']['downsample_conv']['kernel'])[0, 0]
   last = _out(wide_vars['intermediates'], 'unit1')
-  np.testing.assert_allclose(wide_out[..., :2 * w] - last[..., :2 * w],
-                             r[:, ::2, ::2] @ outer, atol=1e-5)
-  np.testing.assert_array_equal(wide_out[..., 2 * w:], last[..., 2 * w:])
+  np.testing.assert_allclose(
+      wide_out[..., : 2 * w] - last[..., : 2 * w], r[:, ::2, ::2] @ outer, atol=1e-5
+  )
+  np.testing.assert_array_equal(wide_out[..., 2 * w :], last[..., 2 * w :])
   assert wide_out.shape == (2, 3, 3, 4 * w)
 
 

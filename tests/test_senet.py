@@ -4,26 +4,29 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
+from model_testing import FAST_KEY, abstract, count, fast_jit, train_and_eval_step
 
 import models
 from models import resnet
-from model_testing import FAST_KEY, abstract, count, fast_jit, train_and_eval_step
 
 NAMES = ('seresnet50', 'seresnet101', 'seresnext50_32x4d')
 
 
 def _se_params(stage_sizes, r=16):
   """2·C·C/r + C/r + C per block (fc1 and fc2 with biases), C = 256 · 2^stage."""
-  return sum(n * (2 * c * c // r + c // r + c)
-             for n, c in zip(stage_sizes, (256, 512, 1024, 2048)))
+  return sum(n * (2 * c * c // r + c // r + c) for n, c in zip(stage_sizes, (256, 512, 1024, 2048)))
 
 
 # timm's seresnet50, seresnet101 and seresnext50_32x4d. The same totals by arithmetic: the
 # plain networks' torchvision counts (asserted in test_resnet.py / test_resnext.py) plus SE.
-@pytest.mark.parametrize('name,published,base,stage_sizes', [
-    ('seresnet50', 28_088_024, 25_557_032, (3, 4, 6, 3)),
-    ('seresnet101', 49_326_872, 44_549_160, (3, 4, 23, 3)),
-    ('seresnext50_32x4d', 27_559_896, 25_028_904, (3, 4, 6, 3))])
+@pytest.mark.parametrize(
+    'name,published,base,stage_sizes',
+    [
+        ('seresnet50', 28_088_024, 25_557_032, (3, 4, 6, 3)),
+        ('seresnet101', 49_326_872, 44_549_160, (3, 4, 23, 3)),
+        ('seresnext50_32x4d', 27_559_896, 25_028_904, (3, 4, 6, 3)),
+    ],
+)
 def test_parameter_counts_match_timm(name, published, base, stage_sizes):
   assert count(name, 224) == published == base + _se_params(stage_sizes)
 
@@ -33,7 +36,7 @@ def test_every_block_has_an_se_module_with_a_16x_bottleneck():
   blocks = [k for k in params if k.startswith('layer')]
   assert len(blocks) == 16 and all('se' in params[b] for b in blocks)
   for stage in range(1, 5):
-    c = 256 * 2**(stage - 1)
+    c = 256 * 2 ** (stage - 1)
     se = params[f'layer{stage}_0']['se']
     assert se['fc1']['kernel'].shape == (c, c // 16) and se['fc1']['bias'].shape == (c // 16,)
     assert se['fc2']['kernel'].shape == (c // 16, c) and se['fc2']['bias'].shape == (c,)
@@ -55,13 +58,25 @@ def test_se_scales_the_branch_after_its_last_bn_by_a_per_channel_gate_before_the
   def run(key, x):
     out, variables = with_se.init_with_output(key, x, capture_intermediates=True)
     params = variables['params']
-    opened = {**params, 'se': {**params['se'], 'fc2': {
-        'kernel': params['se']['fc2']['kernel'], 'bias': params['se']['fc2']['bias'] + 1e4}}}
+    opened = {
+        **params,
+        'se': {
+            **params['se'],
+            'fc2': {
+                'kernel': params['se']['fc2']['kernel'],
+                'bias': params['se']['fc2']['bias'] + 1e4,
+            },
+        },
+    }
     without_se = {k: v for k, v in params.items() if k != 'se'}
     stats = variables['batch_stats']
-    return (out, params, variables['intermediates'],
-            with_se.apply({'params': opened, 'batch_stats': stats}, x),
-            plain.apply({'params': without_se, 'batch_stats': stats}, x))
+    return (
+        out,
+        params,
+        variables['intermediates'],
+        with_se.apply({'params': opened, 'batch_stats': stats}, x),
+        plain.apply({'params': without_se, 'batch_stats': stats}, x),
+    )
 
   out, params, inter, out_gate_open, out_plain = jax.device_get(run(FAST_KEY, x))
   branch = inter['bn3']['__call__'][0]  # the SE input: the branch after its last BN

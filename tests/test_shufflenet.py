@@ -10,20 +10,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model_testing import FAST_KEY, count, fast_jit, shapes, train_and_eval_step
+from model_testing import macs as model_macs
 
 from configs import shufflenet_imagenet
 from models import shufflenet
-from model_testing import FAST_KEY, count, fast_jit, shapes, train_and_eval_step
-from model_testing import macs as model_macs
 
 V1 = [f'shufflenet_v1_g{g}' for g in (1, 2, 3, 4, 8)]
 V2 = [f'shufflenet_v2_x{w}' for w in ('0_5', '1_0', '1_5', '2_0')]
 
 
 # torchvision's model cards: num_params and "_ops" (GFLOPS there, which are MACs).
-@pytest.mark.parametrize('name,params,gmacs', [
-    ('shufflenet_v2_x0_5', 1_366_792, 0.040), ('shufflenet_v2_x1_0', 2_278_604, 0.145),
-    ('shufflenet_v2_x1_5', 3_503_624, 0.296), ('shufflenet_v2_x2_0', 7_393_996, 0.583)])
+@pytest.mark.parametrize(
+    'name,params,gmacs',
+    [
+        ('shufflenet_v2_x0_5', 1_366_792, 0.040),
+        ('shufflenet_v2_x1_0', 2_278_604, 0.145),
+        ('shufflenet_v2_x1_5', 3_503_624, 0.296),
+        ('shufflenet_v2_x2_0', 7_393_996, 0.583),
+    ],
+)
 def test_v2_parameters_and_macs_match_torchvision(name, params, gmacs):
   assert count(name, 224) == params
   assert round(model_macs(name, 224) / 1e9, 3) == gmacs
@@ -34,10 +40,16 @@ def test_v2_parameters_and_macs_match_torchvision(name, params, gmacs):
 # are megvii's, but its classifier has a bias: megvii's bias-free fc (the default here) has
 # 1,000 fewer (derived). The MACs are derived (kernel size × output positions, summed); megvii's
 # README rounds g3 and g8 1.0× to 138 MFLOPs.
-@pytest.mark.parametrize('name,params,mmacs,readme', [
-    ('shufflenet_v1_g1', 1_531_936, 143.08, None), ('shufflenet_v1_g2', 1_733_848, 140.84, None),
-    ('shufflenet_v1_g3', 1_865_728, 137.46, 138), ('shufflenet_v1_g4', 1_968_344, 134.34, None),
-    ('shufflenet_v1_g8', 2_434_768, 138.37, 138)])
+@pytest.mark.parametrize(
+    'name,params,mmacs,readme',
+    [
+        ('shufflenet_v1_g1', 1_531_936, 143.08, None),
+        ('shufflenet_v1_g2', 1_733_848, 140.84, None),
+        ('shufflenet_v1_g3', 1_865_728, 137.46, 138),
+        ('shufflenet_v1_g4', 1_968_344, 134.34, None),
+        ('shufflenet_v1_g8', 2_434_768, 138.37, 138),
+    ],
+)
 def test_v1_parameters_match_imgclsmob_and_macs(name, params, mmacs, readme):
   assert count(name, 224) == params - 1000
   if name == 'shufflenet_v1_g3':
@@ -51,9 +63,15 @@ def test_v1_parameters_match_imgclsmob_and_macs(name, params, mmacs, readme):
 # 0.5× g8 40M, 2.0× g3 524M) and the paper's Table 2 (0.5× 38, 0.25× 13; a 12-channel stem
 # fits 0.25× at 13.3 M, imgclsmob's int(24·0.25) = 6 would give 11.0 M).
 # Count: imgclsmob's shufflenet_g3_wd2 (0.5×, stem int(24·0.5) = 12, fc with bias) 718,324.
-@pytest.mark.parametrize('groups,width,stem,mmacs,params', [
-    (3, 0.5, 12, 38, 718_324), (8, 0.5, 16, 40, None), (3, 2.0, 48, 524, None),
-    (3, 0.25, 12, 13, None)])
+@pytest.mark.parametrize(
+    'groups,width,stem,mmacs,params',
+    [
+        (3, 0.5, 12, 38, 718_324),
+        (8, 0.5, 16, 40, None),
+        (3, 2.0, 48, 524, None),
+        (3, 0.25, 12, 13, None),
+    ],
+)
 def test_v1_width_multiplier_flops_match_megvii_and_the_paper(groups, width, stem, mmacs, params):
   fields = dict(width_multiplier=width, stem_channels=stem, fc_bias=True)
   assert round(model_macs(f'shufflenet_v1_g{groups}', 224, **fields) / 1e6) == mmacs
@@ -64,8 +82,7 @@ def test_v1_width_multiplier_flops_match_megvii_and_the_paper(groups, width, ste
 def test_v1_stage_sizes_and_grouped_kernels():
   variables, out = shapes('shufflenet_v1_g3', 224)
   assert out['conv1'] == (1, 112, 112, 24)
-  assert [out[f'stage{s}_0'][1:] for s in (2, 3, 4)] == [(28, 28, 240), (14, 14, 480),
-                                                          (7, 7, 960)]
+  assert [out[f'stage{s}_0'][1:] for s in (2, 3, 4)] == [(28, 28, 240), (14, 14, 480), (7, 7, 960)]
   assert out['stage4_3'] == (1, 7, 7, 960) and out['fc'] == (1, 1000)
   params = variables['params']
   kernel = lambda unit, conv: params[unit][conv]['conv']['kernel'].shape
@@ -87,8 +104,7 @@ def test_v1_stage_sizes_and_grouped_kernels():
 def test_v2_stage_sizes_and_branches():
   variables, out = shapes('shufflenet_v2_x1_0', 224)
   assert out['conv1'] == (1, 112, 112, 24)
-  assert [out[f'stage{s}_0'][1:] for s in (2, 3, 4)] == [(28, 28, 116), (14, 14, 232),
-                                                          (7, 7, 464)]
+  assert [out[f'stage{s}_0'][1:] for s in (2, 3, 4)] == [(28, 28, 116), (14, 14, 232), (7, 7, 464)]
   assert out['conv5'] == (1, 7, 7, 1024)
   params = variables['params']
   kernel = lambda unit, conv: params[unit][conv]['conv']['kernel'].shape
@@ -117,8 +133,10 @@ def _unit_fn(unit, x, bn_bias=0.0):
   fill = {'mean': np.zeros, 'var': np.ones, 'bias': lambda shape: np.full(shape, bn_bias)}
   variables = jax.tree_util.tree_map_with_path(
       lambda path, leaf: fill.get(path[-1].key, lambda shape: 0.5 * rng.standard_normal(shape))(
-          leaf.shape).astype(np.float32),
-      jax.eval_shape(unit.init, FAST_KEY, x))
+          leaf.shape
+      ).astype(np.float32),
+      jax.eval_shape(unit.init, FAST_KEY, x),
+  )
   return fast_jit(functools.partial(unit.apply, train=False)), variables
 
 
@@ -131,7 +149,7 @@ def _dependence(unit, x, groups):
   size = x.shape[-1] // groups
   depends = np.zeros((groups, groups), bool)
   for j in range(groups):
-    bumped = np.asarray(apply(variables, x.at[..., j * size:(j + 1) * size].add(3.0)))
+    bumped = np.asarray(apply(variables, x.at[..., j * size : (j + 1) * size].add(3.0)))
     changed = np.abs(bumped - base).reshape(*base.shape[:-1], groups, size).max(axis=(0, 1, 2, 4))
     depends[:, j] = changed > 0
   return depends
@@ -154,8 +172,14 @@ def test_v1_stride_two_unit_concatenates_the_average_pooled_input():
   assert out.shape == (1, 2, 2, 48)
   # 3×3/2 average pool with padding 1, padding counted (PyTorch's count_include_pad).
   padded = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (0, 0)))
-  pooled = np.stack([np.stack([padded[0, 2 * i:2 * i + 3, 2 * j:2 * j + 3].sum((0, 1)) / 9
-                               for j in range(2)]) for i in range(2)])
+  pooled = np.stack(
+      [
+          np.stack(
+              [padded[0, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3].sum((0, 1)) / 9 for j in range(2)]
+          )
+          for i in range(2)
+      ]
+  )
   np.testing.assert_allclose(out[0, ..., :12], pooled, rtol=1e-5, atol=1e-6)
 
 
@@ -186,8 +210,11 @@ def test_config_variants_build_their_model_with_megviis_recipe():
     config = shufflenet_imagenet.get_config(variant)
     assert config.model.name == variant
   config = shufflenet_imagenet.get_config('shufflenet_v1_g8')
-  assert (config.batch_size, config.optimizer.lr, config.optimizer.weight_decay) == (1024, 0.5,
-                                                                                     4e-5)
+  assert (config.batch_size, config.optimizer.lr, config.optimizer.weight_decay) == (
+      1024,
+      0.5,
+      4e-5,
+  )
   assert config.label_smoothing == 0.1 and not config.optimizer.decay_norm_and_bias
 
 

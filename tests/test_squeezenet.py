@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model_testing import FAST_KEY, abstract, count, fast_jit, macs, shapes, train_and_eval_step
 
 import models
-from model_testing import FAST_KEY, abstract, count, fast_jit, macs, shapes, train_and_eval_step
 from models import squeezenet
 
 
@@ -72,13 +72,17 @@ def test_fire_modules_bypasses_and_torchvision_initialisation():
     plain, variables = fire().init_with_output(key, x, capture_intermediates=True)
     inter = variables.pop('intermediates')
     simple = fire(bypass='identity').apply(variables, x)
-    complex_, with_conv = fire(bypass='conv').init_with_output(key, x,
-                                                               capture_intermediates=True)
-    return {'plain': plain, 'e1': inter['expand1x1']['__call__'][0],
-            'e3': inter['expand3x3']['__call__'][0], 'simple': simple, 'complex': complex_,
-            'bypass': with_conv['intermediates']['bypass']['__call__'][0],
-            'bypass_kernel': with_conv['params']['bypass']['kernel'],
-            'net': model.init(key, jnp.zeros((1, 9, 9, 3)))['params']}
+    complex_, with_conv = fire(bypass='conv').init_with_output(key, x, capture_intermediates=True)
+    return {
+        'plain': plain,
+        'e1': inter['expand1x1']['__call__'][0],
+        'e3': inter['expand3x3']['__call__'][0],
+        'simple': simple,
+        'complex': complex_,
+        'bypass': with_conv['intermediates']['bypass']['__call__'][0],
+        'bypass_kernel': with_conv['params']['bypass']['kernel'],
+        'net': model.init(key, jnp.zeros((1, 9, 9, 3)))['params'],
+    }
 
   out = run(FAST_KEY, x)
   plain = out['plain']
@@ -91,8 +95,9 @@ def test_fire_modules_bypasses_and_torchvision_initialisation():
   np.testing.assert_allclose(out['complex'], plain + out['bypass'], atol=1e-6)
   # torchvision's init: zero biases, conv10 N(0, 0.01), kaiming_uniform_ U(±sqrt(6 / fan_in)).
   params = out['net']
-  assert all(not np.any(b) for p, b in jax.tree_util.tree_leaves_with_path(params)
-             if p[-1].key == 'bias')
+  assert all(
+      not np.any(b) for p, b in jax.tree_util.tree_leaves_with_path(params) if p[-1].key == 'bias'
+  )
   assert abs(float(np.std(params['conv10']['kernel'])) - 0.01) < 5e-4
   bound = np.sqrt(6 / (9 * 16))  # fire2's expand3x3: fan_in = 3·3·16
   assert 0.95 * bound < np.abs(params['fire2']['expand3x3']['kernel']).max() <= bound

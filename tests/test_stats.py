@@ -18,7 +18,7 @@ def _correlated_images(n: int, shape=(4, 5, 3), seed: int = 0) -> np.ndarray:
   """Images in about [0, 1] whose channels and pixels are correlated (a shared random field)."""
   rng = np.random.default_rng(seed)
   field = rng.normal(size=(n,) + shape[:2] + (1,))
-  mixing = np.array([[0.2, 0.15, 0.1]])[..., :shape[-1]]
+  mixing = np.array([[0.2, 0.15, 0.1]])[..., : shape[-1]]
   noise = 0.05 * rng.normal(size=(n,) + shape)
   return (0.5 + field * mixing + noise + np.linspace(0, 0.1, shape[1])[:, None]).astype(np.float32)
 
@@ -35,8 +35,9 @@ def _apply(spec: str, image) -> np.ndarray:
 
 def test_compute_matches_numpy_over_uneven_batches():
   images = _correlated_images(37)
-  stats = stats_lib.compute(_batches(images, [10, 7, 15, 5]), zca_epsilon=1e-3,
-                            source={'dataset': 'synthetic'})
+  stats = stats_lib.compute(
+      _batches(images, [10, 7, 15, 5]), zca_epsilon=1e-3, source={'dataset': 'synthetic'}
+  )
   x = images.astype(np.float64)
   pixels = x.reshape(-1, 3)
   np.testing.assert_allclose(stats.mean, pixels.mean(0), rtol=1e-12)
@@ -52,8 +53,9 @@ def test_compute_matches_numpy_over_uneven_batches():
   flat = x.reshape(37, -1)
   lam, u = np.linalg.eigh(np.cov(flat.T, bias=True))
   expected_zca = u @ np.diag(1 / np.sqrt(np.maximum(lam, 0) + 1e-3)) @ u.T
-  np.testing.assert_allclose(stats.zca, expected_zca, rtol=1e-5,
-                             atol=1e-5 * np.abs(expected_zca).max())
+  np.testing.assert_allclose(
+      stats.zca, expected_zca, rtol=1e-5, atol=1e-5 * np.abs(expected_zca).max()
+  )
   assert stats.zca_epsilon == 1e-3 and stats.num_examples == 37
   assert stats.source == {'dataset': 'synthetic'}
 
@@ -93,8 +95,9 @@ def test_zca_whitened_data_has_identity_covariance(tmp_path):
   mixing = q @ np.diag(np.sqrt(np.logspace(-3, -1, d)))
   images = (0.5 + rng.normal(size=(n, d)) @ mixing.T).reshape((n,) + shape).astype(np.float32)
   epsilon = 1e-7
-  path = stats_lib.save(stats_lib.compute(_batches(images, [1500, 1500, 1000]),
-                                          zca_epsilon=epsilon), str(tmp_path))
+  path = stats_lib.save(
+      stats_lib.compute(_batches(images, [1500, 1500, 1000]), zca_epsilon=epsilon), str(tmp_path)
+  )
   white = _apply(f"zca('{path}')", images).reshape(n, d).astype(np.float64)
   np.testing.assert_allclose(white.mean(0), 0, atol=1e-5)
   cov = np.cov(white.T, bias=True)
@@ -113,9 +116,11 @@ def test_zca_with_another_epsilon_equals_computing_it_with_that_epsilon(tmp_path
   direct = stats_lib.compute([images], zca_epsilon=3e-2).zca
   rebuilt = stats_lib.rezca(stats_lib.load(path).zca, 1e-4, 3e-2)
   np.testing.assert_allclose(rebuilt, direct, atol=1e-5 * np.abs(direct).max())
-  np.testing.assert_allclose(_apply(f"zca('{path}', epsilon=3e-2)", images[:3]),
-                             ((images[:3] - images.mean(0)).reshape(3, -1) @ direct)
-                             .reshape(images[:3].shape), atol=1e-4)
+  np.testing.assert_allclose(
+      _apply(f"zca('{path}', epsilon=3e-2)", images[:3]),
+      ((images[:3] - images.mean(0)).reshape(3, -1) @ direct).reshape(images[:3].shape),
+      atol=1e-4,
+  )
 
 
 def test_normalize_with_a_stats_file_standardises_the_data(tmp_path):
@@ -130,8 +135,9 @@ def test_normalize_with_a_stats_file_standardises_the_data(tmp_path):
 def test_normalize_keeps_dataset_names_and_numbers():
   out = _apply("normalize('imagenet')", np.full((2, 2, 3), 0.456, np.float32))
   np.testing.assert_allclose(out[..., 1], 0, atol=1e-6)
-  np.testing.assert_allclose(_apply('normalize((0.5,), (0.25,))', np.ones((1, 1, 2), np.float32)),
-                             2.0)
+  np.testing.assert_allclose(
+      _apply('normalize((0.5,), (0.25,))', np.ones((1, 1, 2), np.float32)), 2.0
+  )
   with pytest.raises(ValueError, match='must have 3 channels'):
     _apply("normalize('cifar10')", np.ones((2, 2, 1), np.float32))
 
@@ -145,22 +151,28 @@ def test_subtract_pixel_mean_centres_every_pixel_and_checks_the_shape(tmp_path):
     _apply(f"subtract_pixel_mean('{path}')", np.zeros((5, 4, 3), np.float32))
   # Inside tf.data after decoding, the size is known only at run time.
   op = ops.parse(f"subtract_pixel_mean('{path}')")
-  ds = tf.data.Dataset.from_generator(lambda: iter([np.zeros((5, 4, 3), np.float32)]),
-                                      output_signature=tf.TensorSpec([None, None, 3], tf.float32))
+  ds = tf.data.Dataset.from_generator(
+      lambda: iter([np.zeros((5, 4, 3), np.float32)]),
+      output_signature=tf.TensorSpec([None, None, 3], tf.float32),
+  )
   with pytest.raises(tf.errors.InvalidArgumentError, match='differs from the mean image'):
     next(iter(ds.map(lambda image: op({'image': image}, SEED))))
 
 
 def test_save_load_round_trip_and_readable_json(tmp_path):
-  stats = stats_lib.compute([_correlated_images(30)], source={'dataset': 'synthetic',
-                                                               'split': 'train'})
+  stats = stats_lib.compute(
+      [_correlated_images(30)], source={'dataset': 'synthetic', 'split': 'train'}
+  )
   path = stats_lib.save(stats, str(tmp_path))
   assert sorted(os.listdir(tmp_path)) == sorted([stats_lib.NPZ_NAME, stats_lib.JSON_NAME])
   loaded = stats_lib.load(path)
   for field in ('mean', 'std', 'cov', 'eigval', 'eigvec', 'pixel_mean', 'zca'):
     np.testing.assert_array_equal(getattr(loaded, field), getattr(stats, field))
   assert (loaded.zca_epsilon, loaded.num_examples, loaded.source) == (
-      stats.zca_epsilon, 30, {'dataset': 'synthetic', 'split': 'train'})
+      stats.zca_epsilon,
+      30,
+      {'dataset': 'synthetic', 'split': 'train'},
+  )
   record = json.loads((tmp_path / stats_lib.JSON_NAME).read_text())
   np.testing.assert_allclose(record['std'], stats.std)
   np.testing.assert_allclose(record['eigvec'], stats.eigvec)

@@ -10,30 +10,41 @@ import pytest
 
 import models
 from configs import default
-from train_lib import losses, optim, state as state_lib, steps
+from train_lib import losses, optim, steps
+from train_lib import state as state_lib
 
 LOSS = losses.get_loss('softmax_xent')
 
 
 def _batch(n=8, seed=0):
   rng = np.random.default_rng(seed)
-  return {'image': rng.normal(size=(n, 28, 28, 1)).astype(np.float32),
-          'label': rng.integers(0, 10, n).astype(np.int32), 'mask': np.ones(n, bool)}
+  return {
+      'image': rng.normal(size=(n, 28, 28, 1)).astype(np.float32),
+      'label': rng.integers(0, 10, n).astype(np.int32),
+      'mask': np.ones(n, bool),
+  }
 
 
 def _state(model=None, **optimizer_fields):
   config = default.get_config().optimizer
   config.update({'name': 'sgd', **optimizer_fields})
   model = model or models.create_model('lenet5', num_classes=10, batch_norm=True)
-  init = functools.partial(state_lib.create_train_state, model, optim.create_optimizer(config), 0,
-                           (28, 28, 1))
+  init = functools.partial(
+      state_lib.create_train_state, model, optim.create_optimizer(config), 0, (28, 28, 1)
+  )
   return jax.jit(init)()  # one compile beats op-by-op eager initialisation
 
 
 @functools.lru_cache
 def _jitted_train_step(lr, aux_loss_weight):
-  return jax.jit(functools.partial(steps.train_step, loss_fn=LOSS, aux_loss_weight=aux_loss_weight,
-                                   learning_rate_fn=optax.constant_schedule(lr)))
+  return jax.jit(
+      functools.partial(
+          steps.train_step,
+          loss_fn=LOSS,
+          aux_loss_weight=aux_loss_weight,
+          learning_rate_fn=optax.constant_schedule(lr),
+      )
+  )
 
 
 _eval_step = jax.jit(functools.partial(steps.eval_step, loss_fn=LOSS))  # compiled beats eager
@@ -64,7 +75,9 @@ def test_non_finite_step_leaves_the_state_untouched():
 def test_zero_lr_multiplier_freezes_a_layer():
   state = _state(lr_multipliers='conv1/.*=0')
   new_state, _ = _train_step(state, _batch())
-  np.testing.assert_array_equal(new_state.params['conv1']['kernel'], state.params['conv1']['kernel'])
+  np.testing.assert_array_equal(
+      new_state.params['conv1']['kernel'], state.params['conv1']['kernel']
+  )
   np.testing.assert_array_equal(new_state.params['conv1']['bias'], state.params['conv1']['bias'])
   assert not np.array_equal(new_state.params['conv2']['kernel'], state.params['conv2']['kernel'])
 
@@ -86,8 +99,10 @@ def test_auxiliary_losses_are_weighted_into_the_training_loss():
   _, m = _train_step(state, batch, lr=0.0, aux_loss_weight=0.3)
   variables = {'params': state.params}
   main = LOSS(model.apply(variables, batch['image']), batch['label']).mean()
-  aux = LOSS(nn.Dense(10).apply({'params': state.params['aux']},
-                                batch['image'].reshape(8, -1)), batch['label']).mean()
+  aux = LOSS(
+      nn.Dense(10).apply({'params': state.params['aux']}, batch['image'].reshape(8, -1)),
+      batch['label'],
+  ).mean()
   np.testing.assert_allclose(m['main_loss'], main, rtol=1e-5)
   np.testing.assert_allclose(m['loss'], main + 0.3 * aux, rtol=1e-5)
   # Eval reads the main head only.
@@ -110,10 +125,12 @@ def test_eval_step_ignores_padding():
 def test_mixup_loss_mixes_the_two_labels_losses():
   state, batch = _state(), _batch()
   partner = np.roll(batch['label'], 1)
-  _, mixed = _train_step(state, {**batch, 'mix_label': partner,
-                                 'mix_weight': np.full(8, 0.3, np.float32)}, lr=0.0)
-  logits, _ = state.apply_fn(state.variables(), batch['image'], train=True,
-                             mutable=['batch_stats'])  # as the step sees them: batch statistics
+  _, mixed = _train_step(
+      state, {**batch, 'mix_label': partner, 'mix_weight': np.full(8, 0.3, np.float32)}, lr=0.0
+  )
+  logits, _ = state.apply_fn(
+      state.variables(), batch['image'], train=True, mutable=['batch_stats']
+  )  # as the step sees them: batch statistics
   expected = 0.7 * LOSS(logits, batch['label']).mean() + 0.3 * LOSS(logits, partner).mean()
   np.testing.assert_allclose(mixed['loss'], expected, rtol=1e-5)
 

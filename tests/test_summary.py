@@ -3,16 +3,17 @@ across branches, dilated / transposed / grouped / depthwise convolutions, XLA's 
 
 import functools
 import json
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import load_config, run_main
+from model_testing import fast_jit
 
 import models
 from analysis import commands, report, summary
-from conftest import load_config, run_main
-from model_testing import fast_jit
 from models import convolutions, layers
 
 # ../shared/REFERENCE.md: (name, input size, channels, classes, parameters, MACs in G or None).
@@ -40,8 +41,9 @@ def _summarize(name: str, size: int, channels: int = 3, classes: int = 1000, **f
   return summary.summarize(model, (size, size, channels), name=name)
 
 
-@pytest.mark.parametrize('name,size,channels,classes,params,gmacs', REFERENCE,
-                         ids=[r[0] for r in REFERENCE])
+@pytest.mark.parametrize(
+    'name,size,channels,classes,params,gmacs', REFERENCE, ids=[r[0] for r in REFERENCE]
+)
 def test_totals_equal_reference(name, size, channels, classes, params, gmacs):
   # REFERENCE's googlenet has no aux heads; inception_v3's count includes its aux head, which
   # the eval pass does not run (so its MACs are not counted, as torchvision's are not).
@@ -101,6 +103,7 @@ def test_residual_block_takes_the_longer_path():
 
 class _TwoPaths(nn.Module):
   """A merge whose longer path is listed first or second, so order cannot decide."""
+
   long_first: bool
   merge: str = 'add'
 
@@ -126,7 +129,8 @@ def test_inception_and_densenet_concatenations():
   g = _summarize('googlenet', 224, aux_logits=False)
   branches = [l for l in g.layers if l.name.startswith('inception3a/') and l.name.endswith('bn')]
   assert g.layer('inception3a/concat').receptive_field[0] == max(
-      l.receptive_field[0] for l in branches + [g.layer('inception3a/branch4_1/bn')])
+      l.receptive_field[0] for l in branches + [g.layer('inception3a/branch4_1/bn')]
+  )
   assert g.layer('inception3a/concat').output_shape == (28, 28, 256)
   d = _summarize('densenet_bc_100_k12', 32, classes=10)
   concats = [l for l in d.layers if l.kind == 'concat'][:3]
@@ -149,8 +153,9 @@ class _Special(nn.Module):
 
 def test_dilated_grouped_depthwise_transposed():
   s = summary.summarize(_Special(), (16, 16, 4), cross_check=True)
-  dilated, grouped, depthwise, transposed = (s.layer(n) for n in (
-      'dilated', 'grouped', 'depthwise/conv', 'transposed'))
+  dilated, grouped, depthwise, transposed = (
+      s.layer(n) for n in ('dilated', 'grouped', 'depthwise/conv', 'transposed')
+  )
   assert dilated.receptive_field == (5, 5) and dilated.kind == 'Conv 3×3 dilation 2'
   assert dilated.macs == 16 * 16 * 9 * 4 * 8
   assert grouped.receptive_field == (7, 7) and grouped.kind == 'Conv 3×3 groups 4'
@@ -192,7 +197,8 @@ def test_receptive_field_equals_gradient_support():
     layer = s.layer(name)
     row = layer.output_shape[0] // 2
     grad = jax.grad(lambda image: _unit(model, variables, image, name, row))(
-        jnp.zeros((1, size, size, 1)))
+        jnp.zeros((1, size, size, 1))
+    )
     rows = np.flatnonzero(np.abs(np.asarray(grad[0, :, :, 0])).sum(axis=1))
     centre = layer.start[0] + row * layer.jump[0]
     half = (layer.receptive_field[0] - 1) / 2
@@ -219,13 +225,15 @@ def test_layer_outputs_are_the_layers_activations():
     summary.layer_outputs(model, variables, images, ['conv9'])
 
 
-@pytest.mark.parametrize('name,size', [('mobilenet_v2', 64), ('resnext50_32x4d', 64),
-                                       ('alexnet_paper', 227)])
+@pytest.mark.parametrize(
+    'name,size', [('mobilenet_v2', 64), ('resnext50_32x4d', 64), ('alexnet_paper', 227)]
+)
 def test_xla_cost_analysis_agrees(name, size):
   """Depthwise, grouped and two-tower convolutions: XLA's flops = 2 × MACs on real pixels, and
   the whole forward pass costs more (bias, BN, activations, pooling) but not much more."""
-  s = summary.summarize(models.create_model(name, num_classes=1000), (size, size, 3),
-                        cross_check=True)
+  s = summary.summarize(
+      models.create_model(name, num_classes=1000), (size, size, 3), cross_check=True
+  )
   assert s.xla['layer_flops'] == pytest.approx(2 * s.xla['real_macs'], rel=1e-6)
   assert s.xla['real_macs'] <= s.total_macs
   assert s.xla['layer_flops'] < s.xla['forward_flops'] < 1.1 * 2 * s.total_macs
@@ -237,8 +245,14 @@ def test_formats():
   assert record['total_params'] == 61_706 and record['total_macs'] == s.total_macs
   assert [l['name'] for l in record['layers']] == [l.name for l in s.layers]
   fc1 = record['layers'][[l['name'] for l in record['layers']].index('fc1')]
-  assert fc1 == {**fc1, 'output_shape': [120], 'params': 400 * 120 + 120, 'macs': 400 * 120,
-                 'receptive_field': [32, 32], 'jump': None}
+  assert fc1 == {
+      **fc1,
+      'output_shape': [120],
+      'params': 400 * 120 + 120,
+      'macs': 400 * 120,
+      'receptive_field': [32, 32],
+      'jump': None,
+  }
   table = report.render(s, 'table').splitlines()
   assert table[0].split() == list(report.COLUMNS) and len(table) >= 2 + len(s.layers)
   assert table[2].split()[:3] == ['conv1', 'Conv', '5×5']

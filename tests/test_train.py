@@ -97,8 +97,10 @@ def test_checkpoint_of_another_architecture_is_refused_and_left_untouched(tmp_pa
   train.train_and_evaluate(small_config, str(tmp_path))
   before = _tree_digest(tmp_path)
   small_config.model.batch_norm = False
-  with pytest.raises(checkpoint.IncompatibleCheckpointError,
-                     match="(?s)different model.*only in checkpoint: \\['params'\\]\\['bn1'\\]"):
+  with pytest.raises(
+      checkpoint.IncompatibleCheckpointError,
+      match="(?s)different model.*only in checkpoint: \\['params'\\]\\['bn1'\\]",
+  ):
     train.train_and_evaluate(small_config, str(tmp_path))
   assert _tree_digest(tmp_path) == before
 
@@ -122,22 +124,46 @@ def test_resuming_with_a_changed_config_keeps_the_earlier_one(tmp_path, small_co
   assert (earlier['config']['optimizer']['lr'], now['config']['optimizer']['lr']) == (0.05, 0.01)
 
 
-@pytest.mark.parametrize('field, value, error, message', [
-    ('model.name', 'resnet9000', 'UnknownModelError', "Unknown model 'resnet9000'.*Known models: .*lenet5"),
-    ('dataset.name', 'mnits', 'DatasetError', "Unknown dataset 'mnits'.*Did you mean mnist"),
-    ('optimizer.name', 'adagrad', 'ValueError', "Unknown optimizer 'adagrad'"),
-    ('schedule.name', 'linear', 'ValueError', "Unknown schedule 'linear'"),
-    ('schedule.metric', 'eval_acc', 'ValueError', "choose one of eval_loss, eval_top1, eval_top5"),
-    ('dataset.train_preprocess', 'random_crop(28, pad=2)|flip', 'ValueError', 'Did you mean flip_lr'),
-])
-def test_bad_names_are_refused_before_anything_is_written(tmp_path, small_config, field, value,
-                                                          error, message):
+@pytest.mark.parametrize(
+    'field, value, error, message',
+    [
+        (
+            'model.name',
+            'resnet9000',
+            'UnknownModelError',
+            "Unknown model 'resnet9000'.*Known models: .*lenet5",
+        ),
+        ('dataset.name', 'mnits', 'DatasetError', "Unknown dataset 'mnits'.*Did you mean mnist"),
+        ('optimizer.name', 'adagrad', 'ValueError', "Unknown optimizer 'adagrad'"),
+        ('schedule.name', 'linear', 'ValueError', "Unknown schedule 'linear'"),
+        (
+            'schedule.metric',
+            'eval_acc',
+            'ValueError',
+            'choose one of eval_loss, eval_top1, eval_top5',
+        ),
+        (
+            'dataset.train_preprocess',
+            'random_crop(28, pad=2)|flip',
+            'ValueError',
+            'Did you mean flip_lr',
+        ),
+    ],
+)
+def test_bad_names_are_refused_before_anything_is_written(
+    tmp_path, small_config, field, value, error, message
+):
   import input_pipeline
   import models
-  errors = {'UnknownModelError': models.UnknownModelError,
-            'DatasetError': input_pipeline.DatasetError, 'ValueError': ValueError}
-  small_config.update_from_flattened_dict({field: value, 'schedule.name': 'plateau'}
-                                          if field == 'schedule.metric' else {field: value})
+
+  errors = {
+      'UnknownModelError': models.UnknownModelError,
+      'DatasetError': input_pipeline.DatasetError,
+      'ValueError': ValueError,
+  }
+  small_config.update_from_flattened_dict(
+      {field: value, 'schedule.name': 'plateau'} if field == 'schedule.metric' else {field: value}
+  )
   with pytest.raises(errors[error], match=message):
     train.train_and_evaluate(small_config, str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run')
@@ -145,9 +171,16 @@ def test_bad_names_are_refused_before_anything_is_written(tmp_path, small_config
 
 def test_the_readme_config_learns_the_offline_digits(tmp_path, small_config):
   """A 6-epoch version of configs/lenet5_mnist.py (97.4 % here; the README's 30 epochs: 98.1 %)."""
-  small_config.update_from_flattened_dict({
-      'total_steps': 0, 'num_epochs': 6, 'log_every_steps': 62, 'eval_every_steps': 0,
-      'checkpoint_every_steps': 0, 'eval_batch_size': 500})
+  small_config.update_from_flattened_dict(
+      {
+          'total_steps': 0,
+          'num_epochs': 6,
+          'log_every_steps': 62,
+          'eval_every_steps': 0,
+          'checkpoint_every_steps': 0,
+          'eval_batch_size': 500,
+      }
+  )
   results = train.train_and_evaluate(small_config, str(tmp_path))
   assert results['eval_count'] == 1000
   assert results['eval_top1'] >= 0.96, results  # margin for other CPUs' rounding
@@ -155,10 +188,18 @@ def test_the_readme_config_learns_the_offline_digits(tmp_path, small_config):
 
 def test_plateau_schedule_cuts_the_lr_after_evals_without_improvement(tmp_path, small_config):
   # No eval can beat the last by min_delta=10, so every eval after the first is a plateau.
-  small_config.update_from_flattened_dict({
-      'schedule.name': 'plateau', 'schedule.warmup_epochs': 0.0, 'schedule.metric': 'eval_loss',
-      'schedule.patience': 1, 'schedule.min_delta': 10.0, 'schedule.max_reductions': 2,
-      'eval_every_steps': 3, 'optimizer.lr': 0.05})
+  small_config.update_from_flattened_dict(
+      {
+          'schedule.name': 'plateau',
+          'schedule.warmup_epochs': 0.0,
+          'schedule.metric': 'eval_loss',
+          'schedule.patience': 1,
+          'schedule.min_delta': 10.0,
+          'schedule.max_reductions': 2,
+          'eval_every_steps': 3,
+          'optimizer.lr': 0.05,
+      }
+  )
   train.train_and_evaluate(small_config, str(tmp_path))
   lrs = {r['step']: r['lr'] for r in reporting.read_metrics(str(tmp_path)) if 'lr' in r}
   # Evals at steps 3, 6, 9, 12: the ones at 6 and 9 divide by 10, then max_reductions is hit.

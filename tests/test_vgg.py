@@ -7,11 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from model_testing import shapes
 
 import models
-from model_testing import shapes
 from configs import default
-from train_lib import losses, optim, state as state_lib, steps
+from train_lib import losses, optim, steps
+from train_lib import state as state_lib
 from train_lib.state import num_params
 
 # A configuration-A (vgg11) conv stack at small widths: compiles and runs in seconds on a CPU.
@@ -19,10 +20,19 @@ SMALL = dict(num_classes=10, widths=(8, 16, 32, 32, 32), hidden_width=32)
 
 
 # torchvision's model cards, 1000 classes (vgg16 / vgg16_bn also in REFERENCE.md).
-@pytest.mark.parametrize('name, count', [
-    ('vgg11', 132_863_336), ('vgg11_bn', 132_868_840), ('vgg13', 133_047_848),
-    ('vgg13_bn', 133_053_736), ('vgg16', 138_357_544), ('vgg16_bn', 138_365_992),
-    ('vgg19', 143_667_240), ('vgg19_bn', 143_678_248)])
+@pytest.mark.parametrize(
+    'name, count',
+    [
+        ('vgg11', 132_863_336),
+        ('vgg11_bn', 132_868_840),
+        ('vgg13', 133_047_848),
+        ('vgg13_bn', 133_053_736),
+        ('vgg16', 138_357_544),
+        ('vgg16_bn', 138_365_992),
+        ('vgg19', 143_667_240),
+        ('vgg19_bn', 143_678_248),
+    ],
+)
 def test_parameter_counts_match_torchvision(name, count):
   variables, _ = shapes(name, 224)
   assert num_params(variables['params']) == count
@@ -32,11 +42,28 @@ def test_vgg16_layout_at_224():
   variables, outputs = shapes('vgg16', 224)
   # Configuration D: 2-2-3-3-3 convs, each stage halving the map after its last conv.
   convs = sorted(k for k in outputs if k.startswith('conv'))
-  assert convs == ['conv1_1', 'conv1_2', 'conv2_1', 'conv2_2', 'conv3_1', 'conv3_2', 'conv3_3',
-                   'conv4_1', 'conv4_2', 'conv4_3', 'conv5_1', 'conv5_2', 'conv5_3']
+  assert convs == [
+      'conv1_1',
+      'conv1_2',
+      'conv2_1',
+      'conv2_2',
+      'conv3_1',
+      'conv3_2',
+      'conv3_3',
+      'conv4_1',
+      'conv4_2',
+      'conv4_3',
+      'conv5_1',
+      'conv5_2',
+      'conv5_3',
+  ]
   assert [outputs[f'conv{s}_1'] for s in range(1, 6)] == [
-      (1, 224, 224, 64), (1, 112, 112, 128), (1, 56, 56, 256), (1, 28, 28, 512),
-      (1, 14, 14, 512)]
+      (1, 224, 224, 64),
+      (1, 112, 112, 128),
+      (1, 56, 56, 256),
+      (1, 28, 28, 512),
+      (1, 14, 14, 512),
+  ]
   assert variables['params']['conv1_1']['kernel'].shape == (3, 3, 3, 64)
   assert variables['params']['fc6']['kernel'].shape == (7 * 7 * 512, 4096)  # pool5 is 7×7
   assert outputs['head'] == (1, 1000)
@@ -62,16 +89,20 @@ def small_state():
   model = models.create_model('vgg11_bn', **SMALL)
   config = default.get_config().optimizer
   config.name = 'momentum'
-  init = functools.partial(state_lib.create_train_state, model, optim.create_optimizer(config), 0,
-                           (32, 32, 3))
+  init = functools.partial(
+      state_lib.create_train_state, model, optim.create_optimizer(config), 0, (32, 32, 3)
+  )
   with jax.default_prng_impl('rbg'):
     return model, jax.jit(init)()
 
 
 def _batch(n=4):
   rng = np.random.default_rng(0)
-  return {'image': (1.0 + rng.normal(size=(n, 32, 32, 3))).astype(np.float32),
-          'label': rng.integers(0, 10, n).astype(np.int32), 'mask': np.ones(n, bool)}
+  return {
+      'image': (1.0 + rng.normal(size=(n, 32, 32, 3))).astype(np.float32),
+      'label': rng.integers(0, 10, n).astype(np.int32),
+      'mask': np.ones(n, bool),
+  }
 
 
 def test_init_is_torchvisions(small_state):
@@ -79,8 +110,9 @@ def test_init_is_torchvisions(small_state):
   params = state.params
   # kaiming_normal fan_out: std = sqrt(2 / (3·3·out)); conv3_1 is 16 → 32 (fan_in would give
   # sqrt(2 / (3·3·16)) = 0.118).
-  assert float(jnp.std(params['conv3_1']['kernel'])) == pytest.approx((2 / (9 * 32)) ** 0.5,
-                                                                      rel=0.05)
+  assert float(jnp.std(params['conv3_1']['kernel'])) == pytest.approx(
+      (2 / (9 * 32)) ** 0.5, rel=0.05
+  )
   assert float(jnp.std(params['fc6']['kernel'])) == pytest.approx(0.01, rel=0.05)
   for layer in ('conv3_1', 'fc6', 'head'):
     assert not np.any(params[layer]['bias'])
@@ -89,8 +121,13 @@ def test_init_is_torchvisions(small_state):
 def test_train_step_and_eval_differ_as_bn_and_dropout_should(small_state):
   model, state = small_state
   batch = _batch()
-  step = jax.jit(functools.partial(steps.train_step, loss_fn=losses.get_loss('softmax_xent'),
-                                   learning_rate_fn=optax.constant_schedule(0.01)))
+  step = jax.jit(
+      functools.partial(
+          steps.train_step,
+          loss_fn=losses.get_loss('softmax_xent'),
+          learning_rate_fn=optax.constant_schedule(0.01),
+      )
+  )
   new, m1 = step(state, batch, jax.random.key(1, impl='rbg'))
   _, m2 = step(state, batch, jax.random.key(2, impl='rbg'))
   assert float(m1['finite']) == 1.0 and int(new.step) == 1

@@ -6,10 +6,10 @@ Full-size models are only traced (jax.eval_shape); compute runs on one block and
 import jax
 import numpy as np
 import pytest
-
-from models import wide_resnet
 from model_testing import FAST_KEY, abstract, fast_jit, train_and_eval_step
 from model_testing import count as param_count
+
+from models import wide_resnet
 
 
 def _out(tree, *path):
@@ -32,9 +32,14 @@ def _derived_count(depth, k, classes=10):
 
 # Exact counts of the authors' code and xternalz/WideResNet-pytorch (bias-free convs), derived
 # here by arithmetic; the paper (Tables 4 and 5, 10 classes) rounds them to 36.5M, 11.0M, 8.9M.
-@pytest.mark.parametrize('name,depth,k,count,paper_millions', [
-    ('wrn28_10', 28, 10, 36_479_194, 36.5), ('wrn16_8', 16, 8, 10_961_370, 11.0),
-    ('wrn40_4', 40, 4, 8_949_210, 8.9)])
+@pytest.mark.parametrize(
+    'name,depth,k,count,paper_millions',
+    [
+        ('wrn28_10', 28, 10, 36_479_194, 36.5),
+        ('wrn16_8', 16, 8, 10_961_370, 11.0),
+        ('wrn40_4', 40, 4, 8_949_210, 8.9),
+    ],
+)
 def test_parameter_counts_match_the_paper(name, depth, k, count, paper_millions):
   assert _derived_count(depth, k) == count
   assert param_count(name, 32, num_classes=10) == count
@@ -68,9 +73,11 @@ def test_wrn28_10_stages_halve_32_16_8_with_projections_where_the_width_changes(
 
 def test_dropout_sits_between_the_two_convs():
   x = np.random.default_rng(0).standard_normal((2, 4, 4, 8), dtype=np.float32)
-  blocks = {'torch': wide_resnet.WideBasicBlock(8, dropout_rate=0.5),
-            'pytorch_port': wide_resnet.WideBasicBlock(8, dropout_rate=0.5, dropout_before_bn=True),
-            'none': wide_resnet.WideBasicBlock(8)}
+  blocks = {
+      'torch': wide_resnet.WideBasicBlock(8, dropout_rate=0.5),
+      'pytorch_port': wide_resnet.WideBasicBlock(8, dropout_rate=0.5, dropout_before_bn=True),
+      'none': wide_resnet.WideBasicBlock(8),
+  }
 
   @fast_jit
   def run(x):
@@ -78,9 +85,14 @@ def test_dropout_sits_between_the_two_convs():
     result = {}
     for kind, block in blocks.items():
       for seed in (1, 2):  # training mode with two dropout draws
-        result[f'{kind}/{seed}'] = block.apply(variables, x, train=True, mutable=['batch_stats'],
-                                         capture_intermediates=True,
-                                         rngs={'dropout': jax.random.key(seed, impl='rbg')})
+        result[f'{kind}/{seed}'] = block.apply(
+            variables,
+            x,
+            train=True,
+            mutable=['batch_stats'],
+            capture_intermediates=True,
+            rngs={'dropout': jax.random.key(seed, impl='rbg')},
+        )
       result[f'{kind}/eval'] = block.apply(variables, x)
     return result
 

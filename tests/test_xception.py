@@ -7,10 +7,10 @@ the smallest input (7 px).
 import jax
 import numpy as np
 import pytest
+from model_testing import abstract, count, fast_jit, train_and_eval_step
 
 from models import xception
 from train_lib.state import num_params
-from model_testing import abstract, count, fast_jit, train_and_eval_step
 
 
 def _out(tree, *path):
@@ -30,7 +30,12 @@ def test_flows_output_sizes_at_299():
   out, params = variables['intermediates'], variables['params']
   # Entry flow: 149 → 147, then three strided blocks (pool at the end of each block).
   assert [_out(out, n) for n in ('conv1', 'conv2', 'block1', 'block2', 'block3')] == [
-      (149, 149, 32), (147, 147, 64), (74, 74, 128), (37, 37, 256), (19, 19, 728)]
+      (149, 149, 32),
+      (147, 147, 64),
+      (74, 74, 128),
+      (37, 37, 256),
+      (19, 19, 728),
+  ]
   assert _out(out, 'block1', 'sepconv2') == (147, 147, 128)  # the stride sits in the max pool
   # Middle flow: eight identity-shortcut blocks of three separable convs at 19×19×728.
   assert [_out(out, f'block{i}') for i in range(4, 12)] == [(19, 19, 728)] * 8
@@ -44,7 +49,9 @@ def test_flows_output_sizes_at_299():
   assert _out(out, 'conv3') == (10, 10, 1536) and _out(out, 'bn4') == (10, 10, 2048)
   # A separable conv: one 3×3 filter per channel, then a 1×1 across channels; no biases.
   assert jax.tree.map(lambda leaf: leaf.shape, params['block4']['sepconv1']) == {
-      'depthwise': {'kernel': (3, 3, 1, 728)}, 'pointwise': {'kernel': (1, 1, 728, 728)}}
+      'depthwise': {'kernel': (3, 3, 1, 728)},
+      'pointwise': {'kernel': (1, 1, 728, 728)},
+  }
 
 
 def test_relu_acts_on_the_branch_only_so_a_silenced_branch_passes_the_input():

@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from conftest import REPO, load_config
 
 import input_pipeline
 import models
-from conftest import REPO, load_config
 from configs import recipes
 from train_lib import train
 
@@ -29,22 +29,34 @@ def _family_configs():
   return [m for m in modules if hasattr(m, 'VARIANTS')]
 
 
-CASES = [(m.__name__.split('.')[-1], arg)
-         for m in _family_configs() for arg in recipes.all_args(m.VARIANTS, m.DATASETS)]
-CHEAP = {('lenet5_mnist', 'lenet5_1998'), ('alexnet_imagenet', 'alexnet_paper'),
-         ('nin_cifar10', 'nin_cifar10')}  # offline, ImageNet (ten-view eval), CIFAR data
+CASES = [
+    (m.__name__.split('.')[-1], arg)
+    for m in _family_configs()
+    for arg in recipes.all_args(m.VARIANTS, m.DATASETS)
+]
+CHEAP = {
+    ('lenet5_mnist', 'lenet5_1998'),
+    ('alexnet_imagenet', 'alexnet_paper'),
+    ('nin_cifar10', 'nin_cifar10'),
+}  # offline, ImageNet (ten-view eval), CIFAR data
 
 
 def _load(config_name, arg, *overrides):
   """The config as main.py sees it: the file, its argument and command-line overrides."""
-  return load_config(f'--config={os.path.join(REPO, "configs", config_name + ".py")}:{arg}',
-                     *overrides)
+  return load_config(
+      f'--config={os.path.join(REPO, "configs", config_name + ".py")}:{arg}', *overrides
+  )
 
 
 def _smoke_config(config_name, arg, data_dir):
   """Two steps at batch 2 and one small eval, on the offline digits' first images or mock data."""
-  overrides = ['--config.total_steps=2', '--config.batch_size=2', '--config.eval_batch_size=2',
-               '--config.log_every_steps=1', '--config.dataset.shuffle_buffer=8']
+  overrides = [
+      '--config.total_steps=2',
+      '--config.batch_size=2',
+      '--config.eval_batch_size=2',
+      '--config.log_every_steps=1',
+      '--config.dataset.shuffle_buffer=8',
+  ]
   config = _load(config_name, arg, *overrides)
   if config.dataset.name == 'offline_digits':
     config.dataset.data_dir = data_dir
@@ -52,13 +64,17 @@ def _smoke_config(config_name, arg, data_dir):
   return config
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pipeline_shape(dataset, train_preprocess, eval_preprocess, data_dir):
   """(train image shape, eval image shape, classes) that the config's input pipeline yields."""
   spec = _load('default', '').dataset
   spec.unlock()
-  spec.update(name=dataset, train_preprocess=train_preprocess, eval_preprocess=eval_preprocess,
-              data_dir=data_dir if dataset == 'offline_digits' else '')
+  spec.update(
+      name=dataset,
+      train_preprocess=train_preprocess,
+      eval_preprocess=eval_preprocess,
+      data_dir=data_dir if dataset == 'offline_digits' else '',
+  )
   with tfds.testing.mock_data(num_examples=4):
     data = input_pipeline.InputPipeline(spec, global_batch_size=2, eval_batch_size=2, seed=0)
     train_shape = next(data.train_batches(0))['image'].shape[1:]
@@ -75,14 +91,16 @@ def test_every_registered_model_is_reachable_from_a_config():
 def test_config_model_takes_its_input_and_gives_one_logit_per_class(config_name, arg, data_dir):
   config = _load(config_name, arg)
   d = config.dataset
-  train_shape, eval_shape, classes = _pipeline_shape(d.name, d.train_preprocess,
-                                                     d.eval_preprocess, data_dir)
+  train_shape, eval_shape, classes = _pipeline_shape(
+      d.name, d.train_preprocess, d.eval_preprocess, data_dir
+  )
   assert eval_shape[-3:] == train_shape, 'training and evaluation must feed the same image size'
   assert len(eval_shape) == 3 or 'ten_crop' in d.eval_preprocess  # [views, H, W, C]
   model = train.make_model(config, classes)
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
-  logits, _ = jax.eval_shape(functools.partial(model.init_with_output, train=True), rngs,
-                             jnp.zeros((2, *train_shape)))
+  logits, _ = jax.eval_shape(
+      functools.partial(model.init_with_output, train=True), rngs, jnp.zeros((2, *train_shape))
+  )
   assert logits.shape == (2, classes) and logits.dtype == jnp.float32
 
 
@@ -97,7 +115,9 @@ def _train_two_steps(config_name, arg, data_dir, workdir):
   assert np.isfinite(results['train_loss']) and np.isfinite(results['eval_loss'])
 
 
-@pytest.mark.parametrize('config_name, arg', sorted(CHEAP), ids=[f'{n}:{a}' for n, a in sorted(CHEAP)])
+@pytest.mark.parametrize(
+    'config_name, arg', sorted(CHEAP), ids=[f'{n}:{a}' for n, a in sorted(CHEAP)]
+)
 def test_cheap_configs_train_two_steps(config_name, arg, data_dir, tmp_path):
   _train_two_steps(config_name, arg, data_dir, tmp_path / 'run')
 

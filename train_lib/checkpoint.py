@@ -2,7 +2,7 @@
 
 import logging
 import os
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
@@ -16,18 +16,28 @@ class IncompatibleCheckpointError(RuntimeError):
 
 
 def _shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
-  return {jax.tree_util.keystr(path): (tuple(leaf.shape), str(leaf.dtype))
-          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+  return {
+      jax.tree_util.keystr(path): (tuple(leaf.shape), str(leaf.dtype))
+      for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+  }
 
 
 def _describe_mismatch(saved: dict, wanted: dict, limit: int = 6) -> str:
   """Differing entries, parameters first (they say most about the architecture)."""
   order = lambda k: (not k.startswith("['params']"), k)
-  lines = [f'  only in checkpoint: {k} {saved[k][0]}' for k in sorted(set(saved) - set(wanted), key=order)]
-  lines += [f'  only in this run:   {k} {wanted[k][0]}'
-            for k in sorted(set(wanted) - set(saved), key=order)]
-  lines += [f'  {k}: checkpoint {saved[k]} vs this run {wanted[k]}'
-            for k in sorted(set(saved) & set(wanted), key=order) if saved[k] != wanted[k]]
+  lines = [
+      f'  only in checkpoint: {k} {saved[k][0]}'
+      for k in sorted(set(saved) - set(wanted), key=order)
+  ]
+  lines += [
+      f'  only in this run:   {k} {wanted[k][0]}'
+      for k in sorted(set(wanted) - set(saved), key=order)
+  ]
+  lines += [
+      f'  {k}: checkpoint {saved[k]} vs this run {wanted[k]}'
+      for k in sorted(set(saved) & set(wanted), key=order)
+      if saved[k] != wanted[k]
+  ]
   more = f'\n  ... and {len(lines) - limit} more' if len(lines) > limit else ''
   return '\n'.join(lines[:limit]) + more
 
@@ -39,10 +49,12 @@ class Checkpointer:
     self.directory = os.path.abspath(directory)
     # Naming the handler lets a fresh process read the saved tree's metadata before restoring.
     self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False),
-        item_handlers=ocp.StandardCheckpointHandler())
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False),
+        item_handlers=ocp.StandardCheckpointHandler(),
+    )
 
-  def latest_step(self) -> Optional[int]:
+  def latest_step(self) -> int | None:
     return self._manager.latest_step() if os.path.isdir(self.directory) else None
 
   def restore_latest(self, state: TrainState) -> TrainState:
@@ -61,7 +73,8 @@ class Checkpointer:
           f'The checkpoint at step {step} in {self.directory} was written by a different model '
           f'or optimizer than this run builds:\n{_describe_mismatch(saved, wanted)}\n'
           'Nothing was changed. Use a new --workdir for this configuration, or rerun the '
-          'configuration that wrote it.')
+          'configuration that wrote it.'
+      )
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
     logging.info('Restored checkpoint of step %d from %s.', step, self.directory)
@@ -72,8 +85,9 @@ class Checkpointer:
     if self._manager.latest_step() == step:
       return False
     os.makedirs(self.directory, exist_ok=True)
-    self._manager.save(step, args=ocp.args.StandardSave(serialization.to_state_dict(state)),
-                       force=True)
+    self._manager.save(
+        step, args=ocp.args.StandardSave(serialization.to_state_dict(state)), force=True
+    )
     return True
 
   def close(self) -> None:

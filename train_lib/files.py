@@ -3,7 +3,8 @@
 import json
 import os
 import tempfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def _umask() -> int:
@@ -31,6 +32,7 @@ def write_text_atomic(path: str, text: str) -> None:
   def write(tmp: str) -> None:
     with open(tmp, 'w') as f:
       f.write(text)
+
   write_atomic(path, write)
 
 

@@ -11,14 +11,17 @@ def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
   return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
 
 
-def classification_sums(logits: jax.Array, labels: jax.Array, per_example_loss: jax.Array,
-                        mask: jax.Array) -> dict[str, jax.Array]:
+def classification_sums(
+    logits: jax.Array, labels: jax.Array, per_example_loss: jax.Array, mask: jax.Array
+) -> dict[str, jax.Array]:
   """Sums over real (mask=True) examples: loss, top-1 and top-5 hits, and their count."""
   w = mask.astype(jnp.float32)
-  return {'loss_sum': jnp.sum(per_example_loss * w),
-          'top1_sum': jnp.sum(topk_correct(logits, labels, 1) * w),
-          'top5_sum': jnp.sum(topk_correct(logits, labels, 5) * w),
-          'count': jnp.sum(w)}
+  return {
+      'loss_sum': jnp.sum(per_example_loss * w),
+      'top1_sum': jnp.sum(topk_correct(logits, labels, 1) * w),
+      'top5_sum': jnp.sum(topk_correct(logits, labels, 5) * w),
+      'count': jnp.sum(w),
+  }
 
 
 SUMMARY_NAMES = ('loss', 'top1', 'top5')

@@ -22,7 +22,8 @@ def decay_mask(params, include_norm_and_bias: bool):
   if include_norm_and_bias:
     return jax.tree.map(lambda _: True, params)
   return jax.tree_util.tree_map_with_path(
-      lambda path, p: p.ndim > 1 and not _path(path).endswith('bias'), params)
+      lambda path, p: p.ndim > 1 and not _path(path).endswith('bias'), params
+  )
 
 
 def parse_lr_multipliers(spec: str) -> list[tuple[re.Pattern, float]]:
@@ -33,8 +34,10 @@ def parse_lr_multipliers(spec: str) -> list[tuple[re.Pattern, float]]:
     try:
       rules.append((re.compile(pattern.strip()), float(value)))
     except (re.error, ValueError) as e:
-      raise ValueError(f'Bad lr multiplier {item.strip()!r} ({e}); write "regex=number", e.g. '
-                       '"conv1/.*=0,.*bias=2".') from e
+      raise ValueError(
+          f'Bad lr multiplier {item.strip()!r} ({e}); write "regex=number", e.g. '
+          '"conv1/.*=0,.*bias=2".'
+      ) from e
     if not sep:
       raise ValueError(f'Bad lr multiplier {item.strip()!r}; write "regex=number".')
   return rules
@@ -78,11 +81,16 @@ def _direction(config: ml_collections.ConfigDict) -> optax.GradientTransformatio
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """clip → L2 weight decay (coupled; decoupled for adamw) → direction → lr multipliers."""
   mask = lambda params: decay_mask(params, config.decay_norm_and_bias)
-  decay = (optax.add_decayed_weights(config.weight_decay, mask)
-           if config.weight_decay else optax.identity())
+  decay = (
+      optax.add_decayed_weights(config.weight_decay, mask)
+      if config.weight_decay
+      else optax.identity()
+  )
   decoupled = config.name == 'adamw'
   return optax.chain(
-      optax.clip_by_global_norm(config.grad_clip_norm) if config.grad_clip_norm else optax.identity(),
+      optax.clip_by_global_norm(config.grad_clip_norm)
+      if config.grad_clip_norm
+      else optax.identity(),
       optax.identity() if decoupled else decay,
       _direction(config),
       decay if decoupled else optax.identity(),

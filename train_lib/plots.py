@@ -13,16 +13,24 @@ from train_lib import files, reporting  # pylint: disable=wrong-import-position
 def plot_training_curves(workdir: str, path: str) -> None:
   """Plots `<workdir>/metrics.jsonl` into `path` (written atomically)."""
   rows = reporting.read_metrics(workdir)
-  panels = [('loss', ['train_loss', 'eval_loss']), ('top-1 accuracy', ['train_top1', 'eval_top1']),
-            ('learning rate', ['lr'])]
+  panels = [
+      ('loss', ['train_loss', 'eval_loss']),
+      ('top-1 accuracy', ['train_top1', 'eval_top1']),
+      ('learning rate', ['lr']),
+  ]
   fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
   for ax, (title, keys) in zip(axes, panels):
     for key in keys:
       points = [(r['step'], r[key]) for r in rows if key in r]
       if points:
         steps, values = zip(*points)
-        ax.plot(steps, values, marker='o' if key.startswith('eval') else None, ms=3,
-                label=key.replace('_', ' '))
+        ax.plot(
+            steps,
+            values,
+            marker='o' if key.startswith('eval') else None,
+            ms=3,
+            label=key.replace('_', ' '),
+        )
     ax.set_title(title)
     ax.set_xlabel('step')
     ax.grid(alpha=0.3)

@@ -3,7 +3,6 @@
 import logging
 import signal
 import threading
-from typing import Optional
 
 
 class StopRequested(Exception):
@@ -11,8 +10,10 @@ class StopRequested(Exception):
 
   def __init__(self, signum: int, step: int):
     self.signum, self.step = signum, step
-    super().__init__(f'Stopped by {signal.Signals(signum).name} at step {step}; a checkpoint '
-                     'was saved. Run the same command again to resume.')
+    super().__init__(
+        f'Stopped by {signal.Signals(signum).name} at step {step}; a checkpoint '
+        'was saved. Run the same command again to resume.'
+    )
 
 
 class StopOnSignal:
@@ -21,7 +22,7 @@ class StopOnSignal:
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
-    self.signum: Optional[int] = None
+    self.signum: int | None = None
     self._previous = {}
 
   def _handle(self, signum, frame):
@@ -29,8 +30,11 @@ class StopOnSignal:
     if self.signum is not None and signum == signal.SIGINT:
       raise KeyboardInterrupt
     self.signum = signum
-    logging.warning('Got %s: saving a checkpoint and stopping after this step '
-                    '(press Ctrl-C again to stop without saving).', signal.Signals(signum).name)
+    logging.warning(
+        'Got %s: saving a checkpoint and stopping after this step '
+        '(press Ctrl-C again to stop without saving).',
+        signal.Signals(signum).name,
+    )
 
   def __enter__(self) -> 'StopOnSignal':
     if threading.current_thread() is threading.main_thread():

@@ -4,7 +4,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Optional
+from typing import Any
 
 from train_lib import files
 
@@ -38,6 +38,7 @@ class MetricWriter:
     files.write_text_atomic(self._path, ''.join(json.dumps(row) + '\n' for row in kept))
     try:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), purge_step=start_step + 1)
     except ImportError:
       logging.warning('tensorboardX is not installed: no TensorBoard events will be written.')
@@ -65,10 +66,12 @@ def _duration(seconds: float) -> str:
 class Progress:
   """Prints 'step s/S (epoch e) | loss | lr | images/s | ETA' lines."""
 
-  def __init__(self, total_steps: int, steps_per_epoch: int, global_batch_size: int, start_step: int):
+  def __init__(
+      self, total_steps: int, steps_per_epoch: int, global_batch_size: int, start_step: int
+  ):
     self._total, self._per_epoch, self._batch = total_steps, steps_per_epoch, global_batch_size
     self._last_step, self._last_time = start_step, time.perf_counter()
-    self.images_per_s: Optional[float] = None
+    self.images_per_s: float | None = None
 
   def pause(self, seconds: float) -> None:
     """Excludes `seconds` (eval, checkpointing) from the throughput measurement."""
@@ -81,9 +84,11 @@ class Progress:
       self.images_per_s = steps * self._batch / max(now - self._last_time, 1e-9)
     self._last_step, self._last_time = step, now
     eta = ((self._total - step) * self._batch / self.images_per_s) if self.images_per_s else 0.0
-    return (f'step {step}/{self._total} (epoch {step / self._per_epoch:.2f}) | '
-            f'loss {scalars["train_loss"]:.4f} | top1 {scalars["train_top1"]:.4f} | '
-            f'lr {scalars["lr"]:.4g} | {self.images_per_s or 0:,.0f} img/s | ETA {_duration(eta)}')
+    return (
+        f'step {step}/{self._total} (epoch {step / self._per_epoch:.2f}) | '
+        f'loss {scalars["train_loss"]:.4f} | top1 {scalars["train_top1"]:.4f} | '
+        f'lr {scalars["lr"]:.4g} | {self.images_per_s or 0:,.0f} img/s | ETA {_duration(eta)}'
+    )
 
 
 def write_results(workdir: str, results: dict[str, Any]) -> None:

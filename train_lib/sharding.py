@@ -22,8 +22,10 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 def check_divisible(batch_size: int, mesh: Mesh) -> None:
   if batch_size % mesh.size:
-    raise ValueError(f'batch_size={batch_size} must be a multiple of the number of devices '
-                     f'({mesh.size}); every device takes an equal share of the batch.')
+    raise ValueError(
+        f'batch_size={batch_size} must be a multiple of the number of devices '
+        f'({mesh.size}); every device takes an equal share of the batch.'
+    )
 
 
 def to_global(local_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:

@@ -1,6 +1,7 @@
 """The train state: everything a run needs to continue exactly where it stopped."""
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -13,6 +14,7 @@ from train_lib import schedules
 
 class TrainState(struct.PyTreeNode):
   """step, params, batch_stats, opt_state, rng (raw key data) and reduce-on-plateau state."""
+
   step: jax.Array
   params: Any
   batch_stats: Any
@@ -27,21 +29,31 @@ class TrainState(struct.PyTreeNode):
     return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
-def create_train_state(model: nn.Module, tx: optax.GradientTransformation, seed: int,
-                       image_shape: tuple[int, ...]) -> TrainState:
+def create_train_state(
+    model: nn.Module, tx: optax.GradientTransformation, seed: int, image_shape: tuple[int, ...]
+) -> TrainState:
   """Initialises parameters from `seed` on a dummy batch of `image_shape` images.
 
   Initialises in training mode so that heads used only in training (auxiliary classifiers)
   get parameters too; flax leaves BatchNorm's running statistics at their initial values.
   """
   init_rng, run_rng = jax.random.split(jax.random.key(seed))
-  variables = model.init({'params': init_rng, 'dropout': init_rng},
-                         jnp.zeros((1, *image_shape), jnp.float32), train=True)
+  variables = model.init(
+      {'params': init_rng, 'dropout': init_rng},
+      jnp.zeros((1, *image_shape), jnp.float32),
+      train=True,
+  )
   params = variables['params']
-  return TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-                    rng=jax.random.key_data(run_rng), plateau=schedules.plateau_init(),
-                    apply_fn=model.apply, tx=tx)
+  return TrainState(
+      step=jnp.zeros([], jnp.int32),
+      params=params,
+      batch_stats=variables.get('batch_stats', {}),
+      opt_state=tx.init(params),
+      rng=jax.random.key_data(run_rng),
+      plateau=schedules.plateau_init(),
+      apply_fn=model.apply,
+      tx=tx,
+  )
 
 
 def num_params(params: Any) -> int:

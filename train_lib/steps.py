@@ -17,8 +17,9 @@ def _aux_logits(intermediates) -> list[jax.Array]:
   return found
 
 
-def _targets_loss(loss_fn: losses.LossFn, logits: jax.Array,
-                  batch: dict[str, jax.Array]) -> jax.Array:
+def _targets_loss(
+    loss_fn: losses.LossFn, logits: jax.Array, batch: dict[str, jax.Array]
+) -> jax.Array:
   """Per-example loss against `label`, or against both labels of a mixup batch, weighted."""
   loss = loss_fn(logits, batch['label'])
   if 'mix_label' not in batch:
@@ -27,9 +28,15 @@ def _targets_loss(loss_fn: losses.LossFn, logits: jax.Array,
   return (1.0 - weight) * loss + weight * loss_fn(logits, batch['mix_label'])
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
-               loss_fn: losses.LossFn, learning_rate_fn: optax.Schedule,
-               aux_loss_weight: float = 0.3) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    rng: jax.Array,
+    *,
+    loss_fn: losses.LossFn,
+    learning_rate_fn: optax.Schedule,
+    aux_loss_weight: float = 0.3,
+) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step on `batch`; `rng` is this step's dropout key.
 
   Auxiliary-head losses are added with `aux_loss_weight`. Mixup batches carry `mix_label` and
@@ -42,11 +49,17 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
 
   def loss_and_outputs(params):
     logits, updates = state.apply_fn(
-        {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
-        rngs={'dropout': rng}, mutable=['batch_stats', 'intermediates'])
+        {'params': params, 'batch_stats': state.batch_stats},
+        batch['image'],
+        train=True,
+        rngs={'dropout': rng},
+        mutable=['batch_stats', 'intermediates'],
+    )
     main_loss = jnp.sum(_targets_loss(loss_fn, logits, batch) * mask) / num_real
-    aux = [jnp.sum(_targets_loss(loss_fn, a, batch) * mask) / num_real
-           for a in _aux_logits(updates.get('intermediates', {}))]
+    aux = [
+        jnp.sum(_targets_loss(loss_fn, a, batch) * mask) / num_real
+        for a in _aux_logits(updates.get('intermediates', {}))
+    ]
     total = main_loss + aux_loss_weight * sum(aux) if aux else main_loss
     return total, (main_loss, logits, updates.get('batch_stats', {}))
 
@@ -58,19 +71,28 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
 
   grad_norm = optax.global_norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  stepped = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                          opt_state=opt_state)
+  stepped = state.replace(
+      step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+  )
   new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), stepped, state)
   step_metrics = {
-      'loss': loss, 'main_loss': main_loss, 'lr': lr, 'grad_norm': grad_norm,
+      'loss': loss,
+      'main_loss': main_loss,
+      'lr': lr,
+      'grad_norm': grad_norm,
       'top1': jnp.sum(metrics.topk_correct(logits, batch['label'], 1) * mask) / num_real,
       'finite': finite.astype(jnp.float32),
   }
   return new_state, step_metrics
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array], *, loss_fn: losses.LossFn,
-              average_softmax: bool = True) -> dict[str, jax.Array]:
+def eval_step(
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    *,
+    loss_fn: losses.LossFn,
+    average_softmax: bool = True,
+) -> dict[str, jax.Array]:
   """Masked sums of loss and top-1/top-5 hits on `batch`, from the main head only.
 
   Images [batch, views, H, W, C] (ten_crop) are classified by their views' averaged softmax,
@@ -80,8 +102,9 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *, loss_fn: losses
   images = batch['image']
   if images.ndim == 5:
     b, v = images.shape[:2]
-    logits = state.apply_fn(state.variables(), images.reshape(b * v, *images.shape[2:]),
-                            train=False)
+    logits = state.apply_fn(
+        state.variables(), images.reshape(b * v, *images.shape[2:]), train=False
+    )
     logits = logits.astype(jnp.float32).reshape(b, v, -1)
     if average_softmax:
       logits = jnp.log(jnp.mean(jax.nn.softmax(logits), axis=1))
@@ -89,5 +112,6 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *, loss_fn: losses
       logits = jnp.mean(logits, axis=1)
   else:
     logits = state.apply_fn(state.variables(), images, train=False)
-  return metrics.classification_sums(logits, batch['label'], loss_fn(logits, batch['label']),
-                                     batch['mask'])
+  return metrics.classification_sums(
+      logits, batch['label'], loss_fn(logits, batch['label']), batch['mask']
+  )

@@ -5,7 +5,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 import flax.linen as nn
 import jax
@@ -17,8 +17,19 @@ from jax.experimental import multihost_utils
 
 import models
 from analysis import summary
-from train_lib import (checkpoint, files, losses, metrics, optim, plots, preemption, reporting,
-                       schedules, sharding, steps)
+from train_lib import (
+    checkpoint,
+    files,
+    losses,
+    metrics,
+    optim,
+    plots,
+    preemption,
+    reporting,
+    schedules,
+    sharding,
+    steps,
+)
 from train_lib.state import TrainState, create_train_state, num_params
 
 
@@ -28,12 +39,16 @@ class NonFiniteLossError(RuntimeError):
 
 class DataSource(Protocol):
   """What the loop needs from the data (input_pipeline.InputPipeline, or synthetic arrays)."""
+
   num_classes: int
   image_shape: tuple[int, ...]
   steps_per_epoch: int
 
-  def train_batches(self, start_step: int): ...
-  def eval_batches(self): ...
+  def train_batches(self, start_step: int):
+    ...
+
+  def eval_batches(self):
+    ...
 
 
 def _eval_batch_size(config: ml_collections.ConfigDict, num_devices: int) -> int:
@@ -45,10 +60,15 @@ def _eval_batch_size(config: ml_collections.ConfigDict, num_devices: int) -> int
 def make_data(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> DataSource:
   """This process's input pipeline for `config.dataset`, with batch sizes that fit the mesh."""
   import input_pipeline  # pylint: disable=import-outside-toplevel  (the only TensorFlow user)
+
   return input_pipeline.InputPipeline(
-      config.dataset, global_batch_size=config.batch_size,
-      eval_batch_size=_eval_batch_size(config, mesh.size), seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count())
+      config.dataset,
+      global_batch_size=config.batch_size,
+      eval_batch_size=_eval_batch_size(config, mesh.size),
+      seed=config.seed,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+  )
 
 
 def make_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
@@ -59,34 +79,52 @@ def make_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module
   return models.create_model(config.model.name, num_classes=num_classes, **kwargs)
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int
-                           ) -> tuple[float, int, optax.Schedule]:
+def learning_rate_schedule(
+    config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> tuple[float, int, optax.Schedule]:
   """(base lr after linear batch scaling, total steps, the schedule) of `config`."""
-  total_steps = config.total_steps if config.total_steps > 0 else config.num_epochs * steps_per_epoch
+  total_steps = (
+      config.total_steps if config.total_steps > 0 else config.num_epochs * steps_per_epoch
+  )
   base_lr = config.optimizer.lr
   if config.optimizer.lr_reference_batch_size > 0:  # linear scaling rule
     base_lr *= config.batch_size / config.optimizer.lr_reference_batch_size
-  return base_lr, total_steps, schedules.create_learning_rate_fn(
-      config.schedule, base_lr, steps_per_epoch, total_steps)
+  return (
+      base_lr,
+      total_steps,
+      schedules.create_learning_rate_fn(config.schedule, base_lr, steps_per_epoch, total_steps),
+  )
 
 
-def init_state(config: ml_collections.ConfigDict, model: nn.Module, image_shape: tuple[int, ...],
-               mesh: jax.sharding.Mesh) -> TrainState:
+def init_state(
+    config: ml_collections.ConfigDict,
+    model: nn.Module,
+    image_shape: tuple[int, ...],
+    mesh: jax.sharding.Mesh,
+) -> TrainState:
   """The initial train state, replicated over the mesh (compiled once, not run op by op)."""
-  init = functools.partial(create_train_state, model, optim.create_optimizer(config.optimizer),
-                           config.seed, image_shape)
+  init = functools.partial(
+      create_train_state, model, optim.create_optimizer(config.optimizer), config.seed, image_shape
+  )
   return jax.jit(init, out_shardings=sharding.replicated(mesh))()
 
 
-def jit_train_step(config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule,
-                   mesh: jax.sharding.Mesh):
+def jit_train_step(
+    config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule, mesh: jax.sharding.Mesh
+):
   """steps.train_step with `config`'s loss, compiled for the mesh, donating the old state."""
   replicated = sharding.replicated(mesh)
   return jax.jit(
-      functools.partial(steps.train_step, loss_fn=losses.get_loss(config.loss, config.label_smoothing),
-                        learning_rate_fn=learning_rate_fn, aux_loss_weight=config.aux_loss_weight),
+      functools.partial(
+          steps.train_step,
+          loss_fn=losses.get_loss(config.loss, config.label_smoothing),
+          learning_rate_fn=learning_rate_fn,
+          aux_loss_weight=config.aux_loss_weight,
+      ),
       in_shardings=(replicated, sharding.batch_sharded(mesh), replicated),
-      out_shardings=(replicated, replicated), donate_argnums=0)
+      out_shardings=(replicated, replicated),
+      donate_argnums=0,
+  )
 
 
 def _every(value: int, steps_per_epoch: int) -> int:
@@ -107,12 +145,16 @@ def evaluate(eval_step, state: TrainState, data: DataSource, batch_sharding) -> 
 def _summarize_train(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
   """Means over the steps since the last log line, and the latest learning rate."""
   fetched = jax.device_get(pending)
-  return {'lr': float(fetched[-1]['lr']),
-          **{f'train_{k}': float(np.mean([m[k] for m in fetched]))
-             for k in ('loss', 'top1', 'grad_norm')}}
+  return {
+      'lr': float(fetched[-1]['lr']),
+      **{
+          f'train_{k}': float(np.mean([m[k] for m in fetched]))
+          for k in ('loss', 'top1', 'grad_norm')
+      },
+  }
 
 
-def _agreed_stop_signal(local_signum: Optional[int], at_sync_point: bool) -> Optional[int]:
+def _agreed_stop_signal(local_signum: int | None, at_sync_point: bool) -> int | None:
   """The signal every process acts on: its own alone, or on several hosts, any host's signal
   exchanged at the shared sync points (so that all stop at the same step)."""
   if jax.process_count() == 1:
@@ -133,14 +175,15 @@ def _record_config(workdir: str, record: dict[str, Any], start_step: int) -> Non
   files.write_json_atomic(path, record)
 
 
-def _first_nonfinite(pending: list[dict[str, jax.Array]], first_step: int) -> Optional[int]:
+def _first_nonfinite(pending: list[dict[str, jax.Array]], first_step: int) -> int | None:
   flags = np.asarray(jax.device_get([m['finite'] for m in pending]))
   bad = np.flatnonzero(flags == 0)
   return first_step + int(bad[0]) + 1 if bad.size else None
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       data: Optional[DataSource] = None) -> dict[str, Any]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, data: DataSource | None = None
+) -> dict[str, Any]:
   """Trains `config` in `workdir`, resuming from its newest checkpoint; returns the results."""
   start_time = time.perf_counter()
   mesh = sharding.make_mesh()
@@ -153,26 +196,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   state = init_state(config, model, data.image_shape, mesh)
 
   checkpointer = checkpoint.Checkpointer(
-      os.path.join(workdir, 'checkpoints'), max_to_keep=config.keep_checkpoints)
+      os.path.join(workdir, 'checkpoints'), max_to_keep=config.keep_checkpoints
+  )
   state = checkpointer.restore_latest(state)  # refuses, untouched, on a mismatch
   start_step = int(state.step)
   is_chief = jax.process_index() == 0
-  derived = {'steps_per_epoch': steps_per_epoch, 'total_steps': total_steps,
-             'learning_rate': base_lr, 'num_devices': mesh.size,
-             'num_processes': jax.process_count(), 'num_params': num_params(state.params),
-             'macs': summary.summarize(model, data.image_shape, state.variables()).total_macs,
-             'num_classes': data.num_classes, 'image_shape': list(data.image_shape)}
+  derived = {
+      'steps_per_epoch': steps_per_epoch,
+      'total_steps': total_steps,
+      'learning_rate': base_lr,
+      'num_devices': mesh.size,
+      'num_processes': jax.process_count(),
+      'num_params': num_params(state.params),
+      'macs': summary.summarize(model, data.image_shape, state.variables()).total_macs,
+      'num_classes': data.num_classes,
+      'image_shape': list(data.image_shape),
+  }
   if is_chief:
     _record_config(workdir, {'config': config.to_dict(), 'derived': derived}, start_step)
-  logging.info('%s: %s parameters, %s MACs per image, %d steps (%d per epoch) on %d device(s)%s.',
-               config.model.name, f'{derived["num_params"]:,}', f'{derived["macs"]:,}',
-               total_steps, steps_per_epoch, mesh.size,
-               f', resuming at step {start_step}' if start_step else '')
+  logging.info(
+      '%s: %s parameters, %s MACs per image, %d steps (%d per epoch) on %d device(s)%s.',
+      config.model.name,
+      f'{derived["num_params"]:,}',
+      f'{derived["macs"]:,}',
+      total_steps,
+      steps_per_epoch,
+      mesh.size,
+      f', resuming at step {start_step}' if start_step else '',
+  )
 
   train_step = jit_train_step(config, learning_rate_fn, mesh)
-  eval_step = jax.jit(functools.partial(steps.eval_step, loss_fn=losses.get_loss(config.loss),
-                                        average_softmax=config.loss == 'softmax_xent'),
-                      in_shardings=(replicated, batch_sharding), out_shardings=replicated)
+  eval_step = jax.jit(
+      functools.partial(
+          steps.eval_step,
+          loss_fn=losses.get_loss(config.loss),
+          average_softmax=config.loss == 'softmax_xent',
+      ),
+      in_shardings=(replicated, batch_sharding),
+      out_shardings=replicated,
+  )
 
   writer = reporting.MetricWriter(workdir, start_step, enabled=is_chief)
   progress = reporting.Progress(total_steps, steps_per_epoch, config.batch_size, start_step)
@@ -188,16 +250,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       raise NonFiniteLossError(
           f'The loss or gradient became NaN/inf at step {bad}. Stopped without saving: the '
           f'newest checkpoint (step {last_saved}) holds the last good state. Lower '
-          'optimizer.lr, set optimizer.grad_clip_norm, or check the inputs.')
+          'optimizer.lr, set optimizer.grad_clip_norm, or check the inputs.'
+      )
 
   def run_eval() -> None:
     nonlocal state, eval_results
     began = time.perf_counter()
     eval_results = evaluate(eval_step, state, data, batch_sharding)
     writer.write(step, {'epoch': step / steps_per_epoch, **eval_results})
-    logging.info('eval at step %d: loss %.4f | top1 %.4f | top5 %.4f (%d examples)', step,
-                 eval_results['eval_loss'], eval_results['eval_top1'], eval_results['eval_top5'],
-                 eval_results['eval_count'])
+    logging.info(
+        'eval at step %d: loss %.4f | top1 %.4f | top5 %.4f (%d examples)',
+        step,
+        eval_results['eval_loss'],
+        eval_results['eval_top1'],
+        eval_results['eval_top5'],
+        eval_results['eval_count'],
+    )
     if config.schedule.name == 'plateau':
       new = schedules.plateau_update_from_config(state.plateau, eval_results, config.schedule)
       state = state.replace(plateau=jax.device_put(new, replicated))
@@ -236,16 +304,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           raise preemption.StopRequested(stop_signal, step)
     if not eval_results:  # the workdir already held the finished run
       run_eval()
-    results = {'step': step, **eval_results, 'train_loss': train_results.get('train_loss'),
-               'wall_time_s': time.perf_counter() - start_time, 'images_per_s': progress.images_per_s,
-               'num_params': derived['num_params'], 'model': config.model.name,
-               'dataset': config.dataset.name, 'resumed_from_step': start_step}
+    results = {
+        'step': step,
+        **eval_results,
+        'train_loss': train_results.get('train_loss'),
+        'wall_time_s': time.perf_counter() - start_time,
+        'images_per_s': progress.images_per_s,
+        'num_params': derived['num_params'],
+        'model': config.model.name,
+        'dataset': config.dataset.name,
+        'resumed_from_step': start_step,
+    }
     if is_chief:
       reporting.write_results(workdir, results)
       plots.plot_training_curves(workdir, os.path.join(workdir, 'curves.png'))
-    logging.info('Done: step %d, eval top-1 %.4f, top-5 %.4f, loss %.4f in %.1f s.', step,
-                 results['eval_top1'], results['eval_top5'], results['eval_loss'],
-                 results['wall_time_s'])
+    logging.info(
+        'Done: step %d, eval top-1 %.4f, top-5 %.4f, loss %.4f in %.1f s.',
+        step,
+        results['eval_top1'],
+        results['eval_top5'],
+        results['eval_loss'],
+        results['wall_time_s'],
+    )
     return results
   finally:
     writer.close()

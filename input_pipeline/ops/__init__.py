@@ -3,10 +3,31 @@
 `parse` builds the function; each module below registers one family of ops on import.
 """
 
-from input_pipeline.ops.registry import (Features, Op, Preprocess, before_stats,
-                                         deterministic_image_op, image_op, list_ops, parse,
-                                         register, with_decode, without_stats)
 from input_pipeline.ops import color, decode, geometry, normalization, regularization, views  # noqa: F401  (registers)
+from input_pipeline.ops.registry import (
+    Features,
+    Op,
+    Preprocess,
+    before_stats,
+    deterministic_image_op,
+    image_op,
+    list_ops,
+    parse,
+    register,
+    with_decode,
+    without_stats,
+)
 
-__all__ = ['Features', 'Op', 'Preprocess', 'before_stats', 'deterministic_image_op', 'image_op',
-           'list_ops', 'parse', 'register', 'with_decode', 'without_stats']
+__all__ = [
+    'Features',
+    'Op',
+    'Preprocess',
+    'before_stats',
+    'deterministic_image_op',
+    'image_op',
+    'list_ops',
+    'parse',
+    'register',
+    'with_decode',
+    'without_stats',
+]

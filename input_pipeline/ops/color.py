@@ -3,7 +3,8 @@
 All work on float images in [0, 1] of shape [H, W, C] or view stacks [V, H, W, C].
 """
 
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Union
 
 import numpy as np
 import tensorflow as tf
@@ -17,9 +18,12 @@ Range = Union[float, Sequence[float]]
 
 
 @register('pca_lighting', uses_stats=True)
-def pca_lighting(sigma: float = 0.1, stats: str = 'imagenet',
-                 eigval: Optional[Sequence[float]] = None,
-                 eigvec: Optional[Sequence[Sequence[float]]] = None) -> Op:
+def pca_lighting(
+    sigma: float = 0.1,
+    stats: str = 'imagenet',
+    eigval: Sequence[float] | None = None,
+    eigvec: Sequence[Sequence[float]] | None = None,
+) -> Op:
   """AlexNet's "fancy PCA": adds eigvec @ (alpha * eigval) to every pixel, alpha ~ N(0, sigma²)
   of shape [C] drawn once per image (mean 0; fb.resnet.torch's Lighting). `eigval`/`eigvec`
   (eigenvectors as columns) default to those of `stats`, a dataset name or stats file."""
@@ -32,8 +36,10 @@ def pca_lighting(sigma: float = 0.1, stats: str = 'imagenet',
   eigval, eigvec = np.asarray(eigval, np.float32), np.asarray(eigvec, np.float32)
   channels = eigval.shape[0]
   if eigval.ndim != 1 or eigvec.shape != (channels, channels):
-    raise ValueError(f'pca_lighting: eigval must be [C] and eigvec [C, C], got shapes '
-                     f'{eigval.shape} and {eigvec.shape}.')
+    raise ValueError(
+        f'pca_lighting: eigval must be [C] and eigvec [C, C], got shapes '
+        f'{eigval.shape} and {eigvec.shape}.'
+    )
   eigval_t, eigvec_t = tf.constant(eigval), tf.constant(eigvec)
   message = f'pca_lighting: the image must have {channels} channels, as eigval has'
 
@@ -45,7 +51,7 @@ def pca_lighting(sigma: float = 0.1, stats: str = 'imagenet',
   return image_op(fn)
 
 
-def _channels_are(image: tf.Tensor, channels: int) -> Union[bool, tf.Tensor]:
+def _channels_are(image: tf.Tensor, channels: int) -> bool | tf.Tensor:
   """Python bool when the channel count is static, else a scalar bool tensor."""
   static = image.shape[-1] if image.shape.rank is not None else None
   return static == channels if static is not None else tf.equal(tf.shape(image)[-1], channels)
@@ -89,8 +95,9 @@ def _hue(image: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
   return _if_rgb(image, lambda rgb: tf.image.adjust_hue(rgb, shift))
 
 
-def _factor_range(value: Range, name: str, centre: float, bound: tuple[float, float]
-                  ) -> Optional[tuple[float, float]]:
+def _factor_range(
+    value: Range, name: str, centre: float, bound: tuple[float, float]
+) -> tuple[float, float] | None:
   """torchvision's rule: v → [centre - v, centre + v] (clamped to `bound`), or an explicit
   (min, max); None when the range is the identity."""
   if isinstance(value, (int, float)):
@@ -100,23 +107,32 @@ def _factor_range(value: Range, name: str, centre: float, bound: tuple[float, fl
   else:
     low, high = (float(v) for v in value)
     if not bound[0] <= low <= high <= bound[1]:
-      raise ValueError(f'color_jitter: {name} range {tuple(value)} must satisfy '
-                       f'{bound[0]} <= min <= max <= {bound[1]}.')
+      raise ValueError(
+          f'color_jitter: {name} range {tuple(value)} must satisfy '
+          f'{bound[0]} <= min <= max <= {bound[1]}.'
+      )
   return None if low == high == centre else (low, high)
 
 
 @register('color_jitter')
-def color_jitter(brightness: Range = 0.0, contrast: Range = 0.0, saturation: Range = 0.0,
-                 hue: Range = 0.0, random_order: bool = True) -> Op:
+def color_jitter(
+    brightness: Range = 0.0,
+    contrast: Range = 0.0,
+    saturation: Range = 0.0,
+    hue: Range = 0.0,
+    random_order: bool = True,
+) -> Op:
   """torchvision's ColorJitter on [0, 1] images: brightness, contrast and saturation factors
   f ~ U[max(0, 1 - v), 1 + v] (or U[min, max] for a pair) blend the image with black, with its
   mean luma, and with its luma image; hue turns by U[-h, h] of a full turn (h <= 0.5). Each is
   clipped to [0, 1]; with `random_order` they run in a random order, as torchvision's and
   fb.resnet.torch's do. Grey images get brightness and contrast only."""
-  ranges = [_factor_range(brightness, 'brightness', 1.0, (0.0, np.inf)),
-            _factor_range(contrast, 'contrast', 1.0, (0.0, np.inf)),
-            _factor_range(saturation, 'saturation', 1.0, (0.0, np.inf)),
-            _factor_range(hue, 'hue', 0.0, (-0.5, 0.5))]
+  ranges = [
+      _factor_range(brightness, 'brightness', 1.0, (0.0, np.inf)),
+      _factor_range(contrast, 'contrast', 1.0, (0.0, np.inf)),
+      _factor_range(saturation, 'saturation', 1.0, (0.0, np.inf)),
+      _factor_range(hue, 'hue', 0.0, (-0.5, 0.5)),
+  ]
   adjustments = [_brightness, _contrast, _saturation, _hue]
   active = [(k, adjust, r) for k, (adjust, r) in enumerate(zip(adjustments, ranges)) if r]
 
@@ -124,7 +140,8 @@ def color_jitter(brightness: Range = 0.0, contrast: Range = 0.0, saturation: Ran
     # Each adjustment draws its factor from its own seed, whatever the order.
     def step(k, adjust, low_high):
       factor = tf.random.stateless_uniform(
-          [], tf.random.experimental.stateless_fold_in(seed, k), *low_high)
+          [], tf.random.experimental.stateless_fold_in(seed, k), *low_high
+      )
       return lambda x: adjust(x, factor)
 
     steps = [step(*a) for a in active]
@@ -132,8 +149,11 @@ def color_jitter(brightness: Range = 0.0, contrast: Range = 0.0, saturation: Ran
       for s in steps:
         image = s(image)
       return image
-    order = tf.argsort(tf.random.stateless_uniform(
-        [len(steps)], tf.random.experimental.stateless_fold_in(seed, len(adjustments))))
+    order = tf.argsort(
+        tf.random.stateless_uniform(
+            [len(steps)], tf.random.experimental.stateless_fold_in(seed, len(adjustments))
+        )
+    )
     for position in range(len(steps)):
       image = tf.switch_case(order[position], [lambda s=s, x=image: s(x) for s in steps])
     return image
@@ -152,7 +172,8 @@ def to_rgb() -> Op:
     if isinstance(is_grey, bool):
       return tf.repeat(image, 3, axis=-1) if is_grey else check_trailing_shape(image, (3,), message)
     rgb = check_trailing_shape(
-        tf.cond(is_grey, lambda: tf.repeat(image, 3, axis=-1), lambda: image), (3,), message)
+        tf.cond(is_grey, lambda: tf.repeat(image, 3, axis=-1), lambda: image), (3,), message
+    )
     return rgb if rgb.shape.rank is None else tf.ensure_shape(rgb, rgb.shape[:-1] + [3])
 
   return deterministic_image_op(fn)

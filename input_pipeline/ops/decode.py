@@ -1,6 +1,6 @@
 """Decoding stored images: the first op of every pipeline (added when a config leaves it out)."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -18,8 +18,7 @@ def decode_uint8(data: tf.Tensor, channels: int = 0) -> tf.Tensor:
   if channels == 3:
     return tf.cond(tf.shape(data)[-1] == 1, lambda: tf.tile(data, [1, 1, 3]), lambda: data)
   if channels == 1:
-    return tf.cond(tf.shape(data)[-1] == 3, lambda: tf.image.rgb_to_grayscale(data),
-                   lambda: data)
+    return tf.cond(tf.shape(data)[-1] == 3, lambda: tf.image.rgb_to_grayscale(data), lambda: data)
   return data
 
 
@@ -31,14 +30,19 @@ def to_float(image: tf.Tensor) -> tf.Tensor:
 @register('decode', decodes=True)
 def decode(channels: int = 0) -> Op:
   """Decodes the stored image to float32 in [0, 1] (`channels` 3 turns grey into RGB)."""
-  return lambda features, seed: {**features, 'image': to_float(decode_uint8(features['image'],
-                                                                             channels))}
+  return lambda features, seed: {
+      **features,
+      'image': to_float(decode_uint8(features['image'], channels)),
+  }
 
 
 @register('decode_and_random_resized_crop', decodes=True)
-def decode_and_random_resized_crop(size: Size, scale: Sequence[float] = (0.08, 1.0),
-                                   ratio: Sequence[float] = (3 / 4, 4 / 3),
-                                   channels: int = 3) -> Op:
+def decode_and_random_resized_crop(
+    size: Size,
+    scale: Sequence[float] = (0.08, 1.0),
+    ratio: Sequence[float] = (3 / 4, 4 / 3),
+    channels: int = 3,
+) -> Op:
   """`random_resized_crop` fused with decoding: JPEGs decode only the crop window (the
   ImageNet speed-up of flax's example); other formats decode whole, then crop."""
   crop_decoded = random_resized_crop(size, scale, ratio)
@@ -50,8 +54,7 @@ def decode_and_random_resized_crop(size: Size, scale: Sequence[float] = (0.08, 1
 
     def jpeg() -> tf.Tensor:
       offset, window = sample_window(tf.image.extract_jpeg_shape(data), seed, scale, ratio)
-      crop = tf.image.decode_and_crop_jpeg(data, tf.concat([offset, window], 0),
-                                           channels=channels)
+      crop = tf.image.decode_and_crop_jpeg(data, tf.concat([offset, window], 0), channels=channels)
       return tf.image.resize(to_float(crop), _hw(size))
 
     def other() -> tf.Tensor:

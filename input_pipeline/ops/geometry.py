@@ -1,6 +1,7 @@
 """Resizing, padding, cropping and flipping: where an image's pixels end up."""
 
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import tensorflow as tf
 
@@ -13,8 +14,9 @@ def _hw(size: Size) -> tuple[int, int]:
   return (size, size) if isinstance(size, int) else tuple(size)
 
 
-def shorter_side_to(image: tf.Tensor, size: tf.Tensor, method: str = 'bilinear',
-                    antialias: bool = True) -> tf.Tensor:
+def shorter_side_to(
+    image: tf.Tensor, size: tf.Tensor, method: str = 'bilinear', antialias: bool = True
+) -> tf.Tensor:
   """Scales `image` so that its shorter side is `size`, keeping the aspect ratio."""
   shape = tf.cast(tf.shape(image)[-3:-1], tf.float32)
   scale = tf.cast(size, tf.float32) / tf.reduce_min(shape)
@@ -22,25 +24,36 @@ def shorter_side_to(image: tf.Tensor, size: tf.Tensor, method: str = 'bilinear',
   return tf.image.resize(image, new_shape, method=method, antialias=antialias)
 
 
-def crop_at(image: tf.Tensor, top: tf.Tensor, left: tf.Tensor, height: int, width: int) -> tf.Tensor:
+def crop_at(
+    image: tf.Tensor, top: tf.Tensor, left: tf.Tensor, height: int, width: int
+) -> tf.Tensor:
   """The `height`×`width` window at (top, left); fails clearly if the image is smaller."""
   shape = tf.shape(image)
   tf.debugging.assert_greater_equal(
-      shape[-3:-1], tf.constant([height, width]),
-      message=f'image smaller than the {height}x{width} crop; resize it first')
-  return image[..., top:top + height, left:left + width, :]
+      shape[-3:-1],
+      tf.constant([height, width]),
+      message=f'image smaller than the {height}x{width} crop; resize it first',
+  )
+  return image[..., top : top + height, left : left + width, :]
 
 
-def sample_window(image_shape: tf.Tensor, seed: tf.Tensor, scale: Sequence[float],
-                  ratio: Sequence[float]) -> tuple[tf.Tensor, tf.Tensor]:
+def sample_window(
+    image_shape: tf.Tensor, seed: tf.Tensor, scale: Sequence[float], ratio: Sequence[float]
+) -> tuple[tf.Tensor, tf.Tensor]:
   """Inception-style crop window: area fraction in `scale`, aspect ratio in `ratio`.
 
   Returns (offset [y, x], size [h, w]); after 100 failed draws the whole image.
   """
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      image_shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
-      min_object_covered=0.0, aspect_ratio_range=tuple(ratio), area_range=tuple(scale),
-      max_attempts=100, use_image_if_no_bounding_boxes=True)
+      image_shape,
+      bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+      seed=seed,
+      min_object_covered=0.0,
+      aspect_ratio_range=tuple(ratio),
+      area_range=tuple(scale),
+      max_attempts=100,
+      use_image_if_no_bounding_boxes=True,
+  )
   return begin[:2], size[:2]
 
 
@@ -48,7 +61,8 @@ def sample_window(image_shape: tf.Tensor, seed: tf.Tensor, scale: Sequence[float
 def resize(size: Size, method: str = 'bilinear', antialias: bool = False) -> Op:
   """Resizes to `size` (int: a square), ignoring the aspect ratio."""
   return deterministic_image_op(
-      lambda image: tf.image.resize(image, _hw(size), method=method, antialias=antialias))
+      lambda image: tf.image.resize(image, _hw(size), method=method, antialias=antialias)
+  )
 
 
 @register('resize_shorter')
@@ -64,8 +78,11 @@ def ensure_min_size(size: int, method: str = 'bilinear') -> Op:
 
   def fn(image: tf.Tensor) -> tf.Tensor:
     shorter = tf.reduce_min(tf.shape(image)[-3:-1])
-    return tf.cond(shorter < size, lambda: shorter_side_to(image, size, method),
-                   lambda: tf.cast(image, tf.float32))
+    return tf.cond(
+        shorter < size,
+        lambda: shorter_side_to(image, size, method),
+        lambda: tf.cast(image, tf.float32),
+    )
 
   return deterministic_image_op(fn)
 
@@ -115,8 +132,12 @@ def center_crop(size: Size) -> Op:
 
 
 @register('random_resized_crop')
-def random_resized_crop(size: Size, scale: Sequence[float] = (0.08, 1.0),
-                        ratio: Sequence[float] = (3 / 4, 4 / 3), method: str = 'bilinear') -> Op:
+def random_resized_crop(
+    size: Size,
+    scale: Sequence[float] = (0.08, 1.0),
+    ratio: Sequence[float] = (3 / 4, 4 / 3),
+    method: str = 'bilinear',
+) -> Op:
   """Inception's crop (torchvision RandomResizedCrop): a window of random area and aspect
   ratio, resized to `size`. `decode_and_random_resized_crop` does the same on JPEG bytes."""
 

@@ -5,7 +5,7 @@ Each op takes its statistics as a dataset name ('cifar10', 'imagenet') or the pa
 read once when the op string is parsed.
 """
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -23,28 +23,30 @@ def require(stats: stats_lib.DatasetStats, name: str, field: str, op: str) -> np
     why = stats.zca_note
   else:
     why = 'only per-channel numbers are recorded for it'
-  raise ValueError(f'{op} needs the {field} of {name!r}, which has none: {why}. Compute the '
-                   'statistics of the images this op sees: run python main.py '
-                   '--mode=dataset_stats --config=... --workdir=... and pass the path to '
-                   'dataset_stats.npz.')
+  raise ValueError(
+      f'{op} needs the {field} of {name!r}, which has none: {why}. Compute the '
+      'statistics of the images this op sees: run python main.py '
+      '--mode=dataset_stats --config=... --workdir=... and pass the path to '
+      'dataset_stats.npz.'
+  )
 
 
 def check_trailing_shape(image: tf.Tensor, expected: Sequence[int], message: str) -> tf.Tensor:
   """`image`, checked to end in `expected` dimensions: now if its shape is known, else at run
   time (inside tf.data the size after decoding is known only then)."""
   expected = tuple(int(d) for d in expected)
-  static = image.shape[-len(expected):] if image.shape.rank is not None else image.shape
+  static = image.shape[-len(expected) :] if image.shape.rank is not None else image.shape
   if not static.is_compatible_with(expected):
     raise ValueError(f'{message} (got shape {image.shape.as_list()})')
   if static.is_fully_defined() and static.rank == len(expected):
     return image
-  check = tf.debugging.assert_equal(tf.shape(image)[-len(expected):], expected, message=message)
+  check = tf.debugging.assert_equal(tf.shape(image)[-len(expected) :], expected, message=message)
   with tf.control_dependencies([check]):
     return tf.identity(image)
 
 
 @register('normalize', uses_stats=True)
-def normalize(mean: Union[str, Sequence[float]], std: Union[Sequence[float], None] = None) -> Op:
+def normalize(mean: str | Sequence[float], std: Sequence[float] | None = None) -> Op:
   """(image - mean) / std per channel: `normalize('cifar10')`, a stats file
   `normalize('<workdir>/dataset_stats.npz')`, or `normalize((m,...), (s,...))`."""
   if isinstance(mean, str):
@@ -73,9 +75,11 @@ def _pixel_mean(stats: str, op: str) -> tuple[stats_lib.DatasetStats, np.ndarray
 
 
 def _shape_message(op: str, name: str, shape: Sequence[int]) -> str:
-  return (f'{op}: the image shape differs from the mean image of {name!r} '
-          f'({"x".join(map(str, shape))}); crop or resize to that size before {op}, or compute '
-          'the statistics of this pipeline (python main.py --mode=dataset_stats)')
+  return (
+      f'{op}: the image shape differs from the mean image of {name!r} '
+      f'({"x".join(map(str, shape))}); crop or resize to that size before {op}, or compute '
+      'the statistics of this pipeline (python main.py --mode=dataset_stats)'
+  )
 
 
 @register('subtract_pixel_mean', uses_stats=True)
@@ -86,11 +90,12 @@ def subtract_pixel_mean(stats: str) -> Op:
   mean_t = tf.constant(pixel_mean, tf.float32)
   message = _shape_message('subtract_pixel_mean', stats, pixel_mean.shape)
   return deterministic_image_op(
-      lambda image: check_trailing_shape(image, pixel_mean.shape, message) - mean_t)
+      lambda image: check_trailing_shape(image, pixel_mean.shape, message) - mean_t
+  )
 
 
 @register('zca', uses_stats=True)
-def zca(stats: str, epsilon: Optional[float] = None) -> Op:
+def zca(stats: str, epsilon: float | None = None) -> Op:
   """ZCA whitening: (image - mean image), flattened, @ W (W from `stats.compute`).
 
   `epsilon` None uses the stored W (whose ε the JSON records); another ε rebuilds W from the

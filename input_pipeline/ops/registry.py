@@ -10,7 +10,8 @@ this op and this example (or batch) in this epoch. Images are float32 in [0, 1] 
 import ast
 import dataclasses
 import difflib
-from typing import Any, Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -30,8 +31,14 @@ class _Entry:
 _OPS: dict[str, _Entry] = {}
 
 
-def register(name: str, *, batch: bool = False, decodes: bool = False, uses_stats: bool = False,
-             views: bool = False) -> Callable[[Callable[..., Op]], Callable[..., Op]]:
+def register(
+    name: str,
+    *,
+    batch: bool = False,
+    decodes: bool = False,
+    uses_stats: bool = False,
+    views: bool = False,
+) -> Callable[[Callable[..., Op]], Callable[..., Op]]:
   """Registers an op factory under `name`."""
 
   def decorator(factory: Callable[..., Op]) -> Callable[..., Op]:
@@ -67,10 +74,12 @@ def _parse_call(text: str) -> tuple[str, list[Any], dict[str, Any]]:
       return node.func.id, args, kwargs
   except (SyntaxError, ValueError):
     pass
-  raise ValueError(f'Cannot parse preprocessing op {text!r}: write name(literal args, key=literal).')
+  raise ValueError(
+      f'Cannot parse preprocessing op {text!r}: write name(literal args, key=literal).'
+  )
 
 
-def _split(spec: Union[str, Sequence[str]]) -> list[str]:
+def _split(spec: str | Sequence[str]) -> list[str]:
   texts = spec.split('|') if isinstance(spec, str) else list(spec)
   return [t.strip() for t in texts if t.strip()]
 
@@ -80,7 +89,9 @@ def _entry(text: str) -> _Entry:
   if name not in _OPS:
     close = difflib.get_close_matches(name, _OPS, n=3)
     hint = f' Did you mean {", ".join(close)}?' if close else ''
-    raise ValueError(f'Unknown preprocessing op {name!r}.{hint} Known ops: {", ".join(list_ops())}.')
+    raise ValueError(
+        f'Unknown preprocessing op {name!r}.{hint} Known ops: {", ".join(list_ops())}.'
+    )
   return _OPS[name]
 
 
@@ -89,6 +100,7 @@ def _compose(ops: list[Op], first_index: int) -> Op:
     for i, op in enumerate(ops, first_index):
       features = op(features, tf.random.experimental.stateless_fold_in(seed, i))
     return features
+
   return composed
 
 
@@ -98,16 +110,17 @@ class Preprocess:
 
   Calling it runs the per-example ops; `batch_fn` is None when there are no batch ops.
   """
+
   names: tuple[str, ...]  # the ops' names, in order
   example_fn: Op
-  batch_fn: Optional[Op]
+  batch_fn: Op | None
   views: bool  # some op stacks views: images become [views, H, W, C]
 
   def __call__(self, features: Features, seed: tf.Tensor) -> Features:
     return self.example_fn(features, seed)
 
 
-def parse(spec: Union[str, Sequence[str]]) -> Preprocess:
+def parse(spec: str | Sequence[str]) -> Preprocess:
   """Parses 'op1(...)|op2(...)'; '' is the identity. Batch ops must come last."""
   texts = _split(spec)
   example_ops, batch_ops = [], []
@@ -116,8 +129,10 @@ def parse(spec: Union[str, Sequence[str]]) -> Preprocess:
     if entry.decodes and position:
       raise ValueError(f'{text!r} decodes the stored image, so it must be the first op.')
     if batch_ops and not entry.batch:
-      raise ValueError(f'{text!r} works on single examples, so it must come before the batch '
-                       f'op {texts[position - 1]!r}.')
+      raise ValueError(
+          f'{text!r} works on single examples, so it must come before the batch '
+          f'op {texts[position - 1]!r}.'
+      )
     name, args, kwargs = _parse_call(text)
     try:
       op = entry.factory(*args, **kwargs)
@@ -128,7 +143,8 @@ def parse(spec: Union[str, Sequence[str]]) -> Preprocess:
       names=tuple(_parse_call(t)[0] for t in texts),
       example_fn=_compose(example_ops, 0),
       batch_fn=_compose(batch_ops, len(example_ops)) if batch_ops else None,
-      views=any(_entry(t).views for t in texts))
+      views=any(_entry(t).views for t in texts),
+  )
 
 
 def with_decode(spec: str, after_decode: Sequence[str] = ()) -> str:
@@ -144,8 +160,14 @@ def before_stats(spec: str) -> str:
   """The ops of `spec` before its first statistics-consuming (or view, or batch) op: the
   images that op sees, which `dataset_stats` describes."""
   texts = _split(spec)
-  cut = next((i for i, t in enumerate(texts)
-              if _entry(t).uses_stats or _entry(t).views or _entry(t).batch), len(texts))
+  cut = next(
+      (
+          i
+          for i, t in enumerate(texts)
+          if _entry(t).uses_stats or _entry(t).views or _entry(t).batch
+      ),
+      len(texts),
+  )
   return '|'.join(texts[:cut])
 
 

@@ -39,9 +39,14 @@ def mixup(alpha: float = 0.2) -> Op:
   def fn(batch: Features, seed: tf.Tensor) -> Features:
     lam = _beta(seed, alpha)
     perm = tf.random.experimental.stateless_shuffle(
-        tf.range(tf.shape(batch['label'])[0]), tf.random.experimental.stateless_fold_in(seed, 2))
+        tf.range(tf.shape(batch['label'])[0]), tf.random.experimental.stateless_fold_in(seed, 2)
+    )
     image = lam * batch['image'] + (1.0 - lam) * tf.gather(batch['image'], perm)
-    return {**batch, 'image': image, 'mix_label': tf.gather(batch['label'], perm),
-            'mix_weight': tf.fill(tf.shape(batch['label']), 1.0 - lam)}
+    return {
+        **batch,
+        'image': image,
+        'mix_label': tf.gather(batch['label'], perm),
+        'mix_weight': tf.fill(tf.shape(batch['label']), 1.0 - lam),
+    }
 
   return fn

@@ -1,6 +1,6 @@
 """Evaluation views: several crops of one image, whose softmax outputs the eval step averages."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -18,8 +18,7 @@ def _five_crops(image: tf.Tensor, height: int, width: int, corners: bool) -> lis
 
 
 @register('ten_crop', views=True)
-def ten_crop(size: Size, scales: Sequence[int] = (), corners: bool = True,
-             flip: bool = True) -> Op:
+def ten_crop(size: Size, scales: Sequence[int] = (), corners: bool = True, flip: bool = True) -> Op:
   """AlexNet's test views: the centre and four corner `size` crops, each also mirrored,
   stacked as image[views, h, w, c]. `scales` repeats them with the shorter side resized to
   each scale (multi-scale testing); `corners=False` keeps the centre crop only."""
