@@ -1,11 +1,12 @@
 """Multiply-accumulates of one operation, in two conventions.
 
-`macs` is REFERENCE.md's convention (torchvision's model cards, the ResNet/MobileNet papers):
-kernel size × input channels per group × output channels × output positions for a convolution
-(padding taps included), and input positions instead of output positions for a transposed
-convolution (the scatter view: every input pixel meets the whole kernel once); rows × columns ×
-depth for a matrix product. `real_macs` counts only taps that land on real input pixels, which is
-what XLA's cost analysis counts (2 flops each), so the two can be checked against each other.
+`macs` is the convention of docs/published_figures.md (torchvision's model cards, the
+ResNet/MobileNet papers): kernel size × input channels per group × output channels × output
+positions for a convolution (padding taps included), and input positions instead of output
+positions for a transposed convolution (the scatter view: every input pixel meets the whole
+kernel once); rows × columns × depth for a matrix product. `real_macs` counts only taps that land
+on real input pixels, which is what XLA's cost analysis counts (2 flops each), so the two can be
+checked against each other.
 """
 
 import numpy as np
@@ -68,7 +69,8 @@ def dot_macs(eqn) -> int:
 
 
 def op_macs(op) -> tuple[int, int]:
-  """(REFERENCE.md MACs, MACs on real input pixels) of a counted op; (0, 0) otherwise."""
+  """(MACs as docs/published_figures.md counts them, MACs on real input pixels) of a counted op;
+  (0, 0) otherwise."""
   if not counted(op):
     return 0, 0
   if op.eqn.primitive.name == 'conv_general_dilated':

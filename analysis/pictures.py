@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from train_lib import files
+from common import files
+from common.errors import ConfigError
 
 GAP_VALUE = 1.0  # white lines between tiles
 _FILTER_PNG_SIDE = 480  # the filter grid is enlarged (by whole pixels) to about this size
@@ -85,7 +86,7 @@ def first_conv_kernel(
     kernels = _kernels(node)
     if kernels:
       return name, np.asarray(kernels[0])
-  raise ValueError(
+  raise ConfigError(
       'The model has no convolution (no 4-D kernel in the parameters of the '
       f'layers {", ".join(call_order) or "given"}).'
   )
@@ -234,10 +235,10 @@ def comparison_figure(facts: Sequence[dict[str, Any]]) -> Figure:
   """Two panels, eval top-1 against parameters and against MACs (log x), a labelled point per
   run of `facts` (dicts with name, model, num_params, macs, top1, as `workdirs.run_facts`)."""
   if not facts:
-    raise ValueError('Nothing to compare: give at least one workdir.')
+    raise ConfigError('Nothing to compare: give at least one workdir.')
   missing = [f['name'] for f in facts if f.get('top1') is None]
   if missing:
-    raise ValueError(
+    raise ConfigError(
         f'No eval accuracy recorded yet in {", ".join(missing)}: train or evaluate '
         'those runs first, or leave them out of the comparison.'
     )

@@ -7,6 +7,7 @@ import numpy as np
 
 from analysis import pictures, summary
 from analysis.workdirs import Trained, load_trained, run_facts
+from common.errors import ConfigError
 from train_lib import plots, reporting
 
 
@@ -59,7 +60,7 @@ def write_feature_maps(
   trained = load_trained(workdir)
   names = list(layers) if layers else default_layers(_conv_rows(trained))
   if not names:
-    raise ValueError(
+    raise ConfigError(
         f'{trained.config.model.name} has no convolution: name the layers to show '
         '(summary row names, e.g. from analysis.summary.summarize).'
     )
@@ -82,7 +83,7 @@ def write_curves(workdir: str, output: str | None = None) -> str:
   """Loss, top-1 and learning rate against steps from `<workdir>/metrics.jsonl`, into `output`
   (default `<workdir>/curves.png`, which training also refreshes)."""
   if not os.path.exists(os.path.join(workdir, reporting.METRICS_FILE)):
-    raise ValueError(f'{workdir} has no {reporting.METRICS_FILE}: train into it first.')
+    raise ConfigError(f'{workdir} has no {reporting.METRICS_FILE}: train into it first.')
   path = output or os.path.join(workdir, 'curves.png')
   plots.plot_training_curves(workdir, path)
   return path
@@ -92,10 +93,10 @@ def write_comparison(workdirs: Sequence[str], output: str | None = None) -> str:
   """Eval top-1 against parameters and MACs of the runs in `workdirs`, into `output`; one
   workdir may leave it out (`<workdir>/comparison.png`), several may not (whose would it be?)."""
   if not workdirs:
-    raise ValueError('Name the workdirs to compare (--workdirs=runs/a,runs/b).')
+    raise ConfigError('Name the workdirs to compare (--workdirs=runs/a,runs/b).')
   if output is None:
     if len(workdirs) > 1:
-      raise ValueError(
+      raise ConfigError(
           'A comparison of several workdirs belongs to none of them: say where to '
           'write it with --output=<path>.png.'
       )

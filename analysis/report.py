@@ -4,6 +4,7 @@ import json
 from typing import Any
 
 from analysis.summary import Summary
+from common.errors import ConfigError
 
 COLUMNS = ('layer', 'kind', 'output', 'neurons', 'params', 'MACs', 'RF', 'jump', 'start')
 FORMATS = ('table', 'markdown', 'json')
@@ -130,4 +131,4 @@ def render(summary: Summary, fmt: str) -> str:
     return markdown(summary)
   if fmt == 'table':
     return table(summary)
-  raise ValueError(f'Unknown format {fmt!r}; choose one of {", ".join(FORMATS)}.')
+  raise ConfigError(f'Unknown format {fmt!r}; choose one of {", ".join(FORMATS)}.')

@@ -6,14 +6,13 @@ geometry of each input, and return the geometry of each output.
 """
 
 from collections.abc import Callable, Sequence
-from typing import Optional
 
 import numpy as np
 
 from analysis import geometry
 from analysis.geometry import Axis
 
-Geometry = Optional[tuple[Axis, ...]]
+Geometry = tuple[Axis, ...] | None
 Rule = Callable[..., list[Geometry]]
 
 

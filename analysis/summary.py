@@ -18,6 +18,7 @@ import numpy as np
 
 from analysis import graph as graph_lib
 from analysis import macs as macs_lib
+from common.errors import ConfigError
 
 _POOLS = {
     'reduce_window_max': 'max_pool',
@@ -252,6 +253,12 @@ def summarize(
   return summary
 
 
+def model_facts(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+  """What training records about its model (train_and_evaluate's `model_facts`): the MACs of
+  one `input_shape` image in eval mode, by this summary's convention."""
+  return {'macs': summarize(model, input_shape).total_macs}
+
+
 def _flops(lowered) -> float:
   cost = lowered.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -294,8 +301,8 @@ def layer_outputs(
   by_name = {l.name: l for l in _group_rows(graph.ops, graph.module_types, graph.output_ids)}
   missing = [n for n in names if n not in by_name]
   if missing:
-    raise ValueError(
-        f'No layer named {", ".join(map(repr, missing))}; the layers are: ' f'{", ".join(by_name)}.'
+    raise ConfigError(
+        f'No layer named {", ".join(map(repr, missing))}; the layers are: {", ".join(by_name)}.'
     )
   ids = frozenset(by_name[n].output_id for n in names)
 

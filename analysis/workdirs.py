@@ -16,13 +16,17 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from train_lib import checkpoint, reporting, sharding, train
+import models
+from analysis import summary
+from common.errors import UserError
+from train_lib import checkpoint, reporting, sharding
+from train_lib.state import init_state
 
 CONFIG_FILE = 'config.json'
 CHECKPOINT_DIR = 'checkpoints'
 
 
-class WorkdirError(ValueError):
+class WorkdirError(UserError, ValueError):
   """The workdir lacks what was asked of it (no recorded config, no checkpoint yet)."""
 
 
@@ -65,14 +69,14 @@ def _one_device_mesh() -> Mesh:
 def load_trained(workdir: str) -> Trained:
   """The model of `workdir` with the weights of its newest checkpoint, on one device.
 
-  The train state's layout comes from `train.init_state` traced abstractly (no parameters are
+  The train state's layout comes from `init_state` traced abstractly (no parameters are
   initialised), so the checkpoint is read exactly as the trainer would resume it.
   """
   record = read_record(workdir)
   config = record_config(record)
   derived = record['derived']
   image_shape, num_classes = tuple(derived['image_shape']), int(derived['num_classes'])
-  model = train.make_model(config, num_classes)
+  model = models.from_config(config.model, num_classes)
   checkpointer = checkpoint.Checkpointer(
       os.path.join(workdir, CHECKPOINT_DIR), max_to_keep=config.keep_checkpoints
   )
@@ -82,9 +86,7 @@ def load_trained(workdir: str) -> Trained:
           f'{workdir} has no checkpoint yet: train it for at least '
           'checkpoint_every_steps steps (or to the end), then try again.'
       )
-    abstract = jax.eval_shape(
-        lambda: train.init_state(config, model, image_shape, _one_device_mesh())
-    )
+    abstract = jax.eval_shape(lambda: init_state(config, model, image_shape, _one_device_mesh()))
     state = checkpointer.restore_latest(abstract)
   finally:
     checkpointer.close()
@@ -120,16 +122,15 @@ def _latest_top1(workdir: str) -> tuple[float | None, int | None]:
 def run_facts(workdir: str) -> dict[str, Any]:
   """name, model, num_params, macs, top1 and step (top1's step; both None before any eval).
 
-  MACs come from config.json; older workdirs, which lack them, get them from the model summary.
+  MACs come from config.json; runs that did not record them (older ones, or trained from code
+  without `model_facts`) get them from the model summary.
   """
   record = read_record(workdir)
   derived = record['derived']
   macs = derived.get('macs')
   if macs is None:
-    from analysis import summary  # pylint: disable=import-outside-toplevel  (traces the model)
-
-    model = train.make_model(record_config(record), int(derived['num_classes']))
-    macs = summary.summarize(model, tuple(derived['image_shape'])).total_macs
+    model = models.from_config(record_config(record).model, int(derived['num_classes']))
+    macs = summary.model_facts(model, tuple(derived['image_shape']))['macs']
   top1, step = _latest_top1(workdir)
   return {
       'name': os.path.basename(os.path.abspath(workdir)),

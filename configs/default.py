@@ -67,7 +67,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.schedule.min_delta = 0.0
   config.schedule.max_reductions = 3  # AlexNet: three times
 
-  config.log_every_steps = 50
+  config.prefetch_to_device = 2  # batches copied to the devices ahead of the step that takes them
+  config.log_every_steps = 50  # the host waits for the devices only at log, eval and save steps
   config.eval_every_steps = 0  # 0 → every epoch (and always at the end)
   config.checkpoint_every_steps = 0  # 0 → every epoch (and at the end, and on SIGTERM/SIGINT)
   config.keep_checkpoints = 3

@@ -13,7 +13,8 @@ at 50 % and 75 % of training (epochs 150 and 225); pad-4 random crops and flips 
 dropout. Convs start from He normal over fan_out, as in the authors' code.
 
 Paper results, error with augmentation (C10+ / C100+; Table 2, also in the authors' README):
-DenseNet-BC L=100 k=12 4.51 / 22.27 % (REFERENCE.md), DenseNet L=40 k=12 5.24 / 24.42 %,
+DenseNet-BC L=100 k=12 4.51 / 22.27 % (docs/published_figures.md), DenseNet L=40 k=12 5.24 /
+24.42 %,
 DenseNet-BC L=250 k=24 3.62 / 17.60 %, DenseNet-BC L=190 k=40 3.46 / 17.18 %. Parameters for
 10 classes: 769,162, 1,019,722, 15,324,406 and 25,624,430 (the paper's 0.8M, 1.0M, 15.3M, 25.6M).
 Not measured here.

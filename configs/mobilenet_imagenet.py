@@ -20,8 +20,8 @@ lr 0.045 × 0.94 every 2 epochs (TF-slim's mobilenet_v1_train.py: 0.045, ×0.94)
 filters from weight decay (this trainer decays every kernel); the paper gives no batch size or
 length (256 images and 100 epochs here, a choice). TF-slim's mobilenet_v1_train.py itself uses
 plain SGD (lr 0.045 × 0.94 every 2.5 epochs, batch 64). Reference: 70.6 % top-1 for 1.0-224
-(paper; REFERENCE.md); TF-slim's checkpoints 70.9 / 70.0 / 68.0 / 65.2 % at 224 / 192 / 160 /
-128 (its mobilenet_v1.md).
+(paper; docs/published_figures.md); TF-slim's checkpoints 70.9 / 70.0 / 68.0 / 65.2 % at 224 /
+192 / 160 / 128 (its mobilenet_v1.md).
 
 mobilenet_v2: torchvision's reference recipe (references/classification/README.md): SGD momentum
 0.9, lr 0.045 × 0.98 every epoch, weight decay 4e-5 on every parameter, 300 epochs, batch 256 (8

@@ -9,6 +9,8 @@ from typing import Any
 
 import ml_collections
 
+from common.errors import ConfigError
+
 
 def parse_arg(arg: str | None, variants: Sequence[str], datasets: Sequence[str]) -> tuple[str, str]:
   """Splits 'variant,dataset' (either part optional, any order) and checks both."""
@@ -19,7 +21,7 @@ def parse_arg(arg: str | None, variants: Sequence[str], datasets: Sequence[str])
     elif token in datasets:
       dataset = token
     else:
-      raise ValueError(
+      raise ConfigError(
           f'Unknown config argument {token!r}: variants are {", ".join(variants)}; '
           f'datasets are {", ".join(datasets)}.'
       )
@@ -80,7 +82,7 @@ def imagenet(
       ),
   }
   if crop not in crops:
-    raise ValueError(f'Unknown ImageNet crop {crop!r}; choose from {", ".join(crops)}.')
+    raise ConfigError(f'Unknown ImageNet crop {crop!r}; choose from {", ".join(crops)}.')
   train = f'{crops[crop]}|flip_lr'
   if color_jitter:
     strengths = (color_jitter,) * 3 if isinstance(color_jitter, (int, float)) else color_jitter

@@ -14,8 +14,8 @@ He et al. 2016 used step decay instead (lr divided by 10 at epochs 30 and 60):
 `--config.schedule.name=step --config.schedule.decay_epochs=(30,60)
 --config.schedule.warmup_epochs=0`.
 
-Reference: ResNet-50 reaches about 76.5 % top-1 with this recipe (REFERENCE.md; the flax
-example's README reports 76.27-76.72 %). Those runs trained the flax example's default 100
+Reference: ResNet-50 reaches about 76.5 % top-1 with this recipe (docs/published_figures.md; the
+flax example's README reports 76.27-76.72 %). Those runs trained the flax example's default 100
 epochs (e.g. 125,100 steps of 1,024 images); add `--config.num_epochs=100` to match them.
 Not measured here.
 """

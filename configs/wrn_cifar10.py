@@ -13,7 +13,8 @@ parameter vector, BN included), batch 128, lr 0.1 multiplied by 0.2 at epochs 60
 by reflection; the crops here pad with zeros.
 
 Paper result, CIFAR-10 test error (mean/std preprocessing, median of 5 runs; the authors'
-README): WRN-28-10 4.00 % (REFERENCE.md), 3.89 % with dropout 0.3; CIFAR-100 19.25 / 18.85 %.
+README): WRN-28-10 4.00 % (docs/published_figures.md), 3.89 % with dropout 0.3; CIFAR-100
+19.25 / 18.85 %.
 Parameters for 10 classes: 36,479,194 / 10,961,370 / 8,949,210 for WRN-28-10 / 16-8 / 40-4
 (the paper's 36.5M, 11.0M, 8.9M). Not measured here.
 """

@@ -6,6 +6,7 @@ import os
 import ml_collections
 import numpy as np
 
+from common.errors import ConfigError
 from input_pipeline import pipeline, stats
 
 
@@ -21,7 +22,7 @@ def write_dataset_stats(config: ml_collections.ConfigDict, workdir: str) -> str:
   if os.path.exists(path):
     existing = stats.load(path).source
     if existing != source:
-      raise ValueError(
+      raise ConfigError(
           f'{path} already holds the statistics of {existing}, not of {source}. '
           'Choose another --workdir, or delete that file to recompute.'
       )

@@ -8,10 +8,11 @@ import textwrap
 
 import tensorflow_datasets as tfds
 
+from common.errors import UserError
 from input_pipeline import offline_digits
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
   """A dataset that is unknown, or not available on this machine."""
 
 
@@ -39,8 +40,8 @@ class DatasetSpec:
   manual_files: tuple[tuple[str, int], ...] = ()
 
 
-# ImageNet statistics (REFERENCE.md): mean/std as torchvision's models use them; the lighting
-# eigen-decomposition is AlexNet's, as fb.resnet.torch publishes it.
+# ImageNet statistics (docs/published_figures.md): mean/std as torchvision's models use them; the
+# lighting eigen-decomposition is AlexNet's, as fb.resnet.torch publishes it.
 _IMAGENET_STATS = dict(
     mean=(0.485, 0.456, 0.406),
     std=(0.229, 0.224, 0.225),
@@ -252,7 +253,7 @@ def builder_info_only(spec: DatasetSpec, data_dir: str | None) -> tfds.core.Data
     configs = sorted(getattr(tfds.builder_cls(base), 'builder_configs', {}) or {})
     hint = f' Its configurations: {", ".join(f"{base}/{c}" for c in configs)}.' if configs else ''
     raise DatasetError(
-        f'tensorflow_datasets cannot open {spec.tfds_name!r}: ' f'{str(e).splitlines()[0]}{hint}'
+        f'tensorflow_datasets cannot open {spec.tfds_name!r}: {str(e).splitlines()[0]}{hint}'
     ) from e
 
 
@@ -278,8 +279,7 @@ def load_builder(
         else prepare_instructions(spec, data_dir)
     )
     raise DatasetError(
-        f'Dataset {spec.name!r} is not prepared in {builder.data_dir} and '
-        f'download is off. {how}'
+        f'Dataset {spec.name!r} is not prepared in {builder.data_dir} and download is off. {how}'
     )
   try:
     builder.download_and_prepare()

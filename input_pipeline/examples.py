@@ -7,6 +7,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from common.errors import ConfigError
 from input_pipeline import datasets, ops, pipeline, reading
 from input_pipeline.ops.decode import decode_uint8
 
@@ -14,7 +15,7 @@ from input_pipeline.ops.decode import decode_uint8
 def _file_example(path: str, channels: int) -> ops.Features:
   """The image file at `path`, decoded to `channels` (0: as stored) when that is 1 or 3."""
   if not os.path.isfile(path):
-    raise ValueError(f'No image file {path!r} (--image takes a PNG, JPEG, GIF or BMP file).')
+    raise ConfigError(f'No image file {path!r} (--image takes a PNG, JPEG, GIF or BMP file).')
   data = tf.io.read_file(path)
   image = decode_uint8(data, channels) if channels in (1, 3) else data
   return {'image': image, 'label': tf.constant(0, tf.int32)}
@@ -54,7 +55,7 @@ def model_input(
   image = _first_view(config, config.eval_preprocess, example)
   display = np.clip(_first_view(config, ops.without_stats(config.eval_preprocess), example), 0, 1)
   if image_shape and image.shape != tuple(image_shape):
-    raise ValueError(
+    raise ConfigError(
         f'{path or "The first eval example"} is {"x".join(map(str, image.shape))} after '
         f'dataset.eval_preprocess ({config.eval_preprocess!r}), but the model takes '
         f'{"x".join(map(str, image_shape))} images: resize the image to that size, or pass one '

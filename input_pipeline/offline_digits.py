@@ -30,7 +30,8 @@ def load_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 def stratified_split(labels: np.ndarray) -> dict[str, np.ndarray]:
-  """Indices of the fixed train / test split: the first 400 of each class's shuffled digits train."""
+  """Indices of the fixed train / test split: the first 400 of each class's shuffled digits
+  train."""
   rng = np.random.default_rng(_SPLIT_SEED)
   train, test = [], []
   for c in np.unique(labels):

@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from common.errors import ConfigError
 from input_pipeline import datasets, ops, reading
 from input_pipeline.ops.decode import decode_uint8
 
@@ -24,8 +25,8 @@ Batch = dict[str, np.ndarray]
 def full_preprocess(config: ml_collections.ConfigDict, spec: str) -> str:
   """`spec` with decoding in front, then the grey→RGB and minimum-size ops the config asks for."""
   if config.channels not in (0, 3):
-    raise ValueError(
-        f'dataset.channels must be 0 (as stored) or 3 (grey to RGB), not ' f'{config.channels}.'
+    raise ConfigError(
+        f'dataset.channels must be 0 (as stored) or 3 (grey to RGB), not {config.channels}.'
     )
   after_decode = (['to_rgb'] if config.channels == 3 else []) + (
       [f'ensure_min_size({config.min_size})'] if config.min_size else []
@@ -48,7 +49,7 @@ def _explain_size_errors(batches: Iterator[Batch], which: str) -> Iterator[Batch
     if 'Cannot batch tensors with different shapes' not in str(e):
       raise
     shapes = re.search(r'First element had shape \S+ and element \d+ had shape [^ .]+', str(e))
-    raise ValueError(
+    raise ConfigError(
         f'Images of different sizes cannot form a batch '
         f'({shapes.group(0) if shapes else e.message}): end dataset.{which} with ops '
         'that fix the size, e.g. resize_shorter(256)|center_crop(224).'
@@ -69,7 +70,7 @@ class InputPipeline:
       process_count: int = 1,
   ):
     if global_batch_size % process_count or eval_batch_size % process_count:
-      raise ValueError(
+      raise ConfigError(
           f'Batch sizes ({global_batch_size}, {eval_batch_size}) must divide evenly '
           f'over {process_count} processes.'
       )
@@ -84,12 +85,14 @@ class InputPipeline:
     self._train_preprocess = ops.parse(full_preprocess(config, config.train_preprocess))
     self._eval_preprocess = ops.parse(full_preprocess(config, config.eval_preprocess))
     if self._train_preprocess.views:
-      raise ValueError(
+      raise ConfigError(
           'dataset.train_preprocess stacks evaluation views (ten_crop); those '
           'belong in dataset.eval_preprocess.'
       )
     if self._eval_preprocess.batch_fn is not None:
-      raise ValueError('dataset.eval_preprocess has a batch op (mixup); that is for training only.')
+      raise ConfigError(
+          'dataset.eval_preprocess has a batch op (mixup); that is for training only.'
+      )
 
     train_split = config.train_split or self.spec.train_split
     eval_split = config.eval_split or self.spec.eval_split
@@ -100,7 +103,7 @@ class InputPipeline:
     # Every process runs the same number of steps: the smallest shard sets the pace.
     self.steps_per_epoch = (self.num_train_examples // process_count) // self._batch
     if self.steps_per_epoch == 0:
-      raise ValueError(
+      raise ConfigError(
           f'batch_size {global_batch_size} is larger than the training split '
           f'({self.num_train_examples} examples).'
       )

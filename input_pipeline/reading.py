@@ -12,7 +12,9 @@ def split_size(builder: tfds.core.DatasetBuilder, split: str) -> int:
   except (KeyError, ValueError):  # split info absent (e.g. under tfds.testing.mock_data)
     cardinality = int(builder.as_dataset(split=split).cardinality())
     if cardinality < 0:
-      raise datasets.DatasetError(f'Cannot tell the size of split {split!r} of {builder.name}.')
+      raise datasets.DatasetError(
+          f'Cannot tell the size of split {split!r} of {builder.name}.'
+      ) from None
     return cardinality
 
 

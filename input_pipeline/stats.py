@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from common import files
+from common.errors import ConfigError
 from input_pipeline import datasets
-from train_lib import files
 
 NPZ_NAME = 'dataset_stats.npz'
 JSON_NAME = 'dataset_stats.json'
@@ -71,7 +72,7 @@ def eig_descending(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def zca_matrix(eigval: np.ndarray, eigvec: np.ndarray, epsilon: float) -> np.ndarray:
   """W = U diag(1/sqrt(λ + ε)) Uᵀ: whitens the components with variance λ ≫ ε, damps the rest."""
   if not epsilon > 0:
-    raise ValueError(
+    raise ConfigError(
         f'The ZCA epsilon must be positive, got {epsilon}: with ε = 0 the '
         'directions without variance (pixels always equal) blow up.'
     )
@@ -144,9 +145,7 @@ class _Accumulator:
       self.pixel_outer += rows.T @ rows
       self.pending = []
 
-  def covariances(
-      self,
-  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+  def covariances(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(channel mean, channel cov, pixel mean, pixel cov); the per-pixel ones may be None."""
     d = self.channel_sum / self.pixels
     channel_cov = self.channel_outer / self.pixels - np.outer(d, d)
@@ -192,13 +191,13 @@ def compute(
     if acc is None:
       acc = _Accumulator(batch, zca_max_dims)
     elif batch.shape[-1] != acc.shape[-1]:
-      raise ValueError(
+      raise ConfigError(
           f'Images have {acc.shape[-1]} and {batch.shape[-1]} channels; make them '
           'agree (e.g. decode(channels=3) or to_rgb) before computing statistics.'
       )
     acc.add(batch)
   if acc is None or acc.num_examples == 0:
-    raise ValueError('No images to compute statistics from: the dataset split is empty.')
+    raise ConfigError('No images to compute statistics from: the dataset split is empty.')
   mean, cov, pixel_mean, pixel_cov = acc.covariances()
   eigval, eigvec = eig_descending(cov)
   zca, epsilon = None, None
@@ -281,13 +280,13 @@ def _read(path: str) -> DatasetStats:
     with np.load(path, allow_pickle=False) as data:
       arrays = {key: data[key] for key in data.files}
   except (OSError, ValueError) as e:
-    raise ValueError(
-        f'Cannot read dataset statistics from {path!r} ({e}); {_HOW_TO_COMPUTE} ' 'again.'
+    raise ConfigError(
+        f'Cannot read dataset statistics from {path!r} ({e}); {_HOW_TO_COMPUTE} again.'
     ) from e
   missing = {'mean', 'std'} - set(arrays)
   if missing:
-    raise ValueError(
-        f'{path!r} is not a statistics file (it lacks {sorted(missing)}); ' f'{_HOW_TO_COMPUTE}.'
+    raise ConfigError(
+        f'{path!r} is not a statistics file (it lacks {sorted(missing)}); {_HOW_TO_COMPUTE}.'
     )
   get = arrays.get
   return DatasetStats(
@@ -308,7 +307,7 @@ def _read(path: str) -> DatasetStats:
 def _from_registry(name: str) -> DatasetStats:
   spec = datasets.get_spec(name)
   if spec.mean is None:
-    raise ValueError(f'No statistics are recorded for dataset {name!r}; {_HOW_TO_COMPUTE}.')
+    raise ConfigError(f'No statistics are recorded for dataset {name!r}; {_HOW_TO_COMPUTE}.')
   array = lambda v: None if v is None else np.asarray(v, np.float64)
   return DatasetStats(
       mean=array(spec.mean),
@@ -327,15 +326,15 @@ def load(name_or_path: str | os.PathLike) -> DatasetStats:
   if os.path.isdir(path):
     path = os.path.join(path, NPZ_NAME)
     if not os.path.isfile(path):
-      raise ValueError(f'No {NPZ_NAME} in directory {name!r}; {_HOW_TO_COMPUTE}.')
+      raise ConfigError(f'No {NPZ_NAME} in directory {name!r}; {_HOW_TO_COMPUTE}.')
   if os.path.isfile(path):
     return _read(path)
   if path.endswith('.npz') or path.startswith(('.', os.sep)) or path != name:
-    raise ValueError(f'Statistics file {name!r} does not exist; {_HOW_TO_COMPUTE}.')
+    raise ConfigError(f'Statistics file {name!r} does not exist; {_HOW_TO_COMPUTE}.')
   try:
     return _from_registry(name)
   except datasets.DatasetError as e:
-    raise ValueError(
+    raise ConfigError(
         f'{name!r} is neither a statistics file (no such file or directory) nor a '
         f'known dataset ({e}) For a file, {_HOW_TO_COMPUTE}.'
     ) from e

@@ -22,18 +22,24 @@ from models import (
     xception,
 )
 from models.registry import (
+    ModelEntry,
     NativeInput,
     UnknownModelError,
     create_model,
+    entry,
+    from_config,
     list_models,
     native_input,
     register,
 )
 
 __all__ = [
+    'ModelEntry',
     'NativeInput',
     'UnknownModelError',
     'create_model',
+    'entry',
+    'from_config',
     'list_models',
     'native_input',
     'register',

@@ -11,7 +11,6 @@ from models import layers
 from models.registry import NativeInput, register
 
 
-@register('alexnet_paper', native_input=NativeInput(227, 3, 1000))
 class AlexNetPaper(nn.Module):
   """The paper's AlexNet (Caffe's bvlc_alexnet layout) on 227×227 inputs.
 
@@ -72,7 +71,6 @@ class AlexNetPaper(nn.Module):
     return x.astype(jnp.float32)
 
 
-@register('alexnet')
 class AlexNet(nn.Module):
   """torchvision's one-tower AlexNet (after Krizhevsky 2014, "One weird trick") on 224×224 inputs.
 
@@ -127,3 +125,13 @@ class AlexNet(nn.Module):
       x = nn.relu(dense(self.hidden_features, fan_in, name)(x))
     x = dense(self.num_classes, x.shape[-1], 'fc8')(x)
     return x.astype(jnp.float32)
+
+
+register(
+    'alexnet_paper',
+    AlexNetPaper,
+    reference='Krizhevsky et al. 2012, two towers as Caffe bvlc_alexnet',
+    params=60_965_224,
+    native_input=NativeInput(227, 3, 1000),
+)
+register('alexnet', AlexNet, reference='torchvision alexnet', params=61_100_840)

@@ -8,22 +8,16 @@ is registered.
 """
 
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-IntOrPair = Union[int, Sequence[int]]
-Padding = Union[int, Sequence[tuple[int, int]]]
+from models.layers import explicit_padding, pair
 
-
-def _pair(value: IntOrPair) -> tuple[int, int]:
-  return (value, value) if isinstance(value, int) else tuple(value)
-
-
-def _pads(padding: Padding) -> list[tuple[int, int]]:
-  return [(padding, padding)] * 2 if isinstance(padding, int) else [tuple(p) for p in padding]
+IntOrPair = int | Sequence[int]
+Padding = int | Sequence[tuple[int, int]]
 
 
 def out_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
@@ -43,9 +37,9 @@ def conv2d(
   return jax.lax.conv_general_dilated(
       x,
       kernel,
-      _pair(strides),
-      _pads(padding),
-      rhs_dilation=_pair(dilation),
+      pair(strides),
+      explicit_padding(padding),
+      rhs_dilation=pair(dilation),
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
       feature_group_count=groups,
   )
@@ -73,7 +67,7 @@ def grouped_conv(
       features,
       (kernel_size, kernel_size),
       strides,
-      padding=_pads(padding),
+      padding=explicit_padding(padding),
       kernel_dilation=dilation,
       feature_group_count=groups,
       use_bias=use_bias,
@@ -186,12 +180,13 @@ def conv_transpose(
   stride steps; the output is cropped by `padding` and `output_padding` extends the bottom/right.
 
   `kernel` is (k, k, C_out, C_in): the HWIO kernel of the conv C_out → C_in this transposes
-  (PyTorch's (C_in, C_out, k, k) weight permuted (2, 3, 1, 0)). It is that conv's gradient w.r.t. its input,
-  computed as a stride-1 conv of the stride-dilated input with the flipped, channel-swapped kernel.
+  (PyTorch's (C_in, C_out, k, k) weight permuted (2, 3, 1, 0)). It is that conv's gradient w.r.t.
+  its input, computed as a stride-1 conv of the stride-dilated input with the flipped,
+  channel-swapped kernel.
   Output size: (H − 1)·stride − 2·padding + dilation·(k − 1) + output_padding + 1.
   """
-  strides, dilation = _pair(strides), _pair(dilation)
-  pads, extra = _pair(padding), _pair(output_padding)
+  strides, dilation = pair(strides), pair(dilation)
+  pads, extra = pair(padding), pair(output_padding)
   flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
   edge = [d * (k - 1) - p for d, k, p in zip(dilation, kernel.shape[:2], pads)]
   return jax.lax.conv_general_dilated(
@@ -261,7 +256,7 @@ class GatedConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = lambda name: grouped_conv(  # noqa: E731
+    conv = lambda name: grouped_conv(
         self.features,
         self.kernel_size,
         self.strides,
@@ -287,8 +282,8 @@ def im2col(
   so that it meets an HWIO kernel reshaped to (kh·kw·C, C_out). (Caffe's own rows run in
   (C, kh, kw) order to meet its OIHW weights; the product is the same.)
   """
-  (kh, kw), (sh, sw), (dh, dw) = _pair(kernel_size), _pair(strides), _pair(dilation)
-  x = jnp.pad(x, [(0, 0), *_pads(padding), (0, 0)])
+  (kh, kw), (sh, sw), (dh, dw) = pair(kernel_size), pair(strides), pair(dilation)
+  x = jnp.pad(x, [(0, 0), *explicit_padding(padding), (0, 0)])
   n, height, width, channels = x.shape
   oh, ow = (height - dh * (kh - 1) - 1) // sh + 1, (width - dw * (kw - 1) - 1) // sw + 1
   taps = [
@@ -310,7 +305,7 @@ def im2col_conv(
   """Convolution as Caffe computes it: im2col(x) @ kernel.reshape(kh·kw·C, C_out), one matrix
   product per group (group g's rows take input channels g·C/groups onward)."""
   kh, kw, cin_group, cout = kernel.shape
-  (sh, sw), (dh, dw), pads = _pair(strides), _pair(dilation), _pads(padding)
+  (sh, sw), (dh, dw), pads = pair(strides), pair(dilation), explicit_padding(padding)
   patches = im2col(x, (kh, kw), strides, padding, dilation)
   n, positions, _ = patches.shape
   patches = patches.reshape(n, positions, kh * kw, groups, cin_group)

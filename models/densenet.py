@@ -2,7 +2,11 @@
 
 Every layer of a dense block sees the concatenation of all earlier feature maps in the block
 and adds `growth_rate` (k) new ones; transitions (BN-ReLU-1×1 conv-2×2 avg pool) between
-blocks shrink the channels by `compression` (θ) and halve the spatial size.
+blocks shrink the channels by `compression` (θ) and halve the spatial size. The layers are
+pre-activated (BN-ReLU-conv); only the ImageNet stem is a conv-BN-ReLU unit.
+
+BatchNorm: PyTorch's momentum 0.1 (0.9 here) and eps 1e-5, as torchvision and the paper's Torch
+code (liuzhuang13/DenseNet, Torch's defaults) both use, so neither is a field.
 """
 
 import math
@@ -13,18 +17,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from common.errors import ConfigError
 from models import layers
 from models.registry import CIFAR10, register
 
-STEMS = ('imagenet', 'cifar')
-INIT_MODES = ('fan_in', 'fan_out')
-
-
-def _conv_init(mode: str) -> nn.initializers.Initializer:
-  """Untruncated He normal: fan_in (torchvision's kaiming_normal_) or fan_out (the paper's code)."""
-  if mode not in INIT_MODES:
-    raise ValueError(f'Unknown init mode {mode!r}; choose one of {", ".join(INIT_MODES)}.')
-  return nn.initializers.variance_scaling(2.0, mode, 'normal')
+STEMS = {'imagenet': '7×7/2 conv-BN-ReLU, 3×3/2 max pool', 'cifar': '3×3 conv'}
+# Conv init, untruncated He normal: fan_in (torchvision's kaiming_normal_) or fan_out (the
+# paper's Torch code).
+INIT_MODES = {
+    'fan_in': nn.initializers.variance_scaling(2.0, 'fan_in', 'normal'),
+    'fan_out': layers.he_fan_out,
+}
 
 
 def cifar_block_config(depth: int, bottleneck: bool) -> tuple[int, int, int]:
@@ -35,7 +38,7 @@ def cifar_block_config(depth: int, bottleneck: bool) -> tuple[int, int, int]:
   """
   per_layer = 6 if bottleneck else 3
   if depth < 4 + per_layer or (depth - 4) % per_layer:
-    raise ValueError(f'DenseNet depth {depth} is not 4 + {per_layer}·n for a whole n ≥ 1.')
+    raise ConfigError(f'DenseNet depth {depth} is not 4 + {per_layer}·n for a whole n ≥ 1.')
   n = (depth - 4) // per_layer
   return (n, n, n)
 
@@ -56,7 +59,7 @@ class DenseLayer(nn.Module):
 
   @nn.compact
   def __call__(self, inputs: Sequence[jax.Array], train: bool = False) -> jax.Array:
-    conv_init = _conv_init(self.init_mode)
+    conv_init = layers.choose('init mode', self.init_mode, INIT_MODES)
     y = jnp.concatenate(inputs, axis=-1)
     if self.bottleneck:
       y = nn.relu(layers.batch_norm(train, self.dtype, name='norm1')(y))
@@ -93,13 +96,9 @@ class Transition(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = nn.relu(layers.batch_norm(train, self.dtype, name='norm')(x))
+    conv_init = layers.choose('init mode', self.init_mode, INIT_MODES)
     x = nn.Conv(
-        self.features,
-        (1, 1),
-        use_bias=False,
-        kernel_init=_conv_init(self.init_mode),
-        dtype=self.dtype,
-        name='conv',
+        self.features, (1, 1), use_bias=False, kernel_init=conv_init, dtype=self.dtype, name='conv'
     )(x)
     x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
     return layers.pool(x, 'avg', 2, 2)
@@ -158,24 +157,23 @@ class DenseNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    if self.stem not in STEMS:
-      raise ValueError(f'Unknown DenseNet stem {self.stem!r}; choose one of {", ".join(STEMS)}.')
+    layers.choose('DenseNet stem', self.stem, STEMS)
     if not 0.0 < self.compression <= 1.0:
-      raise ValueError(f'DenseNet compression must be in (0, 1], got {self.compression}.')
-    conv_init = _conv_init(self.init_mode)
+      raise ConfigError(f'DenseNet compression must be in (0, 1], got {self.compression}.')
+    conv_init = layers.choose('init mode', self.init_mode, INIT_MODES)
     x = x.astype(self.dtype)
     if self.stem == 'imagenet':
-      x = nn.Conv(
-          self.num_init_features,
-          (7, 7),
-          2,
-          padding=3,
-          use_bias=False,
+      x = layers.conv_norm_act(
+          x,
+          train,
+          conv_name='conv0',
+          norm_name='norm0',
+          features=self.num_init_features,
+          kernel_size=7,
+          strides=2,
           kernel_init=conv_init,
           dtype=self.dtype,
-          name='conv0',
-      )(x)
-      x = nn.relu(layers.batch_norm(train, self.dtype, name='norm0')(x))
+      )
       x = layers.pool(x, 'max', 3, 2, padding=1)
     else:  # the paper's CIFAR/SVHN network: the first dense layer's BN-ReLU follows directly
       x = nn.Conv(
@@ -219,34 +217,86 @@ class DenseNet(nn.Module):
 
 
 # torchvision's ImageNet models (k = 32, 64 stem channels; densenet161: k = 48, 96).
-register('densenet121', block_config=(6, 12, 24, 16))(DenseNet)
-register('densenet169', block_config=(6, 12, 32, 32))(DenseNet)
-register('densenet201', block_config=(6, 12, 48, 32))(DenseNet)
-register('densenet161', block_config=(6, 12, 36, 24), growth_rate=48, num_init_features=96)(
-    DenseNet
+register(
+    'densenet121',
+    DenseNet,
+    reference='torchvision densenet121',
+    params=7_978_856,
+    block_config=(6, 12, 24, 16),
 )
-
-
-def _register_cifar(name: str, depth: int, growth_rate: int, bottleneck: bool) -> None:
-  """The paper's CIFAR nets: 2k stem channels for DenseNet-BC, 16 for the plain DenseNet.
-
-  16 is the paper's text and gives Table 2's parameter counts; the authors' released Torch
-  code uses 2k stem channels for the plain DenseNet too.
-  """
-  register(
-      name,
-      native_input=CIFAR10,
-      block_config=cifar_block_config(depth, bottleneck),
-      growth_rate=growth_rate,
-      num_init_features=2 * growth_rate if bottleneck else 16,
-      bottleneck=bottleneck,
-      compression=0.5 if bottleneck else 1.0,
-      stem='cifar',
-      init_mode='fan_out',
-  )(DenseNet)
-
-
-_register_cifar('densenet_bc_100_k12', 100, 12, bottleneck=True)
-_register_cifar('densenet_bc_250_k24', 250, 24, bottleneck=True)
-_register_cifar('densenet_bc_190_k40', 190, 40, bottleneck=True)
-_register_cifar('densenet40_k12', 40, 12, bottleneck=False)
+register(
+    'densenet169',
+    DenseNet,
+    reference='torchvision densenet169',
+    params=14_149_480,
+    block_config=(6, 12, 32, 32),
+)
+register(
+    'densenet201',
+    DenseNet,
+    reference='torchvision densenet201',
+    params=20_013_928,
+    block_config=(6, 12, 48, 32),
+)
+register(
+    'densenet161',
+    DenseNet,
+    reference='torchvision densenet161',
+    params=28_681_000,
+    block_config=(6, 12, 36, 24),
+    growth_rate=48,
+    num_init_features=96,
+)
+# The paper's CIFAR nets (Table 2, rounded there to 0.8M, 15.3M, 25.6M, 1.0M): 2k stem channels
+# for DenseNet-BC, 16 for the plain DenseNet. 16 is the paper's text and gives Table 2's counts;
+# the authors' released Torch code uses 2k stem channels for the plain DenseNet too.
+register(
+    'densenet_bc_100_k12',
+    DenseNet,
+    reference='Huang et al. 2017 Table 2, DenseNet-BC (L=100, k=12)',
+    params=769_162,
+    native_input=CIFAR10,
+    block_config=cifar_block_config(100, bottleneck=True),
+    growth_rate=12,
+    num_init_features=24,
+    stem='cifar',
+    init_mode='fan_out',
+)
+register(
+    'densenet_bc_250_k24',
+    DenseNet,
+    reference='Huang et al. 2017 Table 2, DenseNet-BC (L=250, k=24)',
+    params=15_324_406,
+    native_input=CIFAR10,
+    block_config=cifar_block_config(250, bottleneck=True),
+    growth_rate=24,
+    num_init_features=48,
+    stem='cifar',
+    init_mode='fan_out',
+)
+register(
+    'densenet_bc_190_k40',
+    DenseNet,
+    reference='Huang et al. 2017 Table 2, DenseNet-BC (L=190, k=40)',
+    params=25_624_430,
+    native_input=CIFAR10,
+    block_config=cifar_block_config(190, bottleneck=True),
+    growth_rate=40,
+    num_init_features=80,
+    stem='cifar',
+    init_mode='fan_out',
+)
+register(
+    'densenet40_k12',
+    DenseNet,
+    reference='Huang et al. 2017 Table 2, DenseNet (L=40, k=12)',
+    params=1_019_722,
+    native_input=CIFAR10,
+    block_config=cifar_block_config(40, bottleneck=False),
+    growth_rate=12,
+    num_init_features=16,
+    bottleneck=False,
+    compression=1.0,
+    stem='cifar',
+    init_mode='fan_out',
+)

@@ -1,12 +1,14 @@
 """GoogLeNet / Inception v1 (Szegedy et al. 2015): torchvision's layout and the paper's."""
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from common.errors import ConfigError
 from models import layers
 from models.registry import register
 
@@ -30,33 +32,23 @@ _TORCHVISION_KERNEL = nn.initializers.normal(0.01)
 _CAFFE_XAVIER = nn.initializers.variance_scaling(1.0, 'fan_in', 'uniform')
 
 
-class BasicConv(nn.Module):
-  """Conv → ReLU; torchvision's BasicConv2d puts BN (eps 1e-3) in between and drops the bias."""
+def conv_unit(module: nn.Module) -> Callable[..., layers.ConvNormAct]:
+  """`module`'s conv unit (padding k // 2): its style, BN constants and dtype.
 
-  features: int
-  kernel_size: int
-  strides: int = 1
-  padding: int = 0
-  style: str = 'torchvision'
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    paper = self.style == 'paper'
-    x = nn.Conv(
-        self.features,
-        (self.kernel_size,) * 2,
-        self.strides,
-        padding=self.padding,
-        use_bias=paper,
-        kernel_init=_CAFFE_XAVIER if paper else _TORCHVISION_KERNEL,
-        bias_init=nn.initializers.constant(0.2),
-        dtype=self.dtype,
-        name='conv',
-    )(x)
-    if not paper:
-      x = layers.batch_norm(train, self.dtype, epsilon=1e-3, name='bn')(x)
-    return nn.relu(x)
+  torchvision's BasicConv2d is conv without bias → BN → ReLU, N(0, 0.01) weights; the paper's
+  (Caffe bvlc_googlenet) conv with bias (init 0.2) → ReLU, Caffe "xavier" weights, no BN.
+  """
+  paper = module.style == 'paper'
+  return functools.partial(
+      layers.ConvNormAct,
+      use_bias=paper,
+      norm=not paper,
+      kernel_init=_CAFFE_XAVIER if paper else _TORCHVISION_KERNEL,
+      bias_init=nn.initializers.constant(0.2),
+      bn_epsilon=module.bn_epsilon,
+      bn_momentum=module.bn_momentum,
+      dtype=module.dtype,
+  )
 
 
 class Inception(nn.Module):
@@ -68,18 +60,18 @@ class Inception(nn.Module):
 
   widths: tuple[int, int, int, int, int, int]
   style: str = 'torchvision'
+  bn_epsilon: float = 1e-3
+  bn_momentum: float = 0.9
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     c1, c3r, c3, c5r, c5, proj = self.widths
-    conv = functools.partial(BasicConv, style=self.style, dtype=self.dtype)
+    conv = conv_unit(self)
     k5 = 5 if self.style == 'paper' else 3
     b1 = conv(c1, 1, name='branch1')(x, train)
-    b2 = conv(c3, 3, padding=1, name='branch2_1')(conv(c3r, 1, name='branch2_0')(x, train), train)
-    b3 = conv(c5, k5, padding=k5 // 2, name='branch3_1')(
-        conv(c5r, 1, name='branch3_0')(x, train), train
-    )
+    b2 = conv(c3, 3, name='branch2_1')(conv(c3r, 1, name='branch2_0')(x, train), train)
+    b3 = conv(c5, k5, name='branch3_1')(conv(c5r, 1, name='branch3_0')(x, train), train)
     b4 = conv(proj, 1, name='branch4_1')(
         layers.pool(x, 'max', 3, 1, padding=1, ceil_mode=True), train
     )
@@ -97,6 +89,8 @@ class InceptionAux(nn.Module):
   num_classes: int
   dropout_rate: float = 0.7
   style: str = 'torchvision'
+  bn_epsilon: float = 1e-3
+  bn_momentum: float = 0.9
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -104,14 +98,14 @@ class InceptionAux(nn.Module):
     paper = self.style == 'paper'
     if paper:
       if min(x.shape[1:3]) < 5:
-        raise ValueError(
+        raise ConfigError(
             f"googlenet_paper's auxiliary heads pool 5×5 but got {x.shape[1]}×{x.shape[2]} maps "
             'at 4a/4d; use inputs of at least 79 px, aux_logits=False, or model googlenet.'
         )
       x = layers.pool(x, 'avg', 5, 3, padding=0, ceil_mode=True)
     else:
       x = layers.adaptive_avg_pool(x, 4)
-    x = BasicConv(128, 1, style=self.style, dtype=self.dtype, name='conv')(x, train)
+    x = conv_unit(self)(128, 1, name='conv')(x, train)
     x = x.reshape(x.shape[0], -1)
     kernel_init = _CAFFE_XAVIER if paper else _TORCHVISION_KERNEL
     fc1_bias = nn.initializers.constant(0.2) if paper else layers.torch_default_bias(x.shape[-1])
@@ -127,19 +121,18 @@ class InceptionAux(nn.Module):
     return logits
 
 
-@register('googlenet', style='torchvision', dropout_rate=0.2)
-@register('googlenet_paper', style='paper', dropout_rate=0.4)
 class GoogLeNet(nn.Module):
   """GoogLeNet: stem, nine inception blocks (3a–5b), global average pool, dropout, fc.
 
-  `googlenet` is torchvision's: BN (eps 1e-3) after every conv and no conv biases, no LRN,
-  3×3 convs in the "5×5" branches, a 2×2 max pool before 5a, dropout 0.2, aux heads with BN
-  and adaptive 4×4 pooling, N(0, 0.01) weights. `googlenet_paper` is the paper's (Caffe
-  bvlc_googlenet): LRN after the first max pool and after conv3 (the paper's 3×3 "conv2"),
-  true 5×5 convs, conv biases (init 0.2), no BN, a 3×3 max pool before 5a, dropout 0.4,
-  Caffe "xavier" weights. Max pools round up (ceil_mode) in both. The auxiliary heads after
-  4a and 4d run in training only (`aux_logits=True`); eval returns the main head's logits.
-  Layer names follow torchvision (conv1–conv3, inception3a…, aux1/aux2, fc).
+  `googlenet` is torchvision's: BN after every conv and no conv biases, no LRN, 3×3 convs in
+  the "5×5" branches, a 2×2 max pool before 5a, dropout 0.2, aux heads with BN and adaptive
+  4×4 pooling, N(0, 0.01) weights. Its BatchNorm has eps 1e-3 and PyTorch's momentum 0.1
+  (`bn_epsilon`, `bn_momentum` = 0.9 here, flax's convention). `googlenet_paper` is the
+  paper's (Caffe bvlc_googlenet): LRN after the first max pool and after conv3 (the paper's
+  3×3 "conv2"), true 5×5 convs, conv biases (init 0.2), no BN, a 3×3 max pool before 5a,
+  dropout 0.4, Caffe "xavier" weights. Max pools round up (ceil_mode) in both. The auxiliary
+  heads after 4a and 4d run in training only (`aux_logits=True`); eval returns the main head's
+  logits. Layer names follow torchvision (conv1–conv3, inception3a…, aux1/aux2, fc).
   """
 
   num_classes: int = 1000
@@ -147,32 +140,35 @@ class GoogLeNet(nn.Module):
   aux_logits: bool = True
   dropout_rate: float = 0.2
   aux_dropout_rate: float = 0.7
+  bn_epsilon: float = 1e-3
+  bn_momentum: float = 0.9
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     if self.style not in STYLES:
-      raise ValueError(
+      raise ConfigError(
           f'Unknown GoogLeNet style {self.style!r}; choose one of {", ".join(STYLES)}.'
       )
     paper = self.style == 'paper'
-    conv = functools.partial(BasicConv, style=self.style, dtype=self.dtype)
-    block = functools.partial(Inception, style=self.style, dtype=self.dtype)
-    aux = functools.partial(
-        InceptionAux, self.num_classes, self.aux_dropout_rate, style=self.style, dtype=self.dtype
+    conv = conv_unit(self)
+    shared = dict(
+        style=self.style, bn_epsilon=self.bn_epsilon, bn_momentum=self.bn_momentum, dtype=self.dtype
     )
+    block = functools.partial(Inception, **shared)
+    aux = functools.partial(InceptionAux, self.num_classes, self.aux_dropout_rate, **shared)
     max_pool = functools.partial(layers.pool, kind='max', padding=0, ceil_mode=True)
     lrn = functools.partial(
         layers.local_response_norm, size=5, k=1.0, alpha=1e-4, beta=0.75, alpha_over_size=True
     )
 
     x = x.astype(self.dtype)
-    x = conv(64, 7, 2, 3, name='conv1')(x, train)
+    x = conv(64, 7, 2, name='conv1')(x, train)
     x = max_pool(x, window=3, stride=2)
     if paper:
       x = lrn(x)
     x = conv(64, 1, name='conv2')(x, train)
-    x = conv(192, 3, padding=1, name='conv3')(x, train)
+    x = conv(192, 3, name='conv3')(x, train)
     if paper:
       x = lrn(x)
     x = max_pool(x, window=3, stride=2)
@@ -194,3 +190,22 @@ class GoogLeNet(nn.Module):
         self.num_classes, kernel_init=kernel_init, bias_init=bias_init, dtype=self.dtype, name='fc'
     )(x)
     return x.astype(jnp.float32)
+
+
+# Counts in training mode, aux heads included (without them: 6,624,904 and 6,998,552).
+register(
+    'googlenet',
+    GoogLeNet,
+    reference='torchvision googlenet (aux_logits=True)',
+    params=13_004_888,
+    style='torchvision',
+    dropout_rate=0.2,
+)
+register(
+    'googlenet_paper',
+    GoogLeNet,
+    reference='Szegedy et al. 2015 Table 1, Caffe bvlc_googlenet with its two aux heads',
+    params=13_378_280,
+    style='paper',
+    dropout_rate=0.4,
+)

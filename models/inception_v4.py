@@ -1,15 +1,19 @@
 """Inception-v4 and Inception-ResNet-v1/v2 (Szegedy et al. 2017), sharing stem and reduction parts.
 
 `inception_v4` and `inception_resnet_v2` are the TF-slim networks behind Google's released
-checkpoints, in timm's port (Cadene's): every conv is conv (no bias) → BN (eps 1e-3, with γ) →
-ReLU; input 299. With `bn_scale=False`, `inception_resnet_v2` is keras.applications'
+checkpoints, in timm's port (Cadene's): every conv is conv (no bias) → BN (with γ) → ReLU;
+input 299. With `bn_scale=False`, `inception_resnet_v2` is keras.applications'
 InceptionResNetV2 layer for layer. `inception_resnet_v1` is the paper's Figures 14–15 network.
 Layer names follow timm and TF-slim (conv2d_1a, mixed_5b, block35_0, mixed_6a, …).
+
+BatchNorm constants are fields: eps 1e-3 everywhere; the momentum (flax's convention: the
+share of the running average kept) is timm's 0.9 (PyTorch's 0.1) by default, TF-slim's
+decay 0.9997 or Keras's 0.99 with `bn_momentum`.
 """
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -18,9 +22,10 @@ import jax.numpy as jnp
 from models import layers
 from models.registry import INPUT_299, register
 
-Kernel = Union[int, tuple[int, int]]
-# One conv of a tower: (features, kernel) or (features, kernel, strides, valid).
+# One conv of a tower: (features, kernel) or (features, kernel, strides, padding), the
+# positional fields of BasicConv; padding V is the paper's "V" (valid: no padding).
 ConvSpec = tuple
+V = 'VALID'
 
 # TF-slim's inception arg_scope: variance_scaling_initializer() (He, fan-in, truncated normal) on
 # every conv; slim.fully_connected's default xavier (Glorot uniform) on the classifier.
@@ -31,47 +36,22 @@ _SLIM_DENSE = nn.initializers.glorot_uniform()
 MIN_SIZE = 75
 
 
-def _pair(kernel: Kernel) -> tuple[int, int]:
-  return (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+# Conv (no bias) → BN (eps 1e-3) → ReLU, same-padded (k // 2 on each side of each axis, so 1×7
+# pads 0 and 3) unless the padding is V. timm's port keeps BN's γ (the registered counts are
+# timm's); `bn_scale=False` drops it as TF-slim and Keras do.
+BasicConv = functools.partial(layers.ConvNormAct, kernel_init=_SLIM_KERNEL, bn_epsilon=1e-3)
+SHARED_FIELDS = ('bn_scale', 'bn_epsilon', 'bn_momentum', 'dtype')
 
 
-class BasicConv(nn.Module):
-  """Conv (no bias) → BN (eps 1e-3) → ReLU. `valid=True` is the paper's "V" (no padding);
-  otherwise the conv is same-padded (k // 2 on each side of each axis, so 1×7 pads 0 and 3).
-
-  `bn_scale=False` drops BN's γ as TF-slim and Keras do; timm's port keeps it (the counts
-  asserted in the tests are timm's).
-  """
-
-  features: int
-  kernel_size: Kernel = 1
-  strides: int = 1
-  valid: bool = False
-  bn_scale: bool = True
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    kh, kw = _pair(self.kernel_size)
-    padding = 0 if self.valid else ((kh // 2, kh // 2), (kw // 2, kw // 2))
-    x = nn.Conv(
-        self.features,
-        (kh, kw),
-        self.strides,
-        padding=padding,
-        use_bias=False,
-        kernel_init=_SLIM_KERNEL,
-        dtype=self.dtype,
-        name='conv',
-    )(x)
-    x = layers.batch_norm(train, self.dtype, epsilon=1e-3, use_scale=self.bn_scale, name='bn')(x)
-    return nn.relu(x)
+def _shared(module: nn.Module) -> dict[str, Any]:
+  """The fields a network passes to its blocks and their convs: BatchNorm's and the dtype."""
+  return {field: getattr(module, field) for field in SHARED_FIELDS}
 
 
 def _tower_fn(module: nn.Module, train: bool) -> Callable[..., jax.Array]:
   """tower(x, name, *specs): a chain of BasicConvs named `name` (one conv) or name_0, name_1…,
   created inside `module`'s compact call."""
-  conv = functools.partial(BasicConv, bn_scale=module.bn_scale, dtype=module.dtype)
+  conv = functools.partial(BasicConv, **_shared(module))
 
   def tower(x: jax.Array, name: str, *specs: ConvSpec) -> jax.Array:
     for i, spec in enumerate(specs):
@@ -94,15 +74,17 @@ def avg_pool_same(x: jax.Array) -> jax.Array:
 
 def stem_convs(x: jax.Array, tower: Callable[..., jax.Array]) -> jax.Array:
   """The three convolutions every network here starts with: 299 → 149 → 147 → 147 (×64)."""
-  x = tower(x, 'conv2d_1a', (32, 3, 2, True))
-  x = tower(x, 'conv2d_2a', (32, 3, 1, True))
+  x = tower(x, 'conv2d_1a', (32, 3, 2, V))
+  x = tower(x, 'conv2d_2a', (32, 3, 1, V))
   return tower(x, 'conv2d_2b', (64, 3))
 
 
 class _Block(nn.Module):
-  """Fields shared by every block: BN scale and compute dtype."""
+  """Fields shared by every block (`SHARED_FIELDS`): BatchNorm's and the compute dtype."""
 
   bn_scale: bool = True
+  bn_epsilon: float = 1e-3
+  bn_momentum: float = 0.9
   dtype: Any = jnp.float32
 
 
@@ -112,7 +94,7 @@ class Mixed3a(_Block):
   @nn.compact
   def __call__(self, x, train=False):
     tower = _tower_fn(self, train)
-    return jnp.concatenate([max_pool(x), tower(x, 'conv', (96, 3, 2, True))], axis=-1)
+    return jnp.concatenate([max_pool(x), tower(x, 'conv', (96, 3, 2, V))], axis=-1)
 
 
 class Mixed4a(_Block):
@@ -121,8 +103,8 @@ class Mixed4a(_Block):
   @nn.compact
   def __call__(self, x, train=False):
     tower = _tower_fn(self, train)
-    b0 = tower(x, 'branch0', (64, 1), (96, 3, 1, True))
-    b1 = tower(x, 'branch1', (64, 1), (64, (1, 7)), (64, (7, 1)), (96, 3, 1, True))
+    b0 = tower(x, 'branch0', (64, 1), (96, 3, 1, V))
+    b1 = tower(x, 'branch1', (64, 1), (64, (1, 7)), (64, (7, 1)), (96, 3, 1, V))
     return jnp.concatenate([b0, b1], axis=-1)
 
 
@@ -132,7 +114,7 @@ class Mixed5a(_Block):
   @nn.compact
   def __call__(self, x, train=False):
     tower = _tower_fn(self, train)
-    return jnp.concatenate([tower(x, 'conv', (192, 3, 2, True)), max_pool(x)], axis=-1)
+    return jnp.concatenate([tower(x, 'conv', (192, 3, 2, V)), max_pool(x)], axis=-1)
 
 
 class InceptionA(_Block):
@@ -205,8 +187,8 @@ class ReductionA(_Block):
     k, l, m, n = self.klmn
     return jnp.concatenate(
         [
-            tower(x, 'branch0', (n, 3, 2, True)),
-            tower(x, 'branch1', (k, 1), (l, 3), (m, 3, 2, True)),
+            tower(x, 'branch0', (n, 3, 2, V)),
+            tower(x, 'branch1', (k, 1), (l, 3), (m, 3, 2, V)),
             max_pool(x),
         ],
         axis=-1,
@@ -222,15 +204,14 @@ class ReductionB(_Block):
     tower = _tower_fn(self, train)
     return jnp.concatenate(
         [
-            tower(x, 'branch0', (192, 1), (192, 3, 2, True)),
-            tower(x, 'branch1', (256, 1), (256, (1, 7)), (320, (7, 1)), (320, 3, 2, True)),
+            tower(x, 'branch0', (192, 1), (192, 3, 2, V)),
+            tower(x, 'branch1', (256, 1), (256, (1, 7)), (320, (7, 1)), (320, 3, 2, V)),
             max_pool(x),
         ],
         axis=-1,
     )
 
 
-@register('inception_v4', native_input=INPUT_299)
 class InceptionV4(nn.Module):
   """Inception-v4 (Fig. 9): stem, 4 × A, Reduction-A, 7 × B, Reduction-B, 3 × C, average pool,
   dropout (keep 0.8 in TF-slim), fc. `repeats` sets the A/B/C counts.
@@ -244,12 +225,14 @@ class InceptionV4(nn.Module):
   repeats: Sequence[int] = (4, 7, 3)
   dropout_rate: float = 0.2
   bn_scale: bool = True
+  bn_epsilon: float = 1e-3
+  bn_momentum: float = 0.9
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     layers.check_input_size(x, MIN_SIZE, 'Inception-v4')
-    block = dict(bn_scale=self.bn_scale, dtype=self.dtype)
+    block = _shared(self)
     x = stem_convs(x.astype(self.dtype), _tower_fn(self, train))
     x = Mixed3a(**block, name='mixed_3a')(x, train)
     x = Mixed4a(**block, name='mixed_4a')(x, train)
@@ -334,9 +317,9 @@ class ResNetReductionB(_Block):
     w0, w1, w2, w3 = self.widths
     return jnp.concatenate(
         [
-            tower(x, 'branch0', (256, 1), (w0, 3, 2, True)),
-            tower(x, 'branch1', (256, 1), (w1, 3, 2, True)),
-            tower(x, 'branch2', (256, 1), (w2, 3), (w3, 3, 2, True)),
+            tower(x, 'branch0', (256, 1), (w0, 3, 2, V)),
+            tower(x, 'branch1', (256, 1), (w1, 3, 2, V)),
+            tower(x, 'branch2', (256, 1), (w2, 3), (w3, 3, 2, V)),
             max_pool(x),
         ],
         axis=-1,
@@ -364,12 +347,6 @@ INCEPTION_RESNET = {
 }
 
 
-@register(
-    'inception_resnet_v1', native_input=INPUT_299, version=1, repeats=(5, 10, 5), final_block=False
-)
-@register(
-    'inception_resnet_v2', native_input=INPUT_299, version=2, repeats=(10, 20, 9), final_block=True
-)
 class InceptionResNet(nn.Module):
   """Inception-ResNet (Fig. 15): stem, A blocks, Reduction-A, B blocks, Reduction-B, C blocks,
   average pool, dropout (keep 0.8), fc. Residuals scaled by `scales` (A, B, C) before the add.
@@ -396,22 +373,22 @@ class InceptionResNet(nn.Module):
   final_block: bool = True
   dropout_rate: float = 0.2
   bn_scale: bool = True
+  bn_epsilon: float = 1e-3
+  bn_momentum: float = 0.9
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    if self.version not in INCEPTION_RESNET:
-      raise ValueError(f'Unknown Inception-ResNet version {self.version!r}; choose 1 or 2.')
+    spec = layers.choose('Inception-ResNet version', self.version, INCEPTION_RESNET)
     layers.check_input_size(x, MIN_SIZE, f'Inception-ResNet-v{self.version}')
-    spec = INCEPTION_RESNET[self.version]
-    block = dict(bn_scale=self.bn_scale, dtype=self.dtype)
+    block = _shared(self)
     tower = _tower_fn(self, train)
     x = stem_convs(x.astype(self.dtype), tower)
     x = max_pool(x)
     x = tower(x, 'conv2d_3b', (80, 1))
-    x = tower(x, 'conv2d_4a', (192, 3, 1, True))
+    x = tower(x, 'conv2d_4a', (192, 3, 1, V))
     if self.version == 1:
-      x = tower(x, 'conv2d_4b', (256, 3, 2, True))  # Fig. 14: 35×35×256
+      x = tower(x, 'conv2d_4b', (256, 3, 2, V))  # Fig. 14: 35×35×256
     else:
       x = Mixed5b(**block, name='mixed_5b')(max_pool(x), train)  # 35×35×320
     num_a, num_b, num_c = self.repeats
@@ -430,3 +407,32 @@ class InceptionResNet(nn.Module):
     if self.version == 2:
       x = tower(x, 'conv2d_7b', (1536, 1))
     return _classifier(x, self.num_classes, self.dropout_rate, train, self.dtype)
+
+
+register(
+    'inception_v4',
+    InceptionV4,
+    reference='timm inception_v4 (TF-slim layout)',
+    params=42_679_816,
+    native_input=INPUT_299,
+)
+register(
+    'inception_resnet_v1',
+    InceptionResNet,
+    reference='Szegedy et al. 2017 Figs. 10-15 and Table 1 (count derived from them)',
+    params=22_756_328,
+    native_input=INPUT_299,
+    version=1,
+    repeats=(5, 10, 5),
+    final_block=False,
+)
+register(
+    'inception_resnet_v2',
+    InceptionResNet,
+    reference='timm inception_resnet_v2 (TF-slim)',
+    params=55_843_464,
+    native_input=INPUT_299,
+    version=2,
+    repeats=(10, 20, 9),
+    final_block=True,
+)

@@ -1,13 +1,15 @@
 """Building blocks shared by the model families."""
 
 import functools
-from collections.abc import Callable, Sequence
-from typing import Any, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from common.errors import ConfigError
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     'relu': nn.relu,
@@ -18,8 +20,10 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     'silu': nn.silu,
     'identity': lambda x: x,
 }
-
-Padding = Union[str, int, Sequence[tuple[int, int]]]
+Pair = int | Sequence[int]
+Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
+Initializer = Callable[..., jax.Array]
+T = TypeVar('T')
 
 # He et al. 2015 normal init over fan_out: torchvision's kaiming_normal_(mode='fan_out') for convs.
 he_fan_out = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
@@ -33,24 +37,40 @@ def torch_default_bias(fan_in: int) -> Callable[..., jax.Array]:
   return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
+def choose(what: str, key: str, table: Mapping[str, T]) -> T:
+  """`table[key]`, or a ConfigError naming the choices: `choose('block', 'basic', BLOCKS)`."""
+  if key not in table:
+    raise ConfigError(f'Unknown {what} {key!r}; choose one of {", ".join(map(repr, table))}.')
+  return table[key]
+
+
+def pair(value: Pair) -> tuple[int, int]:
+  """An int as (value, value); a (height, width) pair as a tuple."""
+  return (value, value) if isinstance(value, int) else tuple(value)
+
+
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
   """Looks up an activation function by name."""
-  if name not in ACTIVATIONS:
-    raise ValueError(f'Unknown activation {name!r}; choose one of {", ".join(ACTIVATIONS)}.')
-  return ACTIVATIONS[name]
+  return choose('activation', name, ACTIVATIONS)
 
 
 def check_input_size(x: jax.Array, minimum: int, name: str) -> None:
   """Refuses inputs too small to leave a 1×1 map at the last pooling (they would give 0×0)."""
   if min(x.shape[1:3]) < minimum:
-    raise ValueError(
+    raise ConfigError(
         f'{name} needs inputs of at least {minimum}×{minimum} pixels; got '
         f'{x.shape[1]}×{x.shape[2]}.'
     )
 
 
-def _explicit_padding(padding: int | Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-  return [(padding, padding)] * 2 if isinstance(padding, int) else [tuple(p) for p in padding]
+def explicit_padding(
+    padding: int | Sequence[int] | Sequence[tuple[int, int]],
+) -> list[tuple[int, int]]:
+  """((top, bottom), (left, right)) from an int (every side), an (h, w) pair (both sides of each
+  axis) or the pairs themselves."""
+  if isinstance(padding, int):
+    return [(padding, padding)] * 2
+  return [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
 
 
 def _ceil_extension(
@@ -81,15 +101,15 @@ def pool(
   `ceil_mode` lets hang past the padding divides only by what it covers.
   """
   if kind not in ('max', 'avg'):
-    raise ValueError(f'Unknown pooling {kind!r}; choose "max" or "avg".')
+    raise ConfigError(f'Unknown pooling {kind!r}; choose "max" or "avg".')
   with jax.named_scope(f'{kind}_pool'):  # one row in analysis.summary
     shape, strides = (window, window), (stride, stride)
     if isinstance(padding, str):
       if ceil_mode:
-        raise ValueError('ceil_mode needs numeric padding.')
+        raise ConfigError('ceil_mode needs numeric padding.')
       fn = nn.max_pool if kind == 'max' else nn.avg_pool
       return fn(x, shape, strides, padding)
-    explicit = _explicit_padding(padding)
+    explicit = explicit_padding(padding)
     extra = _ceil_extension(x, window, stride, explicit) if ceil_mode else [(0, 0)] * 2
     total = [(lo, hi + e) for (lo, hi), (_, e) in zip(explicit, extra)]
     if kind == 'max':
@@ -158,50 +178,147 @@ def local_response_norm(
     return (x / jnp.power(k + scale * window_sum, beta).astype(x.dtype)).astype(x.dtype)
 
 
-class ConvBN(nn.Module):
-  """Conv (no bias) → BatchNorm → activation: the unit of most post-2015 CNNs.
+class ConvNormAct(nn.Module):
+  """Convolution → BatchNorm → activation: the unit every family builds on (timm's ConvNormAct).
 
-  `padding` follows PyTorch (an int pads both sides), so output sizes match torchvision;
-  `groups` is Caffe's `group` (flax's `feature_group_count`). `scale_init=zeros` gives the
-  zero-initialised last BN of a residual branch; `kernel_init` defaults to torchvision's
-  He normal over fan_out.
+  Each part can be switched off: `norm=False` (GoogLeNet's Caffe model, VGG without BN, the
+  bare convs of pre-activation blocks), `act=None` (the linear projection ending a residual
+  branch). Options cover the references the zoo
+  follows:
+
+  - `kernel_size`, `strides`, `dilation`: an int or a (height, width) pair (Inception's 1×7).
+  - `padding`: None pads k // 2 on each side of each axis, PyTorch's `padding=k // 2` idiom
+    ('same' at stride 1 for odd kernels); an int or (h, w) pair pads that much on both sides;
+    explicit ((top, bottom), (left, right)); 'SAME' is TensorFlow/Keras's rule (the extra pixel
+    at the bottom/right); 'VALID' pads nothing.
+  - `groups`: Caffe's `group` (flax's `feature_group_count`); `groups == channels` is depthwise.
+  - `use_bias` for the conv (`bias_init` None is PyTorch's default, U(±1/sqrt(fan_in))).
+  - BatchNorm's `bn_epsilon`, `bn_momentum` (flax's: the running average keeps `momentum` of
+    itself; PyTorch's momentum 0.1 is 0.9 here, Keras's 0.99 is 0.99), `bn_scale` (False: no γ,
+    as Keras and TF-slim), `bn_scale_init` (zeros for the last BN of a residual branch) and
+    `bn_bias_init`.
+
+  Variables live in children named `conv_name` and `norm_name` ('conv', 'bn'). `inline` (or
+  `conv_norm_act`) creates them in the calling module instead, for families whose names are
+  flat (ResNet's conv1, bn1).
   """
 
   features: int
-  kernel_size: int = 3
-  strides: int = 1
-  padding: Padding = None  # None: kernel_size // 2
+  kernel_size: Pair = 3
+  strides: Pair = 1
+  padding: Padding | None = None
+  dilation: Pair = 1
   groups: int = 1
-  act: str = 'relu'
-  scale_init: Callable[..., jax.Array] = nn.initializers.ones
-  kernel_init: Callable[..., jax.Array] = he_fan_out
+  use_bias: bool = False
+  kernel_init: Initializer = he_fan_out
+  bias_init: Initializer | None = None
+  norm: bool = True
+  bn_epsilon: float = 1e-5
+  bn_momentum: float = 0.9
+  bn_scale: bool = True
+  bn_scale_init: Initializer = nn.initializers.ones
+  bn_bias_init: Initializer = nn.initializers.zeros
+  act: str | None = 'relu'
   dtype: Any = jnp.float32
+  conv_name: str = 'conv'
+  norm_name: str = 'bn'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    padding = self.kernel_size // 2 if self.padding is None else self.padding
+    return self.inline(x, train)
+
+  @nn.nowrap
+  def inline(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """The unit applied in the scope of whichever module is running: the conv and the norm
+    become that module's children (the unit itself must be unbound: `parent=None`)."""
+    kernel = pair(self.kernel_size)
+    bias_init = self.bias_init
+    if self.use_bias and bias_init is None:
+      bias_init = torch_default_bias(kernel[0] * kernel[1] * x.shape[-1] // self.groups)
     x = nn.Conv(
         self.features,
-        (self.kernel_size, self.kernel_size),
-        self.strides,
-        padding=padding,
+        kernel,
+        pair(self.strides),
+        padding=_conv_padding(self.padding, kernel),
+        kernel_dilation=pair(self.dilation),
         feature_group_count=self.groups,
-        use_bias=False,
+        use_bias=self.use_bias,
         kernel_init=self.kernel_init,
+        bias_init=bias_init or nn.initializers.zeros,
         dtype=self.dtype,
-        name='conv',
+        name=self.conv_name,
     )(x)
-    x = batch_norm(train, self.dtype, scale_init=self.scale_init, name='bn')(x)
-    return activation(self.act)(x)
+    if self.norm:
+      x = batch_norm(
+          train,
+          self.dtype,
+          self.bn_epsilon,
+          self.bn_momentum,
+          use_scale=self.bn_scale,
+          scale_init=self.bn_scale_init,
+          bias_init=self.bn_bias_init,
+          name=self.norm_name,
+      )(x)
+    return x if self.act is None else activation(self.act)(x)
+
+
+def conv_norm_act(
+    x: jax.Array, train: bool = False, *, conv_name: str, norm_name: str = '', **fields: Any
+) -> jax.Array:
+  """`ConvNormAct(**fields)` with its conv and norm created in the calling module, named
+  `conv_name` and `norm_name` (e.g. ResNet's conv1 and bn1). Call it inside a compact method."""
+  unit = ConvNormAct(
+      conv_name=conv_name, norm_name=norm_name or f'{conv_name}_bn', parent=None, **fields
+  )
+  return unit.inline(x, train)
+
+
+def _conv_padding(padding: Padding | None, kernel: tuple[int, int]) -> Any:
+  """ConvNormAct's padding as flax's nn.Conv takes it: k // 2 per axis by default."""
+  if padding is None:
+    return [(k // 2, k // 2) for k in kernel]
+  return padding if isinstance(padding, str) else explicit_padding(padding)
 
 
 def batch_norm(
-    train: bool, dtype: Any = jnp.float32, epsilon: float = 1e-5, **kwargs: Any
+    train: bool,
+    dtype: Any = jnp.float32,
+    epsilon: float = 1e-5,
+    momentum: float = 0.9,
+    **kwargs: Any,
 ) -> nn.BatchNorm:
-  """BatchNorm with PyTorch's constants (momentum 0.1 there = 0.9 here, eps 1e-5 by default)."""
+  """BatchNorm, by default with PyTorch's constants (its momentum 0.1 is flax's 0.9; eps 1e-5)."""
   return nn.BatchNorm(
-      use_running_average=not train, momentum=0.9, epsilon=epsilon, dtype=dtype, **kwargs
+      use_running_average=not train, momentum=momentum, epsilon=epsilon, dtype=dtype, **kwargs
   )
+
+
+SHORTCUTS = {'A': 'zero padding', 'B': 'projection'}
+
+
+def zero_pad_shortcut(x: jax.Array, features: int, strides: int) -> jax.Array:
+  """Option A shortcut: subsample by `strides`, append zero channels up to `features`.
+
+  No parameters. akamaster/pytorch_resnet_cifar10 puts the zeros half before and half after
+  the input channels; appending them gives an equivalent network (a fixed relabelling of the
+  channels).
+  """
+  x = x[:, ::strides, ::strides, :]
+  return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, features - x.shape[-1])))
+
+
+def residual_shortcut(
+    x: jax.Array, features: int, strides: int, kind: str, project: Callable[[], jax.Array]
+) -> jax.Array:
+  """What a residual block adds to its branch: `x` itself where the block keeps the shape;
+  otherwise option 'A' (zero padding, no parameters) or 'B' (`project()`, the family's strided
+  1×1 convolution, with BN or without, of the input or of its pre-activation)."""
+  choose('shortcut', kind, SHORTCUTS)
+  if strides == 1 and x.shape[-1] == features:
+    return x
+  if kind == 'A':
+    return zero_pad_shortcut(x, features, strides)
+  return project()
 
 
 def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
@@ -212,7 +329,7 @@ def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
   """
   *lead, channels = x.shape
   if channels % groups:
-    raise ValueError(f'channel_shuffle: {channels} channels do not split into {groups} groups.')
+    raise ConfigError(f'channel_shuffle: {channels} channels do not split into {groups} groups.')
   with jax.named_scope('channel_shuffle'):
     x = x.reshape(*lead, groups, channels // groups)
     return jnp.swapaxes(x, -1, -2).reshape(*lead, channels)

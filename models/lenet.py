@@ -8,11 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common.errors import ConfigError
 from models import layers
 from models.registry import NativeInput, register
 
 
-@register('lenet5', native_input=NativeInput(28, 1, 10))
 class LeNet5(nn.Module):
   """conv 6@5×5 (pad 2) → pool → conv 16@5×5 → pool → dense 120 → 84 → classes.
 
@@ -36,9 +36,7 @@ class LeNet5(nn.Module):
     def norm(y: jax.Array, name: str) -> jax.Array:
       if not self.batch_norm:
         return y
-      return nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, name=name)(
-          y
-      )
+      return layers.batch_norm(train, self.dtype, name=name)(y)
 
     x = x.astype(self.dtype)
     x = act(norm(nn.Conv(6, (5, 5), padding=2, dtype=self.dtype, name='conv1')(x), 'bn1'))
@@ -170,7 +168,6 @@ class TableConv(nn.Module):
     return y + bias.astype(self.dtype)
 
 
-@register('lenet5_1998', native_input=NativeInput(32, 1, 10))
 class LeNet5Paper(nn.Module):
   """LeNet-5 of the 1998 paper: C1-S2-C3-S4-C5-F6 with scaled tanh and an RBF output layer.
 
@@ -204,7 +201,7 @@ class LeNet5Paper(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     del train  # no dropout or BatchNorm in the paper's network
     if self.output not in ('rbf', 'dense'):
-      raise ValueError(f'Unknown output {self.output!r}; choose "rbf" or "dense".')
+      raise ConfigError(f'Unknown output {self.output!r}; choose "rbf" or "dense".')
     x = x.astype(self.dtype)
     pad_h, pad_w = (max(self.input_size - size, 0) for size in x.shape[1:3])
     if pad_h or pad_w:
@@ -239,3 +236,19 @@ class LeNet5Paper(nn.Module):
     prototypes = jnp.asarray(rbf_prototypes(self.num_classes, x.shape[-1]))
     x = x.astype(jnp.float32)
     return -jnp.sum(jnp.square(x[:, None, :] - prototypes[None]), axis=-1) / self.rbf_temperature
+
+
+register(
+    'lenet5',
+    LeNet5,
+    reference="d2l.ai's LeNet, ReLU and max pooling by default",
+    params=61_706,
+    native_input=NativeInput(28, 1, 10),
+)
+register(
+    'lenet5_1998',
+    LeNet5Paper,
+    reference='LeCun et al. 1998 §II-B and Appendix A (RBF output)',
+    params=60_000,
+    native_input=NativeInput(32, 1, 10),
+)

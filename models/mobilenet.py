@@ -6,6 +6,7 @@ between the thin ends. Both take a width multiplier; the resolution multiplier �
 the input size (224, 192, 160 or 128), which the config's image size sets.
 """
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,16 +49,17 @@ MOBILENET_V2_SETTING = (
 )
 
 
-@register('mobilenet_v1')
 class MobileNetV1(nn.Module):
   """MobileNet v1: 3×3/2 conv 32, 13 × (depthwise 3×3 + BN + act, pointwise 1×1 + BN + act),
   global average pool, dropout, fully connected classifier.
 
-  Layer names, widths `int(c · alpha)`, BN epsilon 1e-3, TF 'SAME' padding, dropout 1e-3 and
-  Glorot-uniform init follow Keras's `applications.MobileNet` (TF-slim's layout), whose
-  1×1-conv-with-bias head is this `fc`. The paper uses ReLU (`act='relu'`); Keras and TF-slim
-  use ReLU6 (`act='relu6'`). Keras's `depth_multiplier` (depthwise channel multiplier) is not
-  offered: it is always 1 in the paper.
+  Layer names (conv_dw_1 with its BN conv_dw_1_bn, …), widths `int(c · alpha)`, BN epsilon
+  1e-3, TF 'SAME' padding, dropout 1e-3 and Glorot-uniform init follow Keras's
+  `applications.MobileNet` (TF-slim's layout), whose 1×1-conv-with-bias head is this `fc`.
+  The paper uses ReLU (`act='relu'`); Keras and TF-slim use ReLU6 (`act='relu6'`). BN momentum
+  (flax's convention: the share of the running average kept) is 0.9 by default; Keras's is
+  0.99 and TF-slim's decay 0.9997 (`bn_momentum`). Keras's `depth_multiplier` (depthwise
+  channel multiplier) is not offered: it is always 1 in the paper.
   """
 
   num_classes: int = 1000
@@ -65,32 +67,31 @@ class MobileNetV1(nn.Module):
   conv_defs: Sequence[Sequence[int]] = MOBILENET_V1_BLOCKS
   act: str = 'relu'
   dropout_rate: float = 1e-3
+  bn_epsilon: float = 1e-3
+  bn_momentum: float = 0.9
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    act = layers.activation(self.act)
     init = nn.initializers.glorot_uniform()
-
-    def conv_bn(x, features, kernel, strides, groups, name):
-      x = nn.Conv(
-          features,
-          (kernel, kernel),
-          strides,
-          padding='SAME',
-          use_bias=False,
-          feature_group_count=groups,
-          kernel_init=init,
-          dtype=self.dtype,
-          name=name,
-      )(x)
-      x = layers.batch_norm(train, self.dtype, epsilon=1e-3, name=f'{name}_bn')(x)
-      return act(x)
-
-    x = conv_bn(x.astype(self.dtype), int(32 * self.alpha), 3, 2, 1, 'conv1')
+    conv_bn = functools.partial(
+        layers.conv_norm_act,
+        train=train,
+        padding='SAME',
+        kernel_init=init,
+        act=self.act,
+        bn_epsilon=self.bn_epsilon,
+        bn_momentum=self.bn_momentum,
+        dtype=self.dtype,
+    )
+    x = conv_bn(x.astype(self.dtype), conv_name='conv1', features=int(32 * self.alpha), strides=2)
     for index, (features, strides) in enumerate(self.conv_defs, start=1):
-      x = conv_bn(x, x.shape[-1], 3, strides, x.shape[-1], f'conv_dw_{index}')
-      x = conv_bn(x, int(features * self.alpha), 1, 1, 1, f'conv_pw_{index}')
+      x = conv_bn(
+          x, conv_name=f'conv_dw_{index}', features=x.shape[-1], strides=strides, groups=x.shape[-1]
+      )
+      x = conv_bn(
+          x, conv_name=f'conv_pw_{index}', features=int(features * self.alpha), kernel_size=1
+      )
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train, name='dropout')(x)
     x = nn.Dense(self.num_classes, kernel_init=init, dtype=self.dtype, name='fc')(x)
@@ -118,19 +119,17 @@ class InvertedResidual(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     hidden = int(round(x.shape[-1] * self.expand_ratio))
+    conv = functools.partial(layers.ConvNormAct, act='relu6', dtype=self.dtype)
     y = x
     if self.expand_ratio != 1:
-      y = layers.ConvBN(hidden, 1, act='relu6', dtype=self.dtype, name='expand')(y, train)
-    y = layers.ConvBN(
-        hidden, 3, self.strides, groups=hidden, act='relu6', dtype=self.dtype, name='depthwise'
-    )(y, train)
-    y = layers.ConvBN(self.features, 1, act='identity', dtype=self.dtype, name='project')(y, train)
+      y = conv(hidden, 1, name='expand')(y, train)
+    y = conv(hidden, 3, self.strides, groups=hidden, name='depthwise')(y, train)
+    y = conv(self.features, 1, act=None, name='project')(y, train)
     if self.strides == 1 and x.shape[-1] == self.features:
       return x + y
     return y
 
 
-@register('mobilenet_v2')
 class MobileNetV2(nn.Module):
   """MobileNet v2 as torchvision builds it: 3×3/2 conv 32 + BN + ReLU6, the 17 inverted
   residual blocks of `inverted_residual_setting`, 1×1 conv to 1280 + BN + ReLU6, global
@@ -153,9 +152,8 @@ class MobileNetV2(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     width = lambda c: make_divisible(c * self.width_mult, self.round_nearest)
-    x = layers.ConvBN(width(32), 3, 2, act='relu6', dtype=self.dtype, name='features_0')(
-        x.astype(self.dtype), train
-    )
+    conv = functools.partial(layers.ConvNormAct, act='relu6', dtype=self.dtype)
+    x = conv(width(32), 3, 2, name='features_0')(x.astype(self.dtype), train)
     index = 1
     for t, c, n, s in self.inverted_residual_setting:
       for i in range(n):
@@ -164,7 +162,7 @@ class MobileNetV2(nn.Module):
         )(x, train)
         index += 1
     last = make_divisible(self.last_channel * max(1.0, self.width_mult), self.round_nearest)
-    x = layers.ConvBN(last, 1, act='relu6', dtype=self.dtype, name=f'features_{index}')(x, train)
+    x = conv(last, 1, name=f'features_{index}')(x, train)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train, name='dropout')(x)
     x = nn.Dense(
@@ -174,3 +172,12 @@ class MobileNetV2(nn.Module):
         name='classifier',
     )(x)
     return x.astype(jnp.float32)
+
+
+register(
+    'mobilenet_v1',
+    MobileNetV1,
+    reference='keras.applications.MobileNet (alpha=1.0)',
+    params=4_231_976,
+)
+register('mobilenet_v2', MobileNetV2, reference='torchvision mobilenet_v2', params=3_504_872)

@@ -68,7 +68,6 @@ class _NiN(nn.Module):
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)  # global average pooling
 
 
-@register('nin')
 class NiN(_NiN):
   """The ImageNet NiN of the Caffe model zoo (Lin's `nin_imagenet`): four mlpconv blocks,
   conv1 11×11/4 (96) · conv2 5×5 (256) · conv3 3×3 (384) · conv4 3×3 (1024), 3×3/2 max pools
@@ -88,7 +87,6 @@ class NiN(_NiN):
   dropout_after: Sequence[int] = (3,)
 
 
-@register('nin_cifar10', native_input=CIFAR10)
 class NiNCifar(_NiN):
   """The CIFAR-10 NiN (paper §4.2) as the authors released it in Caffe: conv 5×5 (192) → 160 →
   96, max pool; 5×5 (192) → 192 → 192, avg pool; 3×3 (192) → 192 → classes; dropout 0.5 after
@@ -105,3 +103,13 @@ class NiNCifar(_NiN):
       (3, 1, 1, (192, 192, None), None),
   )
   dropout_after: Sequence[int] = (1, 2)
+
+
+register('nin', NiN, reference="Lin et al. 2014, Caffe model zoo's nin_imagenet", params=7_595_176)
+register(
+    'nin_cifar10',
+    NiNCifar,
+    reference="Lin et al. 2014 §4.2, the authors' CIFAR-10 Caffe model",
+    params=966_986,
+    native_input=CIFAR10,
+)

@@ -1,13 +1,19 @@
-"""Name → constructor registry: the one way the trainer and tools build a model."""
+"""Name → model registry: the one way the trainer and the tools build a model.
+
+Each family file ends with one `register(...)` call per name: the Module class, the fields that
+make this variant, the implementation it follows and the parameter count it is pinned to
+(tests/test_every_model.py checks every count at the native input).
+"""
 
 import dataclasses
 import difflib
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import flax.linen as nn
+import jax.numpy as jnp
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+from common.errors import ConfigError
 
 
 class NativeInput(NamedTuple):
@@ -23,28 +29,43 @@ INPUT_299 = NativeInput(299, 3, 1000)  # Inception v3/v4, Xception
 CIFAR10 = NativeInput(32, 3, 10)
 
 
-class UnknownModelError(ValueError):
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+  """A registered name: `module(**fields, num_classes=..., **overrides)` builds it."""
+
+  name: str
+  module: type[nn.Module]
+  fields: Mapping[str, Any]
+  reference: str  # the implementation it follows (torchvision, timm, Keras, a paper's table)
+  params: int  # trainable parameters on `native_input`, as `reference` publishes them
+  native_input: NativeInput
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+class UnknownModelError(ConfigError):
   """A model name or model field that the registry does not know."""
 
 
 def register(
-    name: str, *, native_input: NativeInput = IMAGENET, **defaults: Any
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-  """Registers `fn` (a Module class or factory) under `name`, with fixed keyword defaults.
+    name: str,
+    module: type[nn.Module],
+    *,
+    reference: str,
+    params: int,
+    native_input: NativeInput = IMAGENET,
+    **fields: Any,
+) -> None:
+  """Registers `module` with `fields` under `name`; one class can back several names.
 
-  One class can back several names, e.g. `register('resnet18', stage_sizes=(2, 2, 2, 2))`.
-  `native_input` is the image size, channels and classes of the paper's setting.
+  `reference` names the implementation the variant follows and `params` the parameter count
+  it is pinned to, on `native_input` (the paper's image size, channels and classes).
   """
-
-  def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    if name in _MODELS:
-      raise ValueError(f'Model {name!r} is registered twice.')
-    _MODELS[name] = lambda **kwargs: fn(**{**defaults, **kwargs})
-    _MODELS[name].target = fn  # type: ignore[attr-defined]
-    _MODELS[name].native_input = native_input  # type: ignore[attr-defined]
-    return fn
-
-  return decorator
+  if name in _MODELS:
+    raise ValueError(f'Model {name!r} is registered twice.')
+  _check_fields(name, module, fields)
+  _MODELS[name] = ModelEntry(name, module, dict(fields), reference, params, native_input)
 
 
 def list_models() -> list[str]:
@@ -52,35 +73,66 @@ def list_models() -> list[str]:
   return sorted(_MODELS)
 
 
-def _check_known(name: str) -> None:
+def entry(name: str) -> ModelEntry:
+  """The registry entry of `name`; UnknownModelError, naming the close and known ones, if none."""
   if name not in _MODELS:
     close = difflib.get_close_matches(name, _MODELS, n=3)
     hint = f' Did you mean {", ".join(close)}?' if close else ''
     raise UnknownModelError(
         f'Unknown model {name!r}.{hint} Known models: {", ".join(list_models())}.'
     )
+  return _MODELS[name]
 
 
 def native_input(name: str) -> NativeInput:
   """The image size, channels and number of classes `name` was designed for."""
-  _check_known(name)
-  return _MODELS[name].native_input  # type: ignore[attr-defined]
+  return entry(name).native_input
+
+
+def _check_fields(name: str, module: type[nn.Module], kwargs: Mapping[str, Any]) -> None:
+  fields = {f.name for f in dataclasses.fields(module)} - {'parent', 'name'}
+  unknown = sorted(set(kwargs) - fields)
+  if unknown:
+    raise UnknownModelError(
+        f'Model {name!r} has no field(s) {", ".join(unknown)}; its fields are: '
+        f'{", ".join(sorted(fields))}.'
+    )
 
 
 def create_model(name: str, *, num_classes: int, **kwargs: Any) -> nn.Module:
-  """Builds the registered model `name` with `num_classes` outputs.
+  """Builds the registered model `name` with `num_classes` outputs; `kwargs` override fields.
 
   Raises UnknownModelError, naming the known models or the model's fields, when the name or
   a keyword is wrong.
   """
-  _check_known(name)
-  target = _MODELS[name].target  # type: ignore[attr-defined]
-  if dataclasses.is_dataclass(target):
-    fields = {f.name for f in dataclasses.fields(target)} - {'parent', 'name'}
-    unknown = sorted(set(kwargs) - fields)
-    if unknown:
-      raise UnknownModelError(
-          f'Model {name!r} has no field(s) {", ".join(unknown)}; its fields are: '
-          f'{", ".join(sorted(fields))}.'
-      )
-  return _MODELS[name](num_classes=num_classes, **kwargs)
+  model = entry(name)
+  _check_fields(name, model.module, kwargs)
+  return model.module(**{**model.fields, 'num_classes': num_classes, **kwargs})
+
+
+def from_config(model_config: Mapping[str, Any], num_classes: int, **overrides: Any) -> nn.Module:
+  """The model a config's `model` section names: `name`, and any field of the model.
+
+  `dtype` may be a string ('bfloat16'), as a command line gives it.
+  """
+  kwargs = {k: v for k, v in model_config.items() if k != 'name'}
+  kwargs.update(overrides)
+  if isinstance(kwargs.get('dtype'), str):
+    kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
+  return create_model(model_config['name'], num_classes=num_classes, **kwargs)
+
+
+__all__ = [
+    'CIFAR10',
+    'IMAGENET',
+    'INPUT_299',
+    'ModelEntry',
+    'NativeInput',
+    'UnknownModelError',
+    'create_model',
+    'entry',
+    'from_config',
+    'list_models',
+    'native_input',
+    'register',
+]

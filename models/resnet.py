@@ -1,57 +1,55 @@
 """ResNet (He et al. 2016): torchvision's ImageNet models and the paper's CIFAR models.
 
-The blocks are shared with the families built on them (ResNeXt, Wide-ResNet, SE-ResNet):
-`BottleneckBlock` takes torchvision's `groups` and `base_width`, and every block takes an
-optional `block_hook`: a module factory, built as `block_hook()` inside each block and applied
-to the residual branch before the addition (e.g. squeeze-and-excitation; name it with
-`functools.partial(SE, name='se')`, else flax names it `SE_0`).
+The blocks are shared with the families built on them: `BottleneckBlock` takes torchvision's
+`groups` and `base_width` (ResNeXt, Wide ResNet-50-2), and every block takes `se_reduction`,
+squeeze-and-excitation on its residual branch (SE-ResNet, SE-ResNeXt: senet.py).
+
+Each conv is bias-free with He fan_out init and PyTorch's padding k // 2, and with its BN (and
+ReLU) forms one `layers.conv_norm_act` unit whose variables sit flat in the block (conv1, bn1,
+downsample_conv, downsample_bn: torchvision's names). BatchNorm uses PyTorch's momentum 0.1
+(0.9 here) and eps 1e-5, as torchvision, timm and fb.resnet.torch (Torch's defaults) all do,
+so neither is a field.
 """
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from common.errors import ConfigError
 from models import layers
 from models.registry import CIFAR10, register
 
-ModuleFactory = Callable[..., nn.Module]
 
-# He et al. 2015 init on fan_out (torchvision's kaiming_normal_(mode='fan_out'), fb.resnet.torch).
-conv_init = layers.he_fan_out
-# PyTorch's nn.Linear weight init, U(±1/sqrt(fan_in)); the bias starts at zero (fb.resnet.torch).
-dense_init = layers.torch_default_kernel
+def _last_scale(zero_init_residual: bool) -> layers.Initializer:
+  """Init of a branch's last BN scale: zeros make the block start as its shortcut."""
+  return nn.initializers.zeros if zero_init_residual else nn.initializers.ones
 
 
-def conv(
-    features: int, kernel: int, strides: int, dtype: Any, name: str, groups: int = 1
-) -> nn.Conv:
-  """Bias-free k×k conv with PyTorch padding k // 2 (so sizes match torchvision)."""
-  return nn.Conv(
-      features,
-      (kernel, kernel),
-      strides,
-      padding=kernel // 2,
-      feature_group_count=groups,
-      use_bias=False,
-      kernel_init=conv_init,
-      dtype=dtype,
-      name=name,
-  )
+def _join(block: nn.Module, x: jax.Array, y: jax.Array, train: bool) -> jax.Array:
+  """The end of a block: squeeze-and-excitation of the branch `y` (if `block.se_reduction`),
+  then ReLU of its sum with the shortcut of the block input `x`."""
+  features = y.shape[-1]
+  if block.se_reduction is not None:
+    y = layers.SqueezeExcite(block.se_reduction, dtype=block.dtype, name='se')(y)
 
+  def project() -> jax.Array:  # 'B': 1×1 conv + BN, created only where the shape changes
+    return layers.conv_norm_act(
+        x,
+        train,
+        conv_name='downsample_conv',
+        norm_name='downsample_bn',
+        features=features,
+        kernel_size=1,
+        strides=block.strides,
+        act=None,
+        dtype=block.dtype,
+    )
 
-def zero_pad_shortcut(x: jax.Array, features: int, strides: int) -> jax.Array:
-  """Option A shortcut: subsample by `strides`, append zero channels up to `features`.
-
-  No parameters. akamaster/pytorch_resnet_cifar10 puts the zeros half before and half after
-  the input channels; appending them gives an equivalent network (a fixed relabelling of the
-  channels).
-  """
-  x = x[:, ::strides, ::strides, :]
-  return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, features - x.shape[-1])))
+  return nn.relu(y + layers.residual_shortcut(x, features, block.strides, block.shortcut, project))
 
 
 class BasicBlock(nn.Module):
@@ -59,29 +57,33 @@ class BasicBlock(nn.Module):
 
   The shortcut is the identity, or, where the shape changes, a 1×1 conv + BN projection
   (`shortcut='B'`, torchvision) or a parameter-free zero-padding identity (`shortcut='A'`,
-  the paper's CIFAR networks).
+  the paper's CIFAR networks). `se_reduction` r scales the branch, after its last BN, by a
+  squeeze-and-excitation gate with a C/r bottleneck (module 'se').
   """
 
   features: int
   strides: int = 1
   shortcut: str = 'B'
   zero_init_residual: bool = False
-  block_hook: ModuleFactory | None = None
+  se_reduction: int | None = None
   dtype: Any = jnp.float32
 
   expansion = 1
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    bn = functools.partial(layers.batch_norm, train, self.dtype)
-    last_scale = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
-    y = conv(self.features, 3, self.strides, self.dtype, 'conv1')(x)
-    y = nn.relu(bn(name='bn1')(y))
-    y = conv(self.features, 3, 1, self.dtype, 'conv2')(y)
-    y = bn(scale_init=last_scale, name='bn2')(y)
-    if self.block_hook is not None:
-      y = self.block_hook()(y)
-    return nn.relu(y + _shortcut(x, self.features, self.strides, self.shortcut, bn, self.dtype))
+    unit = functools.partial(
+        layers.conv_norm_act, train=train, features=self.features, dtype=self.dtype
+    )
+    y = unit(x, conv_name='conv1', norm_name='bn1', strides=self.strides)
+    y = unit(
+        y,
+        conv_name='conv2',
+        norm_name='bn2',
+        act=None,
+        bn_scale_init=_last_scale(self.zero_init_residual),
+    )
+    return _join(self, x, y, train)
 
 
 class BottleneckBlock(nn.Module):
@@ -90,6 +92,7 @@ class BottleneckBlock(nn.Module):
   The inner width is `int(features * base_width / 64) * groups` with a grouped 3×3, as in
   torchvision (ResNeXt, Wide-ResNet). The stride sits on the 3×3 (`stride_on_3x3=True`,
   torchvision's "ResNet v1.5") or on the first 1×1 (the paper and its Caffe models).
+  Shortcut and `se_reduction` as in `BasicBlock`.
   """
 
   features: int
@@ -99,59 +102,50 @@ class BottleneckBlock(nn.Module):
   stride_on_3x3: bool = True
   shortcut: str = 'B'
   zero_init_residual: bool = False
-  block_hook: ModuleFactory | None = None
+  se_reduction: int | None = None
   dtype: Any = jnp.float32
 
   expansion = 4
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    bn = functools.partial(layers.batch_norm, train, self.dtype)
-    last_scale = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
+    unit = functools.partial(layers.conv_norm_act, train=train, dtype=self.dtype)
     width = int(self.features * (self.base_width / 64.0)) * self.groups
     stride_1x1, stride_3x3 = (1, self.strides) if self.stride_on_3x3 else (self.strides, 1)
-    y = conv(width, 1, stride_1x1, self.dtype, 'conv1')(x)
-    y = nn.relu(bn(name='bn1')(y))
-    y = conv(width, 3, stride_3x3, self.dtype, 'conv2', groups=self.groups)(y)
-    y = nn.relu(bn(name='bn2')(y))
-    y = conv(self.features * self.expansion, 1, 1, self.dtype, 'conv3')(y)
-    y = bn(scale_init=last_scale, name='bn3')(y)
-    if self.block_hook is not None:
-      y = self.block_hook()(y)
-    shortcut = _shortcut(
-        x, self.features * self.expansion, self.strides, self.shortcut, bn, self.dtype
+    y = unit(
+        x, conv_name='conv1', norm_name='bn1', features=width, kernel_size=1, strides=stride_1x1
     )
-    return nn.relu(y + shortcut)
-
-
-def _shortcut(
-    x: jax.Array, features: int, strides: int, kind: str, bn: ModuleFactory, dtype: Any
-) -> jax.Array:
-  """Identity when the shape is kept; else projection ('B') or zero padding ('A')."""
-  if kind not in ('A', 'B'):
-    raise ValueError(f"Unknown shortcut {kind!r}; choose 'A' (zero padding) or 'B' (projection).")
-  if strides == 1 and x.shape[-1] == features:
-    return x
-  if kind == 'A':
-    return zero_pad_shortcut(x, features, strides)
-  x = conv(features, 1, strides, dtype, 'downsample_conv')(x)
-  return bn(name='downsample_bn')(x)
+    y = unit(
+        y,
+        conv_name='conv2',
+        norm_name='bn2',
+        features=width,
+        strides=stride_3x3,
+        groups=self.groups,
+    )
+    y = unit(
+        y,
+        conv_name='conv3',
+        norm_name='bn3',
+        features=self.features * self.expansion,
+        kernel_size=1,
+        act=None,
+        bn_scale_init=_last_scale(self.zero_init_residual),
+    )
+    return _join(self, x, y, train)
 
 
 BLOCKS = {'basic': BasicBlock, 'bottleneck': BottleneckBlock}
 
 
-def _block_class(kind: str) -> type[nn.Module]:
-  if kind not in BLOCKS:
-    raise ValueError(f'Unknown block {kind!r}; choose one of {", ".join(BLOCKS)}.')
-  return BLOCKS[kind]
+def _classify(x: jax.Array, num_classes: int, dtype: Any) -> jax.Array:
+  """Global average pool and fc: PyTorch's default U(±1/√fan_in) weights, zero bias (as
+  fb.resnet.torch); float32 logits."""
+  x = jnp.mean(x, axis=(1, 2))
+  x = nn.Dense(num_classes, kernel_init=layers.torch_default_kernel, dtype=dtype, name='fc')(x)
+  return x.astype(jnp.float32)
 
 
-@register('resnet18', stage_sizes=(2, 2, 2, 2), block='basic')
-@register('resnet34', stage_sizes=(3, 4, 6, 3), block='basic')
-@register('resnet50', stage_sizes=(3, 4, 6, 3), block='bottleneck')
-@register('resnet101', stage_sizes=(3, 4, 23, 3), block='bottleneck')
-@register('resnet152', stage_sizes=(3, 8, 36, 3), block='bottleneck')
 class ResNet(nn.Module):
   """ImageNet ResNet as torchvision builds it: 7×7/2 conv + BN + ReLU, 3×3/2 max pool, four
   stages of 64-128-256-512 (×4 for bottlenecks) channels, global average pool, fc.
@@ -159,8 +153,10 @@ class ResNet(nn.Module):
   Defaults are torchvision's: stride on the 3×3 ("v1.5"; `stride_on_3x3=False` is the paper's
   v1), projection shortcuts only where the shape changes, kaiming fan_out init, and BN scales
   of one (`zero_init_residual=True` zeroes each block's last BN scale, as Goyal et al. 2017
-  and the flax ImageNet example do). Blocks are named `layer{stage}_{index}` (torchvision's
-  `layer2.0` is `layer2_0`).
+  and the flax ImageNet example do). `groups` and `width_per_group` widen or group the
+  bottlenecks (resnext.py, wide_resnet.py); `se_reduction` adds squeeze-and-excitation to every
+  block (senet.py). Blocks are named `layer{stage}_{index}` (torchvision's `layer2.0` is
+  `layer2_0`).
   """
 
   num_classes: int = 1000
@@ -170,12 +166,12 @@ class ResNet(nn.Module):
   width_per_group: int = 64
   stride_on_3x3: bool = True
   zero_init_residual: bool = False
-  block_hook: ModuleFactory | None = None
+  se_reduction: int | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    block_cls = _block_class(self.block)
+    block_cls = layers.choose('block', self.block, BLOCKS)
     extra = {}
     if block_cls is BottleneckBlock:
       extra = {
@@ -184,19 +180,21 @@ class ResNet(nn.Module):
           'stride_on_3x3': self.stride_on_3x3,
       }
     elif self.groups != 1 or self.width_per_group != 64:
-      raise ValueError('BasicBlock only supports groups=1 and width_per_group=64 (as torchvision).')
+      raise ConfigError(
+          'BasicBlock only supports groups=1 and width_per_group=64 (as '
+          'torchvision); use block="bottleneck".'
+      )
     x = x.astype(self.dtype)
-    x = nn.Conv(
-        64,
-        (7, 7),
-        2,
-        padding=3,
-        use_bias=False,
-        kernel_init=conv_init,
+    x = layers.conv_norm_act(
+        x,
+        train,
+        conv_name='conv1',
+        norm_name='bn1',
+        features=64,
+        kernel_size=7,
+        strides=2,
         dtype=self.dtype,
-        name='conv1',
-    )(x)
-    x = nn.relu(layers.batch_norm(train, self.dtype, name='bn1')(x))
+    )
     x = layers.pool(x, 'max', 3, 2, padding=1)
     for stage, num_blocks in enumerate(self.stage_sizes):
       for index in range(num_blocks):
@@ -204,21 +202,14 @@ class ResNet(nn.Module):
             64 * 2**stage,
             strides=2 if stage > 0 and index == 0 else 1,
             zero_init_residual=self.zero_init_residual,
-            block_hook=self.block_hook,
+            se_reduction=self.se_reduction,
             dtype=self.dtype,
             name=f'layer{stage + 1}_{index}',
             **extra,
         )(x, train)
-    x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='fc')(x)
-    return x.astype(jnp.float32)
+    return _classify(x, self.num_classes, self.dtype)
 
 
-@register('resnet20', depth=20, native_input=CIFAR10)
-@register('resnet32', depth=32, native_input=CIFAR10)
-@register('resnet44', depth=44, native_input=CIFAR10)
-@register('resnet56', depth=56, native_input=CIFAR10)
-@register('resnet110', depth=110, native_input=CIFAR10)
 class CifarResNet(nn.Module):
   """The CIFAR ResNets of He et al. 2016 §4.2: 3×3 conv 16 + BN + ReLU, three stages of
   n = (depth − 2) / 6 basic blocks with 16-32-64 channels (stride 2 at the starts of stages 2
@@ -240,13 +231,14 @@ class CifarResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     if (self.depth - 2) % 6 or self.depth < 8:
-      raise ValueError(
-          f'CIFAR ResNet depth must be 6n + 2 (20, 32, 44, 56, 110, ...), ' f'got {self.depth}.'
+      raise ConfigError(
+          f'CIFAR ResNet depth must be 6n + 2 (20, 32, 44, 56, 110, ...), got {self.depth}.'
       )
     n = (self.depth - 2) // 6
     x = x.astype(self.dtype)
-    x = conv(self.widths[0], 3, 1, self.dtype, 'conv1')(x)
-    x = nn.relu(layers.batch_norm(train, self.dtype, name='bn1')(x))
+    x = layers.conv_norm_act(
+        x, train, conv_name='conv1', norm_name='bn1', features=self.widths[0], dtype=self.dtype
+    )
     for stage, width in enumerate(self.widths):
       for index in range(n):
         x = BasicBlock(
@@ -257,6 +249,87 @@ class CifarResNet(nn.Module):
             dtype=self.dtype,
             name=f'layer{stage + 1}_{index}',
         )(x, train)
-    x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='fc')(x)
-    return x.astype(jnp.float32)
+    return _classify(x, self.num_classes, self.dtype)
+
+
+register(
+    'resnet18',
+    ResNet,
+    reference='torchvision resnet18',
+    params=11_689_512,
+    stage_sizes=(2, 2, 2, 2),
+    block='basic',
+)
+register(
+    'resnet34',
+    ResNet,
+    reference='torchvision resnet34',
+    params=21_797_672,
+    stage_sizes=(3, 4, 6, 3),
+    block='basic',
+)
+register(
+    'resnet50',
+    ResNet,
+    reference='torchvision resnet50',
+    params=25_557_032,
+    stage_sizes=(3, 4, 6, 3),
+    block='bottleneck',
+)
+register(
+    'resnet101',
+    ResNet,
+    reference='torchvision resnet101',
+    params=44_549_160,
+    stage_sizes=(3, 4, 23, 3),
+    block='bottleneck',
+)
+register(
+    'resnet152',
+    ResNet,
+    reference='torchvision resnet152',
+    params=60_192_808,
+    stage_sizes=(3, 8, 36, 3),
+    block='bottleneck',
+)
+# He et al. 2016 Table 6 (0.27M ... 1.7M); exact counts as akamaster/pytorch_resnet_cifar10.
+register(
+    'resnet20',
+    CifarResNet,
+    reference='He et al. 2016 §4.2, Table 6: option A shortcuts',
+    params=269_722,
+    native_input=CIFAR10,
+    depth=20,
+)
+register(
+    'resnet32',
+    CifarResNet,
+    reference='He et al. 2016 §4.2, Table 6: option A shortcuts',
+    params=464_154,
+    native_input=CIFAR10,
+    depth=32,
+)
+register(
+    'resnet44',
+    CifarResNet,
+    reference='He et al. 2016 §4.2, Table 6: option A shortcuts',
+    params=658_586,
+    native_input=CIFAR10,
+    depth=44,
+)
+register(
+    'resnet56',
+    CifarResNet,
+    reference='He et al. 2016 §4.2, Table 6: option A shortcuts',
+    params=853_018,
+    native_input=CIFAR10,
+    depth=56,
+)
+register(
+    'resnet110',
+    CifarResNet,
+    reference='He et al. 2016 §4.2, Table 6: option A shortcuts',
+    params=1_727_962,
+    native_input=CIFAR10,
+    depth=110,
+)

@@ -16,6 +16,7 @@ weights so that weight decay does not pull it to zero. An RiR block is a two-lay
 whose layers are generalized residual blocks, with an outer shortcut across them.
 """
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,35 +26,30 @@ import jax.numpy as jnp
 
 from models import layers
 from models.registry import CIFAR10, register
-from models.resnet import zero_pad_shortcut
 
 # "MSR initialization" (He et al. 2015) for all weights: N(0, 2 / fan_in). The fused conv's fan_in
 # counts both input streams, so each stream's sum of two convs starts with He variance.
 msr_init = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
-
-
-def _conv(features: int, kernel: int, strides: int, dtype: Any, name: str) -> nn.Conv:
-  return nn.Conv(
-      features,
-      (kernel, kernel),
-      strides,
-      padding=kernel // 2,
-      use_bias=False,
-      kernel_init=msr_init,
-      dtype=dtype,
-      name=name,
-  )
+# Every conv is bias-free with MSR init and PyTorch's padding k // 2: with its BN (and ReLU) as
+# one unit in the stem and the head; alone in the blocks, where sums come before the BN.
+unit = functools.partial(layers.conv_norm_act, kernel_init=msr_init)
+conv = functools.partial(unit, norm=False, act=None)
 
 
 def _shortcut(r: jax.Array, features: int, strides: int, kind: str, dtype: Any) -> jax.Array:
   """Identity; where the shape changes, a bias-free 1×1 projection ('B') or zero padding ('A')."""
-  if kind not in ('A', 'B'):
-    raise ValueError(f"Unknown shortcut {kind!r}; choose 'A' (zero padding) or 'B' (projection).")
-  if strides == 1 and r.shape[-1] == features:
-    return r
-  if kind == 'A':
-    return zero_pad_shortcut(r, features, strides)
-  return _conv(features, 1, strides, dtype, 'downsample_conv')(r)
+
+  def project() -> jax.Array:
+    return conv(
+        r,
+        conv_name='downsample_conv',
+        features=features,
+        kernel_size=1,
+        strides=strides,
+        dtype=dtype,
+    )
+
+  return layers.residual_shortcut(r, features, strides, kind, project)
 
 
 class GeneralizedResidualBlock(nn.Module):
@@ -68,7 +64,9 @@ class GeneralizedResidualBlock(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     width = x.shape[-1] // 2
     r = x[..., :width]
-    y = _conv(2 * self.features, 3, self.strides, self.dtype, 'conv')(x)
+    y = conv(
+        x, conv_name='conv', features=2 * self.features, strides=self.strides, dtype=self.dtype
+    )
     skip = _shortcut(r, self.features, self.strides, self.shortcut, self.dtype)
     y = y + jnp.pad(skip, [(0, 0)] * 3 + [(0, self.features)])  # residual stream only
     return nn.relu(layers.batch_norm(train, self.dtype, name='bn')(y))
@@ -103,7 +101,6 @@ class RiRBlock(nn.Module):
     return y + jnp.pad(skip, [(0, 0)] * 3 + [(0, self.features)])
 
 
-@register('rir', native_input=CIFAR10)
 class ResNetInResNet(nn.Module):
   """The paper's CIFAR "18-layer + wide" RiR, as public ports build it (osmr/imgclsmob's
   rir_cifar10, weiaicunzai/pytorch-cifar100, nutszebra/resnet_in_resnet): a 3×3 conv + BN + ReLU
@@ -117,6 +114,7 @@ class ResNetInResNet(nn.Module):
   padding (nutszebra: `shortcut='A'`); bias-free convs (osmr; the others have biases that the
   following BN cancels); no ReLU on the logits (osmr; nutszebra has one; weiaicunzai ends with
   a 3×3/2 conv and two fc layers). With `outer_shortcut=False` this is osmr's rir_cifar10.
+  BatchNorm: PyTorch's momentum 0.1 (0.9 here) and eps 1e-5, as the PyTorch ports (not fields).
   """
 
   num_classes: int = 10
@@ -131,8 +129,9 @@ class ResNetInResNet(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = x.astype(self.dtype)
     # Two stems (image → r, image → t) as one conv and one BN over both streams' channels.
-    x = _conv(2 * self.widths[0], 3, 1, self.dtype, 'conv1')(x)
-    x = nn.relu(layers.batch_norm(train, self.dtype, name='bn1')(x))
+    x = unit(
+        x, train, conv_name='conv1', norm_name='bn1', features=2 * self.widths[0], dtype=self.dtype
+    )
     for stage, (width, num_blocks) in enumerate(zip(self.widths, self.stage_sizes)):
       for index in range(num_blocks):
         x = RiRBlock(
@@ -144,6 +143,26 @@ class ResNetInResNet(nn.Module):
             self.dtype,
             name=f'layer{stage + 1}_{index}',
         )(x, train)
-    x = _conv(self.num_classes, 1, 1, self.dtype, 'final_conv')(x)
-    x = layers.batch_norm(train, self.dtype, name='final_bn')(x)
+    x = unit(
+        x,
+        train,
+        conv_name='final_conv',
+        norm_name='final_bn',
+        features=self.num_classes,
+        kernel_size=1,
+        act=None,
+        dtype=self.dtype,
+    )
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+
+
+# osmr/imgclsmob's rir_cifar10 has 9,492,980 parameters; the outer shortcuts' two 1×1
+# projections add 48·96 + 96·192.
+register(
+    'rir',
+    ResNetInResNet,
+    reference="Targ et al. 2016 CIFAR '18-layer + wide'; "
+    'osmr/imgclsmob rir_cifar10 with outer shortcuts',
+    params=9_516_020,
+    native_input=CIFAR10,
+)

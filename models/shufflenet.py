@@ -5,17 +5,17 @@ initialisation and bias-free classifier; v2 is torchvision's `shufflenet_v2_x*` 
 default initialisation, classifier with a bias).
 """
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from common.errors import ConfigError
 from models import layers
 from models.registry import register
-
-Initializer = Callable[..., jax.Array]
 
 # Table 1 of Zhang et al.: output channels of stages 2-4 of ShuffleNet 1× for each group count.
 V1_STAGE_CHANNELS: dict[int, tuple[int, int, int]] = {
@@ -25,6 +25,7 @@ V1_STAGE_CHANNELS: dict[int, tuple[int, int, int]] = {
     4: (272, 544, 1088),
     8: (384, 768, 1536),
 }
+MEGVII_BN_BIAS = nn.initializers.constant(1e-4)  # megvii's BN bias init
 
 
 def megvii_conv_init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
@@ -32,37 +33,9 @@ def megvii_conv_init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.floa
   return jax.random.normal(key, shape, dtype) / shape[-2]
 
 
-class ConvNorm(nn.Module):
-  """Bias-free k×k conv (PyTorch padding k // 2) → BatchNorm (eps 1e-5) → optional ReLU.
-
-  layers.ConvBN with the reference implementation's initialisers instead of He fan-out.
-  """
-
-  features: int
-  kernel_size: int = 1
-  strides: int = 1
-  groups: int = 1
-  relu: bool = True
-  kernel_init: Initializer = layers.torch_default_kernel
-  bn_bias_init: Initializer = nn.initializers.zeros
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    k = self.kernel_size
-    x = nn.Conv(
-        self.features,
-        (k, k),
-        self.strides,
-        padding=k // 2,
-        feature_group_count=self.groups,
-        use_bias=False,
-        kernel_init=self.kernel_init,
-        dtype=self.dtype,
-        name='conv',
-    )(x)
-    x = layers.batch_norm(train, self.dtype, bias_init=self.bn_bias_init, name='bn')(x)
-    return nn.relu(x) if self.relu else x
+# Bias-free conv (padding k // 2) → BatchNorm (eps 1e-5) → ReLU (act=None: none), PyTorch's
+# default conv init; megvii's v1 passes its own initialisers.
+ConvNorm = functools.partial(layers.ConvNormAct, kernel_init=layers.torch_default_kernel)
 
 
 class ShuffleUnitV1(nn.Module):
@@ -86,38 +59,13 @@ class ShuffleUnitV1(nn.Module):
     inputs = x.shape[-1]
     mid = self.features // 4  # megvii: a quarter of the output, concatenated part included
     out = self.features - inputs if self.strides == 2 else self.features
-    bn_bias = nn.initializers.constant(1e-4)  # megvii's BN bias init
-    y = ConvNorm(
-        mid,
-        1,
-        groups=self.first_groups,
-        kernel_init=megvii_conv_init,
-        bn_bias_init=bn_bias,
-        dtype=self.dtype,
-        name='compress_conv',
-    )(x, train)
+    conv = functools.partial(
+        ConvNorm, kernel_init=megvii_conv_init, bn_bias_init=MEGVII_BN_BIAS, dtype=self.dtype
+    )
+    y = conv(mid, 1, groups=self.first_groups, name='compress_conv')(x, train)
     y = layers.channel_shuffle(y, self.groups)
-    y = ConvNorm(
-        mid,
-        3,
-        self.strides,
-        groups=mid,
-        relu=False,
-        kernel_init=megvii_conv_init,
-        bn_bias_init=bn_bias,
-        dtype=self.dtype,
-        name='dw_conv',
-    )(y, train)
-    y = ConvNorm(
-        out,
-        1,
-        groups=self.groups,
-        relu=False,
-        kernel_init=megvii_conv_init,
-        bn_bias_init=bn_bias,
-        dtype=self.dtype,
-        name='expand_conv',
-    )(y, train)
+    y = conv(mid, 3, self.strides, groups=mid, act=None, name='dw_conv')(y, train)
+    y = conv(out, 1, groups=self.groups, act=None, name='expand_conv')(y, train)
     if self.strides == 1:
       return nn.relu(y + x)
     shortcut = layers.pool(x, 'avg', 3, 2, padding=1)
@@ -145,17 +93,17 @@ class ShuffleNetV1(nn.Module):
 
   def _channels(self) -> list[int]:
     if self.groups not in V1_STAGE_CHANNELS:
-      raise ValueError(
+      raise ConfigError(
           f'ShuffleNet v1 has no groups={self.groups}; choose one of '
           f'{", ".join(map(str, V1_STAGE_CHANNELS))} (Table 1 of the paper).'
       )
     if len(self.stage_repeats) != 3:
-      raise ValueError(f'stage_repeats={self.stage_repeats}: ShuffleNet v1 has 3 stages.')
+      raise ConfigError(f'stage_repeats={self.stage_repeats}: ShuffleNet v1 has 3 stages.')
     channels = [int(c * self.width_multiplier) for c in V1_STAGE_CHANNELS[self.groups]]
     inputs = [self.stem_channels] + channels[:-1]
     for c, c_in, g_first in zip(channels, inputs, (1, self.groups, self.groups)):
       if (c // 4) % self.groups or (c - c_in) % self.groups or c_in % g_first:
-        raise ValueError(
+        raise ConfigError(
             f'width_multiplier={self.width_multiplier} with groups={self.groups} and '
             f'stem_channels={self.stem_channels} gives {c} channels, which do not split into '
             f'{self.groups} groups (bottleneck {c // 4}, concatenated branch {c - c_in}).'
@@ -165,15 +113,16 @@ class ShuffleNetV1(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     channels = self._channels()
+    x = x.astype(self.dtype)
     x = ConvNorm(
         self.stem_channels,
         3,
         2,
         kernel_init=nn.initializers.normal(0.01),
-        bn_bias_init=nn.initializers.constant(1e-4),
+        bn_bias_init=MEGVII_BN_BIAS,
         dtype=self.dtype,
         name='conv1',
-    )(x.astype(self.dtype), train)
+    )(x, train)
     x = layers.pool(x, 'max', 3, 2, padding=1)
     for stage, (features, repeats) in enumerate(zip(channels, self.stage_repeats)):
       for i in range(repeats):
@@ -196,10 +145,6 @@ class ShuffleNetV1(nn.Module):
     return x.astype(jnp.float32)
 
 
-for _g in V1_STAGE_CHANNELS:
-  register(f'shufflenet_v1_g{_g}', groups=_g)(ShuffleNetV1)
-
-
 class ShuffleUnitV2(nn.Module):
   """ShuffleNet v2 unit, torchvision's InvertedResidual.
 
@@ -216,28 +161,21 @@ class ShuffleUnitV2(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     half = self.features // 2
+    conv = functools.partial(ConvNorm, dtype=self.dtype)
     if self.strides == 1:
       if x.shape[-1] != 2 * half:
-        raise ValueError(
-            f'A stride-1 ShuffleNet v2 unit needs {2 * half} input channels, ' f'got {x.shape[-1]}.'
+        raise ConfigError(
+            f'A stride-1 ShuffleNet v2 unit needs {2 * half} input channels, got {x.shape[-1]}.'
         )
       left, x = jnp.split(x, 2, axis=-1)
     else:
-      left = ConvNorm(
-          x.shape[-1],
-          3,
-          self.strides,
-          groups=x.shape[-1],
-          relu=False,
-          dtype=self.dtype,
-          name='branch1_0',
-      )(x, train)
-      left = ConvNorm(half, 1, dtype=self.dtype, name='branch1_1')(left, train)
-    right = ConvNorm(half, 1, dtype=self.dtype, name='branch2_0')(x, train)
-    right = ConvNorm(
-        half, 3, self.strides, groups=half, relu=False, dtype=self.dtype, name='branch2_1'
-    )(right, train)
-    right = ConvNorm(half, 1, dtype=self.dtype, name='branch2_2')(right, train)
+      left = conv(x.shape[-1], 3, self.strides, groups=x.shape[-1], act=None, name='branch1_0')(
+          x, train
+      )
+      left = conv(half, 1, name='branch1_1')(left, train)
+    right = conv(half, 1, name='branch2_0')(x, train)
+    right = conv(half, 3, self.strides, groups=half, act=None, name='branch2_1')(right, train)
+    right = conv(half, 1, name='branch2_2')(right, train)
     return layers.channel_shuffle(jnp.concatenate([left, right], axis=-1), 2)
 
 
@@ -260,20 +198,19 @@ class ShuffleNetV2(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     if len(self.stage_repeats) != len(self.stage_channels):
-      raise ValueError(
+      raise ConfigError(
           f'stage_repeats={self.stage_repeats} and stage_channels='
           f'{self.stage_channels} must have one entry per stage.'
       )
-    x = ConvNorm(self.stem_channels, 3, 2, dtype=self.dtype, name='conv1')(
-        x.astype(self.dtype), train
-    )
+    conv = functools.partial(ConvNorm, dtype=self.dtype)
+    x = conv(self.stem_channels, 3, 2, name='conv1')(x.astype(self.dtype), train)
     x = layers.pool(x, 'max', 3, 2, padding=1)
     for stage, (features, repeats) in enumerate(zip(self.stage_channels, self.stage_repeats)):
       for i in range(repeats):
         x = ShuffleUnitV2(
             features, 2 if i == 0 else 1, dtype=self.dtype, name=f'stage{stage + 2}_{i}'
         )(x, train)
-    x = ConvNorm(self.last_channels, 1, dtype=self.dtype, name='conv5')(x, train)
+    x = conv(self.last_channels, 1, name='conv5')(x, train)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(
         self.num_classes,
@@ -285,7 +222,39 @@ class ShuffleNetV2(nn.Module):
     return x.astype(jnp.float32)
 
 
-register('shufflenet_v2_x0_5', stage_channels=(48, 96, 192))(ShuffleNetV2)
-register('shufflenet_v2_x1_0', stage_channels=(116, 232, 464))(ShuffleNetV2)
-register('shufflenet_v2_x1_5', stage_channels=(176, 352, 704))(ShuffleNetV2)
-register('shufflenet_v2_x2_0', stage_channels=(244, 488, 976), last_channels=2048)(ShuffleNetV2)
+# v1: megvii's ShuffleNetV1 1×; imgclsmob publishes its counts with a fc bias (1,000 more).
+V1_REFERENCE = "megvii ShuffleNetV1 1x (imgclsmob's count less its fc bias)"
+register('shufflenet_v1_g1', ShuffleNetV1, reference=V1_REFERENCE, params=1_530_936, groups=1)
+register('shufflenet_v1_g2', ShuffleNetV1, reference=V1_REFERENCE, params=1_732_848, groups=2)
+register('shufflenet_v1_g3', ShuffleNetV1, reference=V1_REFERENCE, params=1_864_728, groups=3)
+register('shufflenet_v1_g4', ShuffleNetV1, reference=V1_REFERENCE, params=1_967_344, groups=4)
+register('shufflenet_v1_g8', ShuffleNetV1, reference=V1_REFERENCE, params=2_433_768, groups=8)
+register(
+    'shufflenet_v2_x0_5',
+    ShuffleNetV2,
+    reference='torchvision shufflenet_v2_x0_5',
+    params=1_366_792,
+    stage_channels=(48, 96, 192),
+)
+register(
+    'shufflenet_v2_x1_0',
+    ShuffleNetV2,
+    reference='torchvision shufflenet_v2_x1_0',
+    params=2_278_604,
+    stage_channels=(116, 232, 464),
+)
+register(
+    'shufflenet_v2_x1_5',
+    ShuffleNetV2,
+    reference='torchvision shufflenet_v2_x1_5',
+    params=3_503_624,
+    stage_channels=(176, 352, 704),
+)
+register(
+    'shufflenet_v2_x2_0',
+    ShuffleNetV2,
+    reference='torchvision shufflenet_v2_x2_0',
+    params=7_393_996,
+    stage_channels=(244, 488, 976),
+    last_channels=2048,
+)

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from common.errors import ConfigError
 from models import layers
 from models.registry import register
 
@@ -31,7 +32,12 @@ FIRES = (
 )
 # conv1 of each version: (features, kernel), stride 2, no padding.
 CONV1 = {'1_0': (96, 7), '1_1': (64, 3)}
-BYPASSES = ('none', 'simple', 'complex')
+# The paper's §6 shortcuts.
+BYPASSES = {
+    'none': 'no shortcuts',
+    'simple': 'identity where the widths agree',
+    'complex': 'identity where the widths agree, else a 1×1 conv',
+}
 
 
 def output_side(size: int, kernel: int, num_pools: int) -> int:
@@ -86,8 +92,6 @@ class Fire(nn.Module):
     return y
 
 
-@register('squeezenet1_0', version='1_0', stage_sizes=(3, 4, 1))
-@register('squeezenet1_1', version='1_1', stage_sizes=(2, 2, 4))
 class SqueezeNet(nn.Module):
   """torchvision's SqueezeNet: conv1 + ReLU, Fire modules fire2 … fire9 in `stage_sizes` groups
   with a 3×3/2 ceil-mode max pool before each group, dropout, 1×1 conv10 to the classes + ReLU,
@@ -112,19 +116,16 @@ class SqueezeNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    if self.version not in CONV1:
-      raise ValueError(f'Unknown SqueezeNet version {self.version!r}; choose 1_0 or 1_1.')
-    if self.bypass not in BYPASSES:
-      raise ValueError(f'Unknown bypass {self.bypass!r}; choose one of {", ".join(BYPASSES)}.')
+    features, kernel = layers.choose('SqueezeNet version', self.version, CONV1)
+    layers.choose('bypass', self.bypass, BYPASSES)
     if sum(self.stage_sizes) > len(FIRES):
-      raise ValueError(
+      raise ConfigError(
           f'SqueezeNet has at most {len(FIRES)} Fire modules; stage_sizes='
           f'{tuple(self.stage_sizes)} asks for {sum(self.stage_sizes)}.'
       )
-    features, kernel = CONV1[self.version]
     min_size = min_input_size(kernel, len(self.stage_sizes))
     if min(x.shape[1:3]) < min_size:
-      raise ValueError(
+      raise ConfigError(
           f'SqueezeNet {self.version} with {len(self.stage_sizes)} max pools needs '
           f'inputs of at least {min_size}×{min_size} pixels, got '
           f'{x.shape[1]}×{x.shape[2]}.'
@@ -164,3 +165,21 @@ class SqueezeNet(nn.Module):
     )(x)
     x = jnp.mean(nn.relu(x), axis=(1, 2))
     return x.astype(jnp.float32)
+
+
+register(
+    'squeezenet1_0',
+    SqueezeNet,
+    reference='torchvision squeezenet1_0',
+    params=1_248_424,
+    version='1_0',
+    stage_sizes=(3, 4, 1),
+)
+register(
+    'squeezenet1_1',
+    SqueezeNet,
+    reference='torchvision squeezenet1_1',
+    params=1_235_496,
+    version='1_1',
+    stage_sizes=(2, 2, 4),
+)

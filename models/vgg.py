@@ -1,5 +1,6 @@
 """VGG (Simonyan & Zisserman 2015) in torchvision's layout: configurations A, B, D, E, ± BN."""
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,14 +20,6 @@ conv_init = layers.he_fan_out
 dense_init = nn.initializers.normal(0.01)
 
 
-@register('vgg11', stage_sizes=CONFIGS['A'])
-@register('vgg13', stage_sizes=CONFIGS['B'])
-@register('vgg16', stage_sizes=CONFIGS['D'])
-@register('vgg19', stage_sizes=CONFIGS['E'])
-@register('vgg11_bn', stage_sizes=CONFIGS['A'], batch_norm=True)
-@register('vgg13_bn', stage_sizes=CONFIGS['B'], batch_norm=True)
-@register('vgg16_bn', stage_sizes=CONFIGS['D'], batch_norm=True)
-@register('vgg19_bn', stage_sizes=CONFIGS['E'], batch_norm=True)
 class VGG(nn.Module):
   """3×3 pad-1 convs (`conv{stage}_{i}`, the paper's names) → 2×2 max pools → adaptive avg pool
   to 7×7 → fc6, fc7 (4096, ReLU, dropout 0.5) → head.
@@ -48,20 +41,19 @@ class VGG(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    conv = functools.partial(
+        layers.conv_norm_act,
+        train=train,
+        use_bias=True,
+        kernel_init=conv_init,
+        bias_init=nn.initializers.zeros,
+        norm=self.batch_norm,
+        dtype=self.dtype,
+    )
     x = x.astype(self.dtype)
     for stage, (n, width) in enumerate(zip(self.stage_sizes, self.widths), start=1):
       for i in range(1, n + 1):
-        x = nn.Conv(
-            width,
-            (3, 3),
-            padding=1,
-            kernel_init=conv_init,
-            dtype=self.dtype,
-            name=f'conv{stage}_{i}',
-        )(x)
-        if self.batch_norm:
-          x = layers.batch_norm(train, self.dtype, name=f'bn{stage}_{i}')(x)
-        x = nn.relu(x)
+        x = conv(x, conv_name=f'conv{stage}_{i}', norm_name=f'bn{stage}_{i}', features=width)
       x = layers.pool(x, 'max', 2, 2)
     if self.pool_size:
       x = layers.adaptive_avg_pool(x, self.pool_size)
@@ -73,3 +65,41 @@ class VGG(nn.Module):
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='head')(x)
     return x.astype(jnp.float32)
+
+
+register('vgg11', VGG, reference='torchvision vgg11', params=132_863_336, stage_sizes=CONFIGS['A'])
+register('vgg13', VGG, reference='torchvision vgg13', params=133_047_848, stage_sizes=CONFIGS['B'])
+register('vgg16', VGG, reference='torchvision vgg16', params=138_357_544, stage_sizes=CONFIGS['D'])
+register('vgg19', VGG, reference='torchvision vgg19', params=143_667_240, stage_sizes=CONFIGS['E'])
+register(
+    'vgg11_bn',
+    VGG,
+    reference='torchvision vgg11_bn',
+    params=132_868_840,
+    stage_sizes=CONFIGS['A'],
+    batch_norm=True,
+)
+register(
+    'vgg13_bn',
+    VGG,
+    reference='torchvision vgg13_bn',
+    params=133_053_736,
+    stage_sizes=CONFIGS['B'],
+    batch_norm=True,
+)
+register(
+    'vgg16_bn',
+    VGG,
+    reference='torchvision vgg16_bn',
+    params=138_365_992,
+    stage_sizes=CONFIGS['D'],
+    batch_norm=True,
+)
+register(
+    'vgg19_bn',
+    VGG,
+    reference='torchvision vgg19_bn',
+    params=143_678_248,
+    stage_sizes=CONFIGS['E'],
+    batch_norm=True,
+)

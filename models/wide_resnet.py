@@ -1,11 +1,18 @@
-"""Wide Residual Networks for CIFAR (Zagoruyko & Komodakis 2016): WRN-d-k.
+"""Wide Residual Networks (Zagoruyko & Komodakis 2016): WRN-d-k on CIFAR, WRN-50-2 on ImageNet.
 
-Pre-activation ResNets made shallower and k times wider: a 3×3 conv to 16 channels, three
-groups of n = (d − 4) / 6 basic blocks at 16k, 32k, 64k channels (stride 2 at the starts of
-groups 2 and 3), final BN → ReLU, global average pool, fc. As in the authors' Torch code
-(szagoruyko/wide-residual-networks, models/wide-resnet.lua) and its PyTorch port
+CIFAR (`WideResNet`): pre-activation ResNets made shallower and k times wider: a 3×3 conv to
+16 channels, three groups of n = (d − 4) / 6 basic blocks at 16k, 32k, 64k channels (stride 2
+at the starts of groups 2 and 3), final BN → ReLU, global average pool, fc. As in the authors'
+Torch code (szagoruyko/wide-residual-networks, models/wide-resnet.lua) and its PyTorch port
 (xternalz/WideResNet-pytorch): convs without bias, and where the width changes the block's
 BN → ReLU runs first and feeds both the residual branch and a bias-free 1×1 projection shortcut.
+BatchNorm: Torch's and PyTorch's momentum 0.1 (0.9 here) and eps 1e-5 (not fields).
+
+ImageNet (wide_resnet50_2, wide_resnet101_2): torchvision's ResNet (models/resnet.py) with
+every bottleneck's inner width (1×1 → 3×3 → 1×1) doubled and its outputs kept. torchvision
+expresses it as one group of twice the base width: `width_per_group=128` gives
+int(64 · 128/64) · 1 = 128 channels in stage 1 (ResNet-50: 64). The parameter counts match
+torchvision's model cards.
 """
 
 import functools
@@ -15,9 +22,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from common.errors import ConfigError
 from models import layers
 from models.registry import CIFAR10, register
-from models.resnet import conv, dense_init
+from models.resnet import ResNet
+
+# A bare conv (the block's BN → ReLU comes before it): ConvNormAct without norm and activation
+# (bias-free, He fan_out init as the authors' code), its variables flat (conv1, downsample_conv).
+conv = functools.partial(layers.conv_norm_act, norm=False, act=None)
 
 
 class WideBasicBlock(nn.Module):
@@ -37,25 +49,27 @@ class WideBasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     bn = functools.partial(layers.batch_norm, train, self.dtype)
+    block_conv = functools.partial(conv, features=self.features, dtype=self.dtype)
     drop = nn.Dropout(self.dropout_rate, deterministic=not train)
     pre = nn.relu(bn(name='bn1')(x))
-    if self.strides == 1 and x.shape[-1] == self.features:
-      shortcut = x
-    else:  # the authors' code: a 1×1 conv of the pre-activated input
-      shortcut = conv(self.features, 1, self.strides, self.dtype, 'downsample_conv')(pre)
-    y = conv(self.features, 3, self.strides, self.dtype, 'conv1')(pre)
+    # The authors' code: where the shape changes, a 1×1 conv of the pre-activated input.
+    shortcut = layers.residual_shortcut(
+        x,
+        self.features,
+        self.strides,
+        'B',
+        lambda: block_conv(pre, conv_name='downsample_conv', kernel_size=1, strides=self.strides),
+    )
+    y = block_conv(pre, conv_name='conv1', strides=self.strides)
     if self.dropout_rate > 0 and self.dropout_before_bn:
       y = drop(y)
     y = nn.relu(bn(name='bn2')(y))
     if self.dropout_rate > 0 and not self.dropout_before_bn:
       y = drop(y)
-    y = conv(self.features, 3, 1, self.dtype, 'conv2')(y)
+    y = block_conv(y, conv_name='conv2')
     return y + shortcut
 
 
-@register('wrn28_10', depth=28, widen_factor=10, native_input=CIFAR10)
-@register('wrn16_8', depth=16, widen_factor=8, native_input=CIFAR10)
-@register('wrn40_4', depth=40, widen_factor=4, native_input=CIFAR10)
 class WideResNet(nn.Module):
   """WRN-d-k on 32×32 images: depth d = 6n + 4, widths 16, 16k, 32k, 64k.
 
@@ -74,12 +88,12 @@ class WideResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     if (self.depth - 4) % 6 or self.depth < 10:
-      raise ValueError(
-          f'Wide ResNet depth must be 6n + 4 (10, 16, 22, 28, 40, ...), ' f'got {self.depth}.'
+      raise ConfigError(
+          f'Wide ResNet depth must be 6n + 4 (10, 16, 22, 28, 40, ...), got {self.depth}.'
       )
     n = (self.depth - 4) // 6
     x = x.astype(self.dtype)
-    x = conv(16, 3, 1, self.dtype, 'conv1')(x)
+    x = conv(x, conv_name='conv1', features=16, dtype=self.dtype)
     for stage, width in enumerate((16, 32, 64)):
       for index in range(n):
         x = WideBasicBlock(
@@ -92,5 +106,54 @@ class WideResNet(nn.Module):
         )(x, train)
     x = nn.relu(layers.batch_norm(train, self.dtype, name='final_bn')(x))
     x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype, name='fc')(x)
+    x = nn.Dense(
+        self.num_classes, kernel_init=layers.torch_default_kernel, dtype=self.dtype, name='fc'
+    )(x)
     return x.astype(jnp.float32)
+
+
+# Exact counts of the authors' code (bias-free convs); the paper (Tables 4, 5) rounds them to
+# 36.5M, 11.0M and 8.9M.
+register(
+    'wrn28_10',
+    WideResNet,
+    reference='Zagoruyko & Komodakis 2016 WRN-28-10; szagoruyko/wide-residual-networks',
+    params=36_479_194,
+    native_input=CIFAR10,
+    depth=28,
+    widen_factor=10,
+)
+register(
+    'wrn16_8',
+    WideResNet,
+    reference='Zagoruyko & Komodakis 2016 WRN-16-8; szagoruyko/wide-residual-networks',
+    params=10_961_370,
+    native_input=CIFAR10,
+    depth=16,
+    widen_factor=8,
+)
+register(
+    'wrn40_4',
+    WideResNet,
+    reference='Zagoruyko & Komodakis 2016 WRN-40-4; szagoruyko/wide-residual-networks',
+    params=8_949_210,
+    native_input=CIFAR10,
+    depth=40,
+    widen_factor=4,
+)
+register(
+    'wide_resnet50_2',
+    ResNet,
+    reference='torchvision wide_resnet50_2',
+    params=68_883_240,
+    stage_sizes=(3, 4, 6, 3),
+    width_per_group=128,
+)
+register(
+    'wide_resnet101_2',
+    ResNet,
+    reference='torchvision wide_resnet101_2',
+    params=126_886_696,
+    stage_sizes=(3, 4, 23, 3),
+    width_per_group=128,
+)

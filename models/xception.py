@@ -36,6 +36,7 @@ class XceptionBlock(nn.Module):
   start_with_relu: bool = True
   grow_first: bool = True
   bn_epsilon: float = 1e-3
+  bn_momentum: float = 0.9
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -46,27 +47,31 @@ class XceptionBlock(nn.Module):
       if i > 0 or self.start_with_relu:
         x = nn.relu(x)
       x = _separable(features, dtype=self.dtype, name=f'sepconv{i + 1}')(x)
-      x = layers.batch_norm(train, self.dtype, self.bn_epsilon, name=f'bn{i + 1}')(x)
+      x = layers.batch_norm(
+          train, self.dtype, self.bn_epsilon, self.bn_momentum, name=f'bn{i + 1}'
+      )(x)
     if self.strides != 1:
       # Keras pools with padding 'same' (pads the bottom/right only on even sizes); timm's port
       # pads 1 all round, which moves the windows on even maps (74×74 at 299 px).
       x = nn.max_pool(x, (3, 3), (self.strides, self.strides), 'SAME')
     if self.features != in_features or self.strides != 1:
-      inputs = nn.Conv(
-          self.features,
-          (1, 1),
-          self.strides,
-          padding=0,
-          use_bias=False,
+      inputs = layers.conv_norm_act(
+          inputs,
+          train,
+          conv_name='skip',
+          norm_name='skipbn',
+          features=self.features,
+          kernel_size=1,
+          strides=self.strides,
+          act=None,
           kernel_init=_GLOROT,
+          bn_epsilon=self.bn_epsilon,
+          bn_momentum=self.bn_momentum,
           dtype=self.dtype,
-          name='skip',
-      )(inputs)
-      inputs = layers.batch_norm(train, self.dtype, self.bn_epsilon, name='skipbn')(inputs)
+      )
     return x + inputs
 
 
-@register('xception', native_input=INPUT_299)
 class Xception(nn.Module):
   """Xception (Fig. 5 of the paper): entry flow (two convs, three strided blocks to 19×19×728 at
   299 px), `middle_blocks` (8) residual blocks of three separable convs at 728, exit flow (a
@@ -74,8 +79,10 @@ class Xception(nn.Module):
 
   Keras's `keras.applications.Xception` (the paper's reference code): BN eps 1e-3 with scale,
   'same' max pools, Glorot-uniform kernels; 22,855,952 trainable parameters, as timm's
-  `legacy_xception` port, which differs in BN eps (1e-5) and max-pool padding. Keras has no
-  dropout; the paper trains ImageNet with dropout 0.5 before the classifier (`dropout_rate`).
+  `legacy_xception` port, which differs in BN eps (1e-5) and max-pool padding. Keras's BN
+  momentum is 0.99; the default `bn_momentum=0.9` is PyTorch's 0.1 (timm's), flax's convention
+  being the share of the running average kept. Keras has no dropout; the paper trains ImageNet
+  with dropout 0.5 before the classifier (`dropout_rate`).
   Layer names follow timm (conv1, bn1, block1…block12, conv3, bn3, conv4, bn4, fc).
   """
 
@@ -83,29 +90,29 @@ class Xception(nn.Module):
   middle_blocks: int = 8
   dropout_rate: float = 0.5
   bn_epsilon: float = 1e-3
+  bn_momentum: float = 0.9
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    bn = lambda name: layers.batch_norm(train, self.dtype, self.bn_epsilon, name=name)
-    conv = lambda features, strides, name: nn.Conv(
-        features,
-        (3, 3),
-        strides,
+    bn_fields = dict(bn_epsilon=self.bn_epsilon, bn_momentum=self.bn_momentum, dtype=self.dtype)
+    bn = lambda name: layers.batch_norm(
+        train, self.dtype, self.bn_epsilon, self.bn_momentum, name=name
+    )
+    stem = functools.partial(
+        layers.conv_norm_act,
+        train=train,
+        kernel_size=3,
         padding=0,
-        use_bias=False,
         kernel_init=_GLOROT,
-        dtype=self.dtype,
-        name=name,
+        **bn_fields,
     )
-    block = lambda *args, **kw: XceptionBlock(
-        *args, bn_epsilon=self.bn_epsilon, dtype=self.dtype, **kw
-    )
+    block = functools.partial(XceptionBlock, **bn_fields)
     layers.check_input_size(x, MIN_SIZE, 'Xception')
     x = x.astype(self.dtype)
     # Entry flow.
-    x = nn.relu(bn('bn1')(conv(32, 2, 'conv1')(x)))  # 299 → 149
-    x = nn.relu(bn('bn2')(conv(64, 1, 'conv2')(x)))  # → 147
+    x = stem(x, conv_name='conv1', norm_name='bn1', features=32, strides=2)  # 299 → 149
+    x = stem(x, conv_name='conv2', norm_name='bn2', features=64)  # → 147
     x = block(128, 2, 2, start_with_relu=False, name='block1')(x, train)
     x = block(256, 2, 2, name='block2')(x, train)
     x = block(728, 2, 2, name='block3')(x, train)
@@ -120,3 +127,12 @@ class Xception(nn.Module):
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = nn.Dense(self.num_classes, kernel_init=_GLOROT, dtype=self.dtype, name='fc')(x)
     return x.astype(jnp.float32)
+
+
+register(
+    'xception',
+    Xception,
+    reference='keras.applications.Xception',
+    params=22_855_952,
+    native_input=INPUT_299,
+)

@@ -1,6 +1,7 @@
 """Shared fixtures: one prepared copy of the offline digits, small configs, a main.py runner."""
 
 import atexit
+import json
 import os
 import shutil
 import subprocess
@@ -49,6 +50,18 @@ def small_lenet5_config(data_dir: str):
   config.checkpoint_every_steps = 6
   config.eval_batch_size = 300  # does not divide the 1,000 test digits
   return config
+
+
+def read_json(path: str):
+  """The JSON object in the file `path`."""
+  with open(path) as f:
+    return json.load(f)
+
+
+def read_bytes(path: str) -> bytes:
+  """The contents of the file `path`."""
+  with open(path, 'rb') as f:
+    return f.read()
 
 
 def load_config(*args: str):

@@ -51,8 +51,9 @@ def shapes(name: str, size: int, batch: int = 1, **kwargs):
 
 
 def macs(name: str, size: int, **kwargs) -> int:
-  """Multiply-accumulates of every conv and dense layer (REFERENCE.md's convention), from each
-  kernel's size times its layer's output positions (grouped kernels are already 1/groups)."""
+  """Multiply-accumulates of every conv and dense layer (as docs/published_figures.md counts
+  them), from each kernel's size times its layer's output positions (grouped kernels are already
+  1/groups)."""
   variables = abstract(name, size, **kwargs)
   total = 0
   for path, kernel in jax.tree_util.tree_leaves_with_path(variables['params']):
@@ -64,7 +65,7 @@ def macs(name: str, size: int, **kwargs) -> int:
   return total
 
 
-def host_state(model, image_shape, tx: optax.GradientTransformation = optax.identity()):
+def host_state(model, image_shape, tx: optax.GradientTransformation | None = None):
   """A train state filled on the host from `jax.eval_shape` of init, so nothing compiles init.
 
   Kernels are He-normal over their fan-in, BN scales and running variances one, everything else
@@ -86,6 +87,7 @@ def host_state(model, image_shape, tx: optax.GradientTransformation = optax.iden
 
   variables = jax.tree_util.tree_map_with_path(fill, shapes)
   params = variables['params']
+  tx = tx or optax.identity()
   return TrainState(
       step=jnp.zeros([], jnp.int32),
       params=params,
@@ -95,6 +97,7 @@ def host_state(model, image_shape, tx: optax.GradientTransformation = optax.iden
       plateau=schedules.plateau_init(),
       apply_fn=model.apply,
       tx=tx,
+      rng_impl='rbg',
   )
 
 
@@ -113,13 +116,13 @@ def train_and_eval_step(name: str, size: int, num_classes: int = 5, batch: int =
   loss_fn = losses.get_loss('softmax_xent')
 
   @fast_jit
-  def train_then_eval(state, rng):
+  def train_then_eval(state):
     new_state, train_metrics = steps.train_step(
-        state, data, rng, loss_fn=loss_fn, learning_rate_fn=lambda _: 0.01
+        state, data, loss_fn=loss_fn, learning_rate_fn=lambda _: 0.01
     )
     return new_state, train_metrics, steps.eval_step(new_state, data, loss_fn=loss_fn)
 
-  new_state, train_metrics, eval_metrics = jax.device_get(train_then_eval(state, FAST_KEY))
+  new_state, train_metrics, eval_metrics = jax.device_get(train_then_eval(state))
   assert train_metrics['finite'] == 1 and train_metrics['loss'] > 0
   assert train_metrics['grad_norm'] > 0
   assert _differs(state.params, new_state.params), 'the train step left the parameters unchanged'

@@ -64,7 +64,7 @@ def test_paper_alexnet_has_caffes_parameter_count_maps_and_neurons():
 
 def test_torchvision_alexnet_parameter_count_and_maps():
   params, outputs = _abstract('alexnet', 224)
-  assert num_params(params) == 61_100_840  # torchvision (REFERENCE.md)
+  assert num_params(params) == 61_100_840  # torchvision (docs/published_figures.md)
   assert [outputs[f'conv{i}'][1:] for i in range(1, 6)] == [
       (55, 55, 64),
       (27, 27, 192),
@@ -127,10 +127,8 @@ def test_small_inputs_compute_and_dropout_acts_in_training_only(name):
 def test_config_variants_use_their_input_size_and_the_papers_recipe():
   paper, tv = alexnet_imagenet.get_config(), alexnet_imagenet.get_config('alexnet')
   assert (paper.model.name, tv.model.name) == ('alexnet_paper', 'alexnet')
-  assert (
-      'random_crop(227)' in paper.dataset.train_preprocess
-      and 'ten_crop(227)' in paper.dataset.eval_preprocess
-  )
+  assert 'random_crop(227)' in paper.dataset.train_preprocess
+  assert 'ten_crop(227)' in paper.dataset.eval_preprocess
   assert "pca_lighting(0.1, 'imagenet')" in paper.dataset.train_preprocess
   assert 'center_crop(224)' in tv.dataset.eval_preprocess
   assert (

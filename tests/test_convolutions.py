@@ -207,8 +207,8 @@ def test_channel_shuffle_index_formula_and_inverse(channels, groups):
   for g in range(groups):
     for i in range(per):
       want[..., i * groups + g] = x[..., g * per + i]
-  shuffle = lambda a: layers.channel_shuffle(a, groups)  # noqa: E731
-  unshuffle = lambda a: layers.channel_shuffle(a, per)  # noqa: E731
+  shuffle = lambda a: layers.channel_shuffle(a, groups)
+  unshuffle = lambda a: layers.channel_shuffle(a, per)
   shuffled, restored = fast_jit(lambda a: (shuffle(a), unshuffle(shuffle(a))))(x)
   np.testing.assert_array_equal(shuffled, want)
   np.testing.assert_array_equal(restored, x)  # un-shuffle = shuffle with c/groups groups
@@ -227,7 +227,7 @@ def test_dilated_3x3_equals_5x5_with_zeros_between_taps():
   mask[::2, ::2] = True
   np.testing.assert_array_equal(dense[~mask], 0.0)
 
-  dilated = lambda a, b: conv.conv2d(a, b, 1, 1, dilation=2)  # noqa: E731
+  dilated = lambda a, b: conv.conv2d(a, b, 1, 1, dilation=2)
   out, (dx, dk), r = _grads(dilated, x, k)
   assert out.shape == (2, 7, 7, 3) and conv.out_size(9, 3, 1, 1, 2) == 7  # 9 + 2 − 5 + 1
   dense_out, (dense_dx, dense_dk5), _ = _grads(lambda a, b: conv.conv2d(a, b, 1, 1), x, dense, r=r)
@@ -242,7 +242,7 @@ def test_dilated_3x3_equals_5x5_with_zeros_between_taps():
 
 def test_dilated_3x3_covers_a_5x5_field_with_9_weights():
   # Which input pixels one output pixel depends on: the gradient of that output w.r.t. the input.
-  pixel = lambda a: conv.conv2d(a, jnp.ones((3, 3, 1, 1)), dilation=2)[0, 0, 0, 0]  # noqa: E731
+  pixel = lambda a: conv.conv2d(a, jnp.ones((3, 3, 1, 1)), dilation=2)[0, 0, 0, 0]
   field = fast_jit(jax.grad(pixel))(jnp.zeros((1, 7, 7, 1)))[0, :, :, 0]
   rows, cols = np.nonzero(np.asarray(field))
   assert (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == (5, 5)
@@ -293,7 +293,7 @@ def test_transposed_conv_is_the_transpose_of_the_strided_conv(size, stride, pad,
   # output_padding restores the rows the strided conv's floor dropped.
   k = _randn(3, 3, 2, 4)
   x = _randn(1, size, size, 2)
-  forward = lambda a: conv.conv2d(a, k, stride, pad, dil)  # noqa: E731
+  forward = lambda a: conv.conv2d(a, k, stride, pad, dil)
   y = _randn(*jax.eval_shape(forward, x).shape)
   out_pad = size - ((y.shape[1] - 1) * stride - 2 * pad + dil * 2 + 1)
 
@@ -322,7 +322,7 @@ def test_gated_conv_is_conv_times_sigmoid_of_a_separate_conv():
   assert not np.allclose(params['conv']['kernel'], params['gate']['kernel'])  # not shared
   a_k, b_k = _randn(3, 3, 3, 4), _randn(3, 3, 3, 4)
   a_b, b_b = _randn(4), _randn(4)
-  apply = lambda v, ak, bk: layer.apply(  # noqa: E731
+  apply = lambda v, ak, bk: layer.apply(
       {'params': {'conv': {'kernel': ak, 'bias': a_b}, 'gate': {'kernel': bk, 'bias': b_b}}}, v
   )
   out, (dx, dak, dbk), r = _grads(apply, x, a_k, b_k)
@@ -361,7 +361,7 @@ def test_im2col_reproduces_the_notes_worked_example():
 def test_im2col_conv_matches_xla_conv_in_value_and_gradient(stride, pad, dil, groups):
   x, k = _randn(2, 8, 7, 4), _randn(3, 2, 4 // groups, 8)
   pads = [(pad, pad)] * 2 if isinstance(pad, int) else pad
-  xla = lambda a, b: jax.lax.conv_general_dilated(  # noqa: E731
+  xla = lambda a, b: jax.lax.conv_general_dilated(
       a,
       b,
       (stride, stride),

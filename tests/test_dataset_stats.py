@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import read_bytes
 
 from configs import default
 from input_pipeline import dataset_stats, offline_digits, pipeline, stats
@@ -53,13 +54,13 @@ def test_normalising_gives_zero_mean_and_unit_std_on_the_training_split(written)
 
 def test_a_workdir_with_other_statistics_is_refused_and_kept(written):
   config, workdir, path = written
-  before = open(path, 'rb').read()
+  before = read_bytes(path)
   assert dataset_stats.write_dataset_stats(config, workdir) == path  # same images: reused
   other = config.copy_and_resolve_references()
   other.dataset.eval_preprocess = "center_crop(20)|normalize('mnist')"
   with pytest.raises(ValueError, match='already holds the statistics'):
     dataset_stats.write_dataset_stats(other, workdir)
-  assert open(path, 'rb').read() == before
+  assert read_bytes(path) == before
 
 
 def test_main_writes_the_statistics_and_prints_their_path(data_dir, tmp_path):

@@ -70,7 +70,7 @@ def _formula(
   return total + 2 * c + c * num_classes + num_classes
 
 
-# torchvision's model cards (1000 classes); 121 also in REFERENCE.md.
+# torchvision's model cards (1000 classes); 121 also in docs/published_figures.md.
 TORCHVISION = {
     'densenet121': (7_978_856, dict(block_config=(6, 12, 24, 16), k=32, init=64), 1024),
     'densenet169': (14_149_480, dict(block_config=(6, 12, 32, 32), k=32, init=64), 1664),
@@ -248,8 +248,8 @@ def tiny():
   model = densenet.DenseNet(num_classes=10, drop_rate=0.5, **{**TINY, 'block_config': (2,)})
   x = 2.0 + _normal(4, 8, 8, 3)
   variables = jax.jit(model.init)(_key(0), x)
-  capture = lambda m, _: m.name == 'conv0' or isinstance(
-      m, (densenet.DenseLayer, densenet.DenseBlock)
+  capture = lambda m, _: (
+      m.name == 'conv0' or isinstance(m, (densenet.DenseLayer, densenet.DenseBlock))
   )
   evaluate = jax.jit(
       lambda v: model.apply(v, x, mutable=('intermediates',), capture_intermediates=capture)

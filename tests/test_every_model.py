@@ -1,6 +1,7 @@
 """Every registered model, at its native input (`jax.eval_shape`: no compute).
 
-Its parameter tree (every variable's path and shape) is pinned by a digest recorded in
+Its parameter count is the one its registry entry is pinned to, its logits have one entry per
+class, and its parameter tree (every variable's path and shape) is pinned by a digest recorded in
 `param_trees.json`, so that a refactor cannot rename or reshape a variable unnoticed: renamed
 paths would orphan every checkpoint written before, and published counts live in the shapes.
 """
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 import pytest
 
 import models
+from train_lib.state import num_params
 
 TREES_FILE = os.path.join(os.path.dirname(__file__), 'param_trees.json')
 
@@ -51,3 +53,30 @@ def test_parameter_tree_is_unchanged(name):
   logits, variables = native_variables(name)
   assert tree_digest(variables) == recorded
   assert logits.shape == (1, models.native_input(name).num_classes)
+
+
+@pytest.mark.parametrize('name', models.list_models())
+def test_parameter_count_is_the_pinned_one(name):
+  entry = models.entry(name)
+  _, variables = native_variables(name)
+  assert num_params(variables['params']) == entry.params, entry.reference
+  assert entry.reference.strip(), 'every entry names the implementation it follows'
+
+
+def record_new_trees(names: list[str]) -> None:
+  """Adds the trees of newly registered models to TREES_FILE; never rewrites a recorded one."""
+  with open(TREES_FILE) as f:
+    recorded = json.load(f)
+  for name in names:
+    if name in recorded:
+      raise SystemExit(f'{name} is recorded already: a changed tree breaks its checkpoints.')
+    recorded[name] = tree_digest(native_variables(name)[1])
+  with open(TREES_FILE, 'w') as f:
+    json.dump(recorded, f, indent=1, sort_keys=True)
+    f.write('\n')
+
+
+if __name__ == '__main__':  # python tests/test_every_model.py <new model name> ...
+  import sys
+
+  record_new_trees(sys.argv[1:])

@@ -33,7 +33,8 @@ def _count(name, aux_logits=True):
 
 
 def test_torchvision_googlenet_parameter_counts():
-  assert _count('googlenet', aux_logits=False) == 6_624_904  # REFERENCE.md (torchvision)
+  # torchvision (docs/published_figures.md).
+  assert _count('googlenet', aux_logits=False) == 6_624_904
   # torchvision's googlenet(aux_logits=True): aux1 on 512 channels, aux2 on 528 channels, each
   # conv 1×1 128 (no bias) + BN 256 + fc 2048→1024 + fc 1024→1000:
   # (512·128 + 256 + 2_098_176 + 1_025_000) + (528·128 + 256 + 2_098_176 + 1_025_000)
@@ -198,7 +199,8 @@ SIZE = 64  # 4a and 4d are 4×4 at 64 px; torchvision's adaptive pool keeps them
 @pytest.fixture(scope='module')
 def googlenet_step():
   """One jitted program (one compile) holding train_step and the model applied by hand, run
-  with two dropout keys: train_step's metrics next to independently computed losses."""
+  with two run keys (so two dropout keys): train_step's metrics next to independently computed
+  losses."""
   model = models.create_model('googlenet', num_classes=10)
   plain = models.create_model('googlenet', num_classes=10, aux_logits=False)
   state = host_state(model, (SIZE, SIZE, 3))
@@ -217,11 +219,11 @@ def googlenet_step():
           'xla_llvm_disable_expensive_passes': True,
       },
   )
-  def run(state, batch, rng):
+  def run(state, batch):
+    rng = state.step_rng()  # the dropout key train_step draws
     new_state, metrics = steps.train_step(
         state,
         batch,
-        rng,
         loss_fn=LOSS,
         aux_loss_weight=0.3,
         learning_rate_fn=optax.constant_schedule(0.01),
@@ -260,7 +262,8 @@ def googlenet_step():
         'bn_moved': jnp.max(jnp.stack(moved)),
     }
 
-  return run(state, batch, jax.random.key(3)), run(state, batch, jax.random.key(4))
+  other_key = jax.random.key_data(jax.random.key(4, impl=state.rng_impl))
+  return run(state, batch), run(state.replace(rng=other_key), batch)
 
 
 def test_train_step_adds_the_aux_losses_weighted_0_3(googlenet_step):

@@ -48,7 +48,8 @@ def _out(tree, *path):
 
 def test_inception_v3_parameter_counts():
   variables, _ = _train_abstract('inception_v3', 299)
-  assert num_params(variables['params']) == 27_161_264  # torchvision, with aux (REFERENCE.md)
+  # torchvision, with aux (docs/published_figures.md).
+  assert num_params(variables['params']) == 27_161_264
   # The aux head: conv0 768·128 + BN 256, conv1 25·128·768 + BN 1536, fc 768·1000 + 1000
   # = 98_560 + 2_459_136 + 769_000 = 3_326_696; without it 23_834_568 (timm's inception_v3).
   assert num_params(variables['params']['aux']) == 3_326_696

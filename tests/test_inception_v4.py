@@ -148,9 +148,11 @@ def test_residual_block_adds_scaled_branch_and_scale_zero_is_identity():
   shapes = jax.eval_shape(block().init, jax.random.key(0), x)
   rng = np.random.default_rng(1)
   variables = jax.tree_util.tree_map_with_path(
-      lambda path, s: (np.ones if path[-1].key == 'var' else np.zeros)(s.shape, np.float32)
-      if path[0].key == 'batch_stats'
-      else rng.standard_normal(s.shape).astype(np.float32),
+      lambda path, s: (
+          (np.ones if path[-1].key == 'var' else np.zeros)(s.shape, np.float32)
+          if path[0].key == 'batch_stats'
+          else rng.standard_normal(s.shape).astype(np.float32)
+      ),
       shapes,
   )
 

@@ -1,6 +1,5 @@
 """main.py as a user runs it: in separate processes, on 1 or 8 (fake CPU) devices."""
 
-import json
 import os
 import re
 import signal
@@ -9,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, main_args, run_main
+from conftest import REPO, main_args, read_json, run_main
 
 from train_lib import reporting, train
 
@@ -36,7 +35,10 @@ def test_eight_devices_match_one_and_checkpoints_move_between_them(
       *main_args(data_dir, eight, *[f'--config.{k}={v}' for k, v in fields.items()]), devices=8
   )
   assert done.returncode == 0, done.stderr[-3000:]
-  assert json.load(open(os.path.join(eight, 'config.json')))['derived']['num_devices'] == 8
+  derived = read_json(os.path.join(eight, 'config.json'))['derived']
+  assert derived['num_devices'] == 8
+  assert derived['macs'] == 416_520  # main.py hands the trainer the summary's MACs per image
+  assert 'macs' not in read_json(os.path.join(one, 'config.json'))['derived']  # no hook
   losses_one, losses_eight = _train_losses(one), _train_losses(eight)
   assert sorted(losses_one) == list(range(1, 17))
   for step in losses_one:
@@ -96,9 +98,9 @@ def test_two_processes_train_together_and_their_checkpoint_resumes_in_one(
     )
   outputs = [p.communicate(timeout=300)[0] for p in processes]
   assert [p.returncode for p in processes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
-  derived = json.load(open(os.path.join(workdir, 'config.json')))['derived']
+  derived = read_json(os.path.join(workdir, 'config.json'))['derived']
   assert (derived['num_processes'], derived['num_devices']) == (2, 8)
-  results = json.load(open(os.path.join(workdir, 'results.json')))
+  results = read_json(os.path.join(workdir, 'results.json'))
   assert results['step'] == 16 and results['eval_count'] == 1000  # each host evaluated its half
   assert sorted(_train_losses(workdir)) == [4, 8, 12, 16]  # one writer
   small_config.update_from_flattened_dict({'total_steps': 20, 'checkpoint_every_steps': 8})
@@ -141,7 +143,7 @@ def test_sigterm_saves_and_the_rerun_ends_like_an_uninterrupted_run(
 
   done = run_main(*main_args(data_dir, stopped, *steps))
   assert done.returncode == 0, done.stderr[-3000:]
-  b = json.load(open(os.path.join(stopped, 'results.json')))
+  b = read_json(os.path.join(stopped, 'results.json'))
   assert b['resumed_from_step'] == saved[0]
   for key in ('step', 'eval_loss', 'eval_top1', 'eval_top5', 'train_loss'):
     assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-7), key
@@ -150,10 +152,14 @@ def test_sigterm_saves_and_the_rerun_ends_like_an_uninterrupted_run(
 @pytest.mark.parametrize(
     'override, message',
     [
-        ('--config.optimizer.lrr=0.1', "Unknown config field 'lrr'.*Did you mean 'lr'"),
+        (
+            '--config.optimizer.lrr=0.1',
+            "(?m)^error: --config.optimizer.lrr=0.1: the config has no field 'lrr'. "
+            "Did you mean 'lr'?",
+        ),
         (
             '--config.model.widht=2',
-            "Unknown config field 'widht'.*Fields of config.model: activation",
+            "(?m)^error: --config.model.widht=2: the config has no field 'widht'.",
         ),
         (
             '--config.batch_size=100',
@@ -174,3 +180,49 @@ def test_missing_config_file_is_named(overrides):
   done = run_main('--config=configs/no_such_experiment.py', '--workdir=unused', *overrides)
   assert done.returncode != 0 and 'Traceback' not in done.stderr
   assert "config file 'configs/no_such_experiment.py' does not exist" in done.stderr
+
+
+def test_config_argument_typo_is_one_line_with_the_valid_arguments():
+  done = run_main('--config=configs/lenet5_mnist.py:lenet6', '--workdir=unused')
+  assert done.returncode == 1
+  assert done.stderr.strip().splitlines() == [
+      "error: Unknown config argument 'lenet6': variants are lenet5, lenet5_1998; datasets are "
+      'offline_digits, mnist, fashion_mnist.'
+  ]
+
+
+def test_a_missing_flag_is_one_line_and_help_exits_zero():
+  done = run_main('--mode=train', '--workdir=unused')
+  assert done.returncode == 1
+  assert done.stderr.strip().splitlines() == [
+      'error: --mode=train needs --config (e.g. --config=configs/lenet5_mnist.py).'
+  ]
+  done = run_main('--help')
+  assert done.returncode == 0 and '--config' in done.stdout and '--mode' in done.stdout
+
+
+def test_a_bug_keeps_its_traceback(tmp_path):
+  broken = tmp_path / 'broken.py'
+  broken.write_text('def get_config(arg=None):\n  return {}["missing"]\n')
+  done = run_main(f'--config={broken}', '--workdir=unused')
+  assert (
+      done.returncode != 0 and 'Traceback' in done.stderr and "KeyError: 'missing'" in done.stderr
+  )
+
+
+def test_list_names_every_config_argument_and_every_model_with_its_count():
+  import configs  # pylint: disable=import-outside-toplevel
+  import models  # pylint: disable=import-outside-toplevel
+
+  done = run_main('--mode=list')
+  assert done.returncode == 0, done.stderr[-2000:]
+  config_part, model_part = done.stdout.split('\nModels ')
+  config_rows = {line.split()[0]: line for line in config_part.splitlines()[1:] if line}
+  model_rows = {line.split()[0]: line for line in model_part.splitlines()[1:] if line}
+  assert sorted(config_rows) == sorted(configs.arguments())
+  for name, (variants, datasets) in configs.arguments().items():
+    assert ' '.join(variants) in config_rows[name] and ' '.join(datasets) in config_rows[name]
+  assert sorted(model_rows) == models.list_models()
+  for name, row in model_rows.items():
+    entry = models.entry(name)
+    assert f'{entry.params:,}' in row and row.endswith(entry.reference), row

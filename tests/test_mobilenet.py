@@ -20,8 +20,8 @@ def test_v1_parameter_counts_match_keras(alpha, keras_count):
 
 
 def test_v1_paper_size_and_mult_adds_at_four_resolutions():
-  # Howard et al. 2017 (REFERENCE.md): 1.0 MobileNet-224 has 4.2 M parameters and 569 M
-  # mult-adds; TF-slim's mobilenet_v1.md: 569 / 418 / 291 / 186 M at 224 / 192 / 160 / 128.
+  # Howard et al. 2017 (docs/published_figures.md): 1.0 MobileNet-224 has 4.2 M parameters and
+  # 569 M mult-adds; TF-slim's mobilenet_v1.md: 569 / 418 / 291 / 186 M at 224 / 192 / 160 / 128.
   assert round(count('mobilenet_v1', 224, alpha=1.0) / 1e6, 1) == 4.2
   assert macs('mobilenet_v1', 224, alpha=1.0) == 568_740_352
   assert [round(macs('mobilenet_v1', size) / 1e6) for size in (192, 160, 128)] == [418, 291, 186]
@@ -75,7 +75,7 @@ def test_v1_activation_is_the_papers_relu_or_keras_relu6():
 
 
 def test_v2_parameter_counts_match_torchvision_and_keras():
-  assert count('mobilenet_v2', 224) == 3_504_872  # REFERENCE.md (torchvision)
+  assert count('mobilenet_v2', 224) == 3_504_872  # docs/published_figures.md (torchvision)
   # Keras `applications.MobileNetV2(weights=None, alpha=α)` trainable counts: its widths round
   # as torchvision's make_divisible(c · α, 8), and the last conv widens only above α = 1.
   # (0.5, 0.75 and 1.3 also agree: 1,968,680, 2,636,424 and 5,386,792.)
@@ -84,7 +84,8 @@ def test_v2_parameter_counts_match_torchvision_and_keras():
 
 
 def test_v2_mult_adds_and_make_divisible():
-  assert round(macs('mobilenet_v2', 224) / 1e9, 3) == 0.301  # REFERENCE.md (torchvision)
+  # torchvision (docs/published_figures.md).
+  assert round(macs('mobilenet_v2', 224) / 1e9, 3) == 0.301
   assert macs('mobilenet_v2', 224) == 300_774_272
   # torchvision's _make_divisible: nearest multiple of 8, never more than 10 % below.
   assert [

@@ -24,7 +24,7 @@ def _param_count(name, image_shape, **kwargs):
 
 
 def test_lenet5_parameter_count_matches_d2l():
-  assert _param_count('lenet5', (28, 28, 1), num_classes=10) == 61_706  # REFERENCE.md
+  assert _param_count('lenet5', (28, 28, 1), num_classes=10) == 61_706  # docs/published_figures.md
 
 
 def test_lenet5_head_scales_with_classes():

@@ -83,7 +83,7 @@ def test_op_gives_the_same_result_eagerly_and_in_tf_data(name, stats_file):
   features = _input(kind)
   for i in range(3):
     eager = fn(features, _seed(i))
-    graph = next(iter(tf.data.Dataset.from_tensors(features).map(lambda f: fn(f, _seed(i)))))
+    graph = next(iter(tf.data.Dataset.from_tensors(features).map(lambda f, i=i: fn(f, _seed(i)))))
     assert set(eager) == set(graph)
     for key in eager:
       np.testing.assert_array_equal(eager[key], graph[key], err_msg=f'{spec}: {key}')

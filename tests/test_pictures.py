@@ -10,7 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 import tensorflow as tf
-from conftest import run_main, small_lenet5_config
+from conftest import read_json, run_main, small_lenet5_config
 
 from analysis import pictures, plots_cli, summary, workdirs
 from input_pipeline import examples, stats
@@ -157,7 +157,7 @@ def test_workdirs_without_config_or_checkpoint_say_what_to_do(workdir, tmp_path)
 
 
 def test_run_facts_from_results_or_metrics_and_macs_from_the_summary(workdir, tmp_path):
-  results = json.load(open(os.path.join(workdir, 'results.json')))
+  results = read_json(os.path.join(workdir, 'results.json'))
   facts = workdirs.run_facts(workdir)
   lenet_macs = summary.summarize(workdirs.load_trained(workdir).model, (28, 28, 1)).total_macs
   assert facts == {
@@ -168,7 +168,7 @@ def test_run_facts_from_results_or_metrics_and_macs_from_the_summary(workdir, tm
       'top1': results['eval_top1'],
       'step': 12,
   }
-  record = json.load(open(os.path.join(workdir, 'config.json')))
+  record = read_json(os.path.join(workdir, 'config.json'))
   record['derived'].pop('macs', None)  # as written before config.json recorded MACs
   (tmp_path / 'config.json').write_text(json.dumps(record))
   (tmp_path / 'metrics.jsonl').write_text(

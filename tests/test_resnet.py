@@ -3,8 +3,6 @@
 Full-size models are only traced (jax.eval_shape); compute runs on reduced depths.
 """
 
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -14,7 +12,7 @@ from model_testing import FAST_KEY, abstract, fast_jit
 from model_testing import count as param_count
 
 import models
-from models import resnet
+from models import layers, resnet
 from train_lib.state import num_params
 
 
@@ -33,7 +31,7 @@ def _out(tree, *path):
   return tree['__call__'][0]
 
 
-# torchvision's model cards (resnet18 and resnet50 also in REFERENCE.md).
+# torchvision's model cards (resnet18 and resnet50 also in docs/published_figures.md).
 @pytest.mark.parametrize(
     'name,count',
     [
@@ -49,12 +47,13 @@ def test_imagenet_parameter_counts_match_torchvision(name, count):
 
 
 def test_only_the_head_depends_on_the_number_of_classes():
-  assert param_count('resnet18', 224, num_classes=10) == 11_181_642  # REFERENCE.md
+  assert param_count('resnet18', 224, num_classes=10) == 11_181_642  # docs/published_figures.md
   assert 11_689_512 - 11_181_642 == 990 * (512 + 1)
 
 
 def test_groups_and_width_per_group_give_torchvisions_resnext_and_wide_resnet():
-  # REFERENCE.md: resnext50_32x4d and wide_resnet50_2, torchvision's settings of these fields.
+  # docs/published_figures.md: resnext50_32x4d and wide_resnet50_2, torchvision's settings of
+  # these fields.
   assert param_count('resnet50', 224, groups=32, width_per_group=4) == 25_028_904
   assert param_count('resnet50', 224, width_per_group=128) == 68_883_240
   params = abstract('resnet50', 224, groups=32, width_per_group=4)['params']
@@ -65,7 +64,8 @@ def test_groups_and_width_per_group_give_torchvisions_resnext_and_wide_resnet():
     abstract('resnet18', 64, groups=2)
 
 
-# Option A, 10 classes: resnet20 REFERENCE.md; the others akamaster/pytorch_resnet_cifar10.
+# Option A, 10 classes: resnet20 docs/published_figures.md; the others
+# akamaster/pytorch_resnet_cifar10.
 # The paper (Table 6) rounds them to 0.27M, 0.46M, 0.66M, 0.85M, 1.7M.
 @pytest.mark.parametrize(
     'name,count,paper_millions,digits',
@@ -151,7 +151,7 @@ def test_half_precision_keeps_float32_parameters_and_logits():
 
 def test_option_a_shortcut_subsamples_and_zero_pads_without_parameters():
   x = jnp.arange(1 * 4 * 4 * 2, dtype=jnp.float32).reshape(1, 4, 4, 2) + 1
-  out = resnet.zero_pad_shortcut(x, 4, 2)
+  out = layers.zero_pad_shortcut(x, 4, 2)
   assert out.shape == (1, 2, 2, 4)
   np.testing.assert_array_equal(out[..., :2], x[:, ::2, ::2, :])  # 1×1 stride-2 sampling
   np.testing.assert_array_equal(out[..., 2:], 0.0)
@@ -227,7 +227,7 @@ def test_option_a_network_with_zero_init_and_batch_norm_in_training_and_eval():
   def shortcut(block, block_input, features):
     assert 'downsample_conv' not in block  # option A: no parameters anywhere
     strides = block_input.shape[1] // _out(block, 'conv1').shape[1]
-    return resnet.zero_pad_shortcut(block_input, features, strides)
+    return layers.zero_pad_shortcut(block_input, features, strides)
 
   _check_blocks_output_relu_of_shortcut(inter, _relu(_out(inter, 'bn1')), shortcut, num_blocks=3)
   # BatchNorm: batch statistics in training, running averages in eval.
@@ -239,21 +239,24 @@ def test_option_a_network_with_zero_init_and_batch_norm_in_training_and_eval():
   assert max(jax.tree.leaves(moved)) > 0.01  # running averages were updated
 
 
-class _Gate(nn.Module):
-  """A stand-in for squeeze-and-excitation: multiplies by a learned gate, zero at init."""
-
-  @nn.compact
-  def __call__(self, y):
-    return y * self.param('gate', nn.initializers.zeros, (y.shape[-1],))
-
-
-def test_block_hook_acts_on_the_residual_branch_before_the_addition():
-  hook = functools.partial(_Gate, name='se')
+def test_se_reduction_acts_on_the_residual_branch_before_the_addition():
   x = _normal(2, 8, 8, 64)
-  block = resnet.BottleneckBlock(16, block_hook=hook)
-  out, variables = fast_jit(block.init_with_output)(FAST_KEY, x)
-  assert variables['params']['se']['gate'].shape == (64,)
-  # The gate closes the branch, leaving relu(identity shortcut).
+  block = resnet.BottleneckBlock(16, se_reduction=4)
+
+  @fast_jit
+  def run(key, x):
+    variables = block.init(key, x)
+    se = variables['params']['se']
+    closed = {**se, 'fc2': {**se['fc2'], 'bias': se['fc2']['bias'] - 1e4}}  # sigmoid gate → 0
+    return variables, block.apply({**variables, 'params': {**variables['params'], 'se': closed}}, x)
+
+  variables, out = run(FAST_KEY, x)
+  assert variables['params']['se']['fc1']['kernel'].shape == (64, 64 // 4)
+  # The closed gate shuts the branch, leaving relu(identity shortcut).
   np.testing.assert_allclose(out, _relu(x), atol=1e-6)
-  params = abstract('resnet18', 64, stage_sizes=(1, 1, 1, 1), block_hook=hook)['params']
-  assert all(params[f'layer{s}_0']['se']['gate'].shape == (64 * 2 ** (s - 1),) for s in range(1, 5))
+  params = abstract('resnet18', 64, stage_sizes=(1, 1, 1, 1), se_reduction=8)['params']
+  assert all(
+      params[f'layer{s}_0']['se']['fc1']['kernel'].shape == (64 * 2 ** (s - 1), 8 * 2 ** (s - 1))
+      for s in range(1, 5)
+  )
+  assert 'se' not in abstract('resnet18', 64, stage_sizes=(1, 1, 1, 1))['params']['layer1_0']

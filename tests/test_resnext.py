@@ -15,7 +15,7 @@ def _out(tree, *path):
   return tree['__call__'][0]
 
 
-# torchvision's model cards (resnext50_32x4d and wide_resnet50_2 also in REFERENCE.md).
+# torchvision's model cards (resnext50_32x4d and wide_resnet50_2 also in docs/published_figures.md).
 @pytest.mark.parametrize(
     'name,published',
     [

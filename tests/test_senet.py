@@ -1,6 +1,5 @@
 """Squeeze-and-excitation ResNets: counts, where the gate sits, and what it computes."""
 
-import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -43,15 +42,17 @@ def test_every_block_has_an_se_module_with_a_16x_bottleneck():
   # The reduction is a field: from the command line, and through clone().
   small = abstract('seresnet50', 64, stage_sizes=(1,), se_reduction=8)['params']
   assert small['layer1_0']['se']['fc1']['kernel'].shape == (256, 32)
-  model = models.create_model('seresnet50', num_classes=10).clone(se_reduction=4)
-  assert model.block_hook.keywords['reduction'] == 4
-  with pytest.raises(ValueError, match='sets block_hook'):
-    models.create_model('seresnet50', num_classes=10, block_hook=nn.Dropout)
+  model = models.create_model('seresnet50', num_classes=10, stage_sizes=(1,)).clone(se_reduction=4)
+  params = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 32, 32, 3)))['params']
+  assert params['layer1_0']['se']['fc1']['kernel'].shape == (256, 64)
+  # The same ResNet class as resnet50, whose blocks have no SE (se_reduction=None).
+  assert models.entry('seresnet50').module is models.entry('resnet50').module
+  assert 'se' not in abstract('resnet50', 64, stage_sizes=(1,))['params']['layer1_0']
 
 
 def test_se_scales_the_branch_after_its_last_bn_by_a_per_channel_gate_before_the_addition():
-  hook = models.create_model('seresnet50', num_classes=10).block_hook
-  with_se, plain = resnet.BottleneckBlock(16, block_hook=hook), resnet.BottleneckBlock(16)
+  reduction = models.entry('seresnet50').fields['se_reduction']
+  with_se, plain = resnet.BottleneckBlock(16, se_reduction=reduction), resnet.BottleneckBlock(16)
   x = np.random.default_rng(0).standard_normal((2, 8, 8, 64), dtype=np.float32)
 
   @fast_jit

@@ -13,9 +13,9 @@ from models import squeezenet
 
 
 def test_parameter_counts_and_mult_adds_match_torchvision():
-  assert count('squeezenet1_0', 224) == 1_248_424  # REFERENCE.md (torchvision)
+  assert count('squeezenet1_0', 224) == 1_248_424  # docs/published_figures.md (torchvision)
   assert count('squeezenet1_1', 224) == 1_235_496  # torchvision's model card
-  assert round(macs('squeezenet1_0', 224) / 1e9, 3) == 0.819  # REFERENCE.md
+  assert round(macs('squeezenet1_0', 224) / 1e9, 3) == 0.819  # docs/published_figures.md
   # Derived: 349.2 M for v1.1, 2.35× fewer (the authors' v1.1 README says "2.4x less").
   assert macs('squeezenet1_1', 224) == 349_151_936
 

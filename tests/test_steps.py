@@ -51,7 +51,7 @@ _eval_step = jax.jit(functools.partial(steps.eval_step, loss_fn=LOSS))  # compil
 
 
 def _train_step(state, batch, lr=0.1, aux_loss_weight=0.3):
-  return _jitted_train_step(lr, aux_loss_weight)(state, batch, jax.random.key(0))
+  return _jitted_train_step(lr, aux_loss_weight)(state, batch)
 
 
 def test_a_step_lowers_the_loss_and_counts():

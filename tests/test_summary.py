@@ -1,5 +1,6 @@
-"""Per-layer summaries: totals against REFERENCE.md, the notes' hand arithmetic, receptive fields
-across branches, dilated / transposed / grouped / depthwise convolutions, XLA's cost analysis."""
+"""Per-layer summaries: totals against docs/published_figures.md, the notes' hand arithmetic,
+receptive fields across branches, dilated / transposed / grouped / depthwise convolutions, XLA's
+cost analysis."""
 
 import functools
 import json
@@ -16,7 +17,7 @@ import models
 from analysis import commands, report, summary
 from models import convolutions, layers
 
-# ../shared/REFERENCE.md: (name, input size, channels, classes, parameters, MACs in G or None).
+# docs/published_figures.md: (name, input size, channels, classes, parameters, MACs in G or None).
 REFERENCE = [
     ('lenet5', 28, 1, 10, 61_706, None),
     ('alexnet', 224, 3, 1000, 61_100_840, 0.714),
@@ -45,7 +46,7 @@ def _summarize(name: str, size: int, channels: int = 3, classes: int = 1000, **f
     'name,size,channels,classes,params,gmacs', REFERENCE, ids=[r[0] for r in REFERENCE]
 )
 def test_totals_equal_reference(name, size, channels, classes, params, gmacs):
-  # REFERENCE's googlenet has no aux heads; inception_v3's count includes its aux head, which
+  # The published googlenet has no aux heads; inception_v3's count includes its aux head, which
   # the eval pass does not run (so its MACs are not counted, as torchvision's are not).
   fields = {'aux_logits': False} if name == 'googlenet' else {}
   s = _summarize(name, size, channels, classes, **fields)
@@ -196,7 +197,7 @@ def test_receptive_field_equals_gradient_support():
   for name in ('c1', 'c2', 'avg_pool', 'c3', 'add', 'c4'):
     layer = s.layer(name)
     row = layer.output_shape[0] // 2
-    grad = jax.grad(lambda image: _unit(model, variables, image, name, row))(
+    grad = jax.grad(lambda image, name=name, row=row: _unit(model, variables, image, name, row))(
         jnp.zeros((1, size, size, 1))
     )
     rows = np.flatnonzero(np.abs(np.asarray(grad[0, :, :, 0])).sum(axis=1))
@@ -287,7 +288,7 @@ def test_summary_of_a_config_takes_its_model_and_input():
   config = load_config('--config=configs/resnet_cifar10.py')
   record = json.loads(commands.summary_text(config, fmt='json'))
   assert record['model'] == 'resnet20' and record['input_shape'] == [32, 32, 3]
-  assert record['total_params'] == 269_722  # REFERENCE.md, 10 classes
+  assert record['total_params'] == 269_722  # docs/published_figures.md, 10 classes
   wider = json.loads(commands.summary_text(config, num_classes=100, image_size=64, fmt='json'))
   assert wider['total_params'] == 269_722 + 90 * 64 + 90
   assert wider['total_macs'] == pytest.approx(4 * record['total_macs'], rel=1e-3)

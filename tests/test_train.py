@@ -1,12 +1,12 @@
 """The training loop in-process: outputs, resumption, and runs that must stop safely."""
 
 import hashlib
-import json
 import os
 import signal
 
 import numpy as np
 import pytest
+from conftest import read_json
 
 from train_lib import checkpoint, preemption, reporting, sharding, train
 
@@ -40,7 +40,7 @@ def _tree_digest(path):
 def test_a_run_leaves_metrics_results_curves_events_and_config(tmp_path, small_config):
   results = train.train_and_evaluate(small_config, str(tmp_path))
   assert results['step'] == 12 and results['eval_count'] == 1000  # each test digit once
-  saved = json.load(open(tmp_path / 'results.json'))
+  saved = read_json(tmp_path / 'results.json')
   for key in ('eval_top1', 'eval_top5'):
     assert 0.0 <= saved[key] <= 1.0
   assert saved['eval_top1'] > 0.3  # 12 steps already beat chance (0.1) by far
@@ -50,7 +50,7 @@ def test_a_run_leaves_metrics_results_curves_events_and_config(tmp_path, small_c
   assert [r['step'] for r in rows if 'eval_loss' in r] == [6, 12]
   assert (tmp_path / 'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   assert any(n.startswith('events.out.tfevents') for n in os.listdir(tmp_path / 'tensorboard'))
-  written = json.load(open(tmp_path / 'config.json'))
+  written = read_json(tmp_path / 'config.json')
   assert written['config']['model']['name'] == 'lenet5'
   assert written['derived']['steps_per_epoch'] == 4000 // 64
   assert written['derived']['num_params'] == results['num_params']
@@ -61,7 +61,7 @@ def test_signal_stop_then_rerun_matches_an_uninterrupted_run(tmp_path, small_con
   straight = train.train_and_evaluate(small_config, str(tmp_path / 'straight'))
 
   def send_sigterm_at_step_5(step, batch):
-    if step == 4:
+    if step == 4 + small_config.prefetch_to_device:  # the loop reads that many batches ahead
       os.kill(os.getpid(), signal.SIGTERM)
     return batch
 
@@ -77,6 +77,36 @@ def test_signal_stop_then_rerun_matches_an_uninterrupted_run(tmp_path, small_con
     assert resumed[key] == pytest.approx(straight[key], rel=1e-6, abs=1e-7), key
   rows = reporting.read_metrics(workdir)
   assert [r['step'] for r in rows if 'train_loss' in r] == [3, 6, 9, 12]  # each step once
+
+
+def test_each_step_finds_its_batch_and_the_next_ones_already_on_the_devices(
+    tmp_path, small_config, monkeypatch
+):
+  produced, seen = [], []
+
+  def note(step, batch):
+    produced.append(step)
+    return batch
+
+  def recording_jit_train_step(*args, **kwargs):
+    step_fn = jit_train_step(*args, **kwargs)
+
+    def step(state, batch):
+      seen.append((len(produced), batch['image'].sharding))
+      return step_fn(state, batch)
+
+    return step
+
+  jit_train_step = train.jit_train_step
+  monkeypatch.setattr(train, 'jit_train_step', recording_jit_train_step)
+  small_config.total_steps = 6
+  mesh = sharding.make_mesh()
+  train.train_and_evaluate(
+      small_config, str(tmp_path), data=_Data(train.make_data(small_config, mesh), note)
+  )
+  ahead = small_config.prefetch_to_device
+  assert [count for count, _ in seen] == [step + 1 + ahead for step in range(6)]
+  assert all(s == sharding.batch_sharded(mesh) for _, s in seen)  # a global, sharded jax.Array
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, small_config):
@@ -119,8 +149,8 @@ def test_resuming_with_a_changed_config_keeps_the_earlier_one(tmp_path, small_co
   train.train_and_evaluate(small_config, str(tmp_path))
   small_config.total_steps, small_config.optimizer.lr = 9, 0.01
   assert train.train_and_evaluate(small_config, str(tmp_path))['resumed_from_step'] == 6
-  earlier = json.load(open(tmp_path / 'config.until_step_6.json'))
-  now = json.load(open(tmp_path / 'config.json'))
+  earlier = read_json(tmp_path / 'config.until_step_6.json')
+  now = read_json(tmp_path / 'config.json')
   assert (earlier['config']['optimizer']['lr'], now['config']['optimizer']['lr']) == (0.05, 0.01)
 
 

@@ -6,7 +6,6 @@ trains every one of them for two steps and evaluates it, on mock or offline data
 """
 
 import functools
-import importlib
 import os
 import shutil
 
@@ -17,22 +16,16 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import REPO, load_config
 
+import configs
 import input_pipeline
 import models
 from configs import recipes
 from train_lib import train
 
-
-def _family_configs():
-  names = sorted(n[:-3] for n in os.listdir(os.path.join(REPO, 'configs')) if n.endswith('.py'))
-  modules = [importlib.import_module(f'configs.{n}') for n in names]
-  return [m for m in modules if hasattr(m, 'VARIANTS')]
-
-
 CASES = [
-    (m.__name__.split('.')[-1], arg)
-    for m in _family_configs()
-    for arg in recipes.all_args(m.VARIANTS, m.DATASETS)
+    (name, arg)
+    for name, (variants, datasets) in configs.arguments().items()
+    for arg in recipes.all_args(variants, datasets)
 ]
 CHEAP = {
     ('lenet5_mnist', 'lenet5_1998'),
@@ -96,7 +89,7 @@ def test_config_model_takes_its_input_and_gives_one_logit_per_class(config_name,
   )
   assert eval_shape[-3:] == train_shape, 'training and evaluation must feed the same image size'
   assert len(eval_shape) == 3 or 'ten_crop' in d.eval_preprocess  # [views, H, W, C]
-  model = train.make_model(config, classes)
+  model = models.from_config(config.model, classes)
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
   logits, _ = jax.eval_shape(
       functools.partial(model.init_with_output, train=True), rngs, jnp.zeros((2, *train_shape))

@@ -8,10 +8,11 @@ import jax
 import orbax.checkpoint as ocp
 from flax import serialization
 
+from common.errors import UserError
 from train_lib.state import TrainState
 
 
-class IncompatibleCheckpointError(RuntimeError):
+class IncompatibleCheckpointError(UserError, RuntimeError):
   """The workdir's checkpoint does not fit the model/optimizer of this run."""
 
 
@@ -81,7 +82,8 @@ class Checkpointer:
     return serialization.from_state_dict(state, restored)
 
   def save(self, state: TrainState, step: int) -> bool:
-    """Saves `state` as `step` (asynchronously) unless that step is saved; returns whether it saved."""
+    """Saves `state` as `step` (asynchronously) unless that step is saved; returns whether it
+    saved."""
     if self._manager.latest_step() == step:
       return False
     os.makedirs(self.directory, exist_ok=True)

@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from common.errors import ConfigError
+
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
@@ -31,4 +33,4 @@ def get_loss(name: str, label_smoothing: float = 0.0) -> LossFn:
     return functools.partial(softmax_cross_entropy, label_smoothing=label_smoothing)
   if name == 'l2':
     return l2
-  raise ValueError(f'Unknown loss {name!r}; choose "softmax_xent" or "l2".')
+  raise ConfigError(f'Unknown loss {name!r}; choose "softmax_xent" or "l2".')

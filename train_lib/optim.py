@@ -10,6 +10,8 @@ import jax
 import ml_collections
 import optax
 
+from common.errors import ConfigError
+
 OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop')
 
 
@@ -34,12 +36,12 @@ def parse_lr_multipliers(spec: str) -> list[tuple[re.Pattern, float]]:
     try:
       rules.append((re.compile(pattern.strip()), float(value)))
     except (re.error, ValueError) as e:
-      raise ValueError(
+      raise ConfigError(
           f'Bad lr multiplier {item.strip()!r} ({e}); write "regex=number", e.g. '
           '"conv1/.*=0,.*bias=2".'
       ) from e
     if not sep:
-      raise ValueError(f'Bad lr multiplier {item.strip()!r}; write "regex=number".')
+      raise ConfigError(f'Bad lr multiplier {item.strip()!r}; write "regex=number".')
   return rules
 
 
@@ -75,7 +77,7 @@ def _direction(config: ml_collections.ConfigDict) -> optax.GradientTransformatio
   if name == 'rmsprop':
     rms = optax.scale_by_rms(decay=config.rms_decay, eps=config.eps)
     return optax.chain(rms, optax.trace(decay=config.momentum)) if config.momentum else rms
-  raise ValueError(f'Unknown optimizer {name!r}; choose one of {", ".join(OPTIMIZERS)}.')
+  raise ConfigError(f'Unknown optimizer {name!r}; choose one of {", ".join(OPTIMIZERS)}.')
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:

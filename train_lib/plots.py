@@ -7,7 +7,8 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 
-from train_lib import files, reporting  # pylint: disable=wrong-import-position
+from common import files  # pylint: disable=wrong-import-position
+from train_lib import reporting  # pylint: disable=wrong-import-position
 
 
 def plot_training_curves(workdir: str, path: str) -> None:

@@ -1,4 +1,5 @@
-"""What a run shows and leaves: a progress line, metrics.jsonl, TensorBoard scalars, results.json."""
+"""What a run shows and leaves: a progress line, metrics.jsonl, TensorBoard scalars and
+results.json."""
 
 import json
 import logging
@@ -6,7 +7,7 @@ import os
 import time
 from typing import Any
 
-from train_lib import files
+from common import files
 
 METRICS_FILE = 'metrics.jsonl'
 RESULTS_FILE = 'results.json'

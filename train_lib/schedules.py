@@ -9,6 +9,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from common.errors import ConfigError
 from train_lib import metrics
 
 SCHEDULES = ('constant', 'step', 'exponential', 'cosine', 'poly', 'plateau')
@@ -28,7 +29,7 @@ def create_learning_rate_fn(
   """
   warmup = int(round(config.warmup_epochs * steps_per_epoch))
   if config.name == 'plateau' and config.metric not in PLATEAU_METRICS:
-    raise ValueError(
+    raise ConfigError(
         f'schedule.metric={config.metric!r} is not an eval result; choose one of '
         f'{", ".join(PLATEAU_METRICS)}.'
     )
@@ -41,7 +42,7 @@ def create_learning_rate_fn(
     main = optax.piecewise_constant_schedule(base_lr, boundaries)
   elif config.name == 'exponential':
     if config.decay_every_epochs <= 0:
-      raise ValueError('schedule.name=exponential needs schedule.decay_every_epochs > 0.')
+      raise ConfigError('schedule.name=exponential needs schedule.decay_every_epochs > 0.')
     main = optax.exponential_decay(
         base_lr,
         max(int(round(config.decay_every_epochs * steps_per_epoch)), 1),
@@ -57,7 +58,7 @@ def create_learning_rate_fn(
         base_lr, max(total_steps - warmup, 1), alpha=config.final_lr_fraction
     )
   else:
-    raise ValueError(f'Unknown schedule {config.name!r}; choose one of {", ".join(SCHEDULES)}.')
+    raise ConfigError(f'Unknown schedule {config.name!r}; choose one of {", ".join(SCHEDULES)}.')
   if warmup <= 0:
     return main
   return optax.join_schedules([optax.linear_schedule(0.0, base_lr, warmup), main], [warmup])

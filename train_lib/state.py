@@ -1,19 +1,22 @@
 """The train state: everything a run needs to continue exactly where it stopped."""
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 from flax import struct
 
-from train_lib import schedules
+from train_lib import optim, schedules, sharding
 
 
 class TrainState(struct.PyTreeNode):
-  """step, params, batch_stats, opt_state, rng (raw key data) and reduce-on-plateau state."""
+  """step, params, batch_stats, opt_state, rng (raw key data of `rng_impl`) and
+  reduce-on-plateau state."""
 
   step: jax.Array
   params: Any
@@ -23,10 +26,16 @@ class TrainState(struct.PyTreeNode):
   plateau: schedules.PlateauState
   apply_fn: Callable[..., Any] = struct.field(pytree_node=False)
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
+  rng_impl: str = struct.field(pytree_node=False, default='threefry2x32')
 
   def variables(self) -> dict[str, Any]:
     """The model variables for `apply_fn`."""
     return {'params': self.params, 'batch_stats': self.batch_stats}
+
+  def step_rng(self) -> jax.Array:
+    """This step's key: the run's key folded with the step number, so that a resumed run draws
+    exactly the dropout masks of an uninterrupted one."""
+    return jax.random.fold_in(jax.random.wrap_key_data(self.rng, impl=self.rng_impl), self.step)
 
 
 def create_train_state(
@@ -53,9 +62,23 @@ def create_train_state(
       plateau=schedules.plateau_init(),
       apply_fn=model.apply,
       tx=tx,
+      rng_impl=str(jax.random.key_impl(run_rng)),
   )
 
 
 def num_params(params: Any) -> int:
   """Trainable parameter count."""
   return sum(int(x.size) for x in jax.tree.leaves(params))
+
+
+def init_state(
+    config: ml_collections.ConfigDict,
+    model: nn.Module,
+    image_shape: tuple[int, ...],
+    mesh: jax.sharding.Mesh,
+) -> TrainState:
+  """The initial train state, replicated over the mesh (compiled once, not run op by op)."""
+  init = functools.partial(
+      create_train_state, model, optim.create_optimizer(config.optimizer), config.seed, image_shape
+  )
+  return jax.jit(init, out_shardings=sharding.replicated(mesh))()

@@ -31,13 +31,12 @@ def _targets_loss(
 def train_step(
     state: TrainState,
     batch: dict[str, jax.Array],
-    rng: jax.Array,
     *,
     loss_fn: losses.LossFn,
     learning_rate_fn: optax.Schedule,
     aux_loss_weight: float = 0.3,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimizer step on `batch`; `rng` is this step's dropout key.
+  """One optimizer step on `batch`; dropout draws from `state.step_rng()`.
 
   Auxiliary-head losses are added with `aux_loss_weight`. Mixup batches carry `mix_label` and
   `mix_weight`, and the loss mixes the two labels' losses with that weight. A step whose loss
@@ -46,6 +45,7 @@ def train_step(
   """
   mask = batch['mask'].astype(jnp.float32)
   num_real = jnp.maximum(jnp.sum(mask), 1.0)
+  rng = state.step_rng()
 
   def loss_and_outputs(params):
     logits, updates = state.apply_fn(

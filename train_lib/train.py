@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import flax.linen as nn
@@ -16,13 +17,12 @@ import optax
 from jax.experimental import multihost_utils
 
 import models
-from analysis import summary
+from common import files
+from common.errors import UserError
 from train_lib import (
     checkpoint,
-    files,
     losses,
     metrics,
-    optim,
     plots,
     preemption,
     reporting,
@@ -30,10 +30,10 @@ from train_lib import (
     sharding,
     steps,
 )
-from train_lib.state import TrainState, create_train_state, num_params
+from train_lib.state import TrainState, init_state, num_params
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
   """The loss or gradient became NaN/inf; the newest checkpoint is the last good state."""
 
 
@@ -71,14 +71,6 @@ def make_data(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Dat
   )
 
 
-def make_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
-  """The registry model that `config.model` names, with its other fields as constructor arguments."""
-  kwargs = {k: v for k, v in config.model.items() if k != 'name'}
-  if isinstance(kwargs.get('dtype'), str):
-    kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
-  return models.create_model(config.model.name, num_classes=num_classes, **kwargs)
-
-
 def learning_rate_schedule(
     config: ml_collections.ConfigDict, steps_per_epoch: int
 ) -> tuple[float, int, optax.Schedule]:
@@ -96,19 +88,6 @@ def learning_rate_schedule(
   )
 
 
-def init_state(
-    config: ml_collections.ConfigDict,
-    model: nn.Module,
-    image_shape: tuple[int, ...],
-    mesh: jax.sharding.Mesh,
-) -> TrainState:
-  """The initial train state, replicated over the mesh (compiled once, not run op by op)."""
-  init = functools.partial(
-      create_train_state, model, optim.create_optimizer(config.optimizer), config.seed, image_shape
-  )
-  return jax.jit(init, out_shardings=sharding.replicated(mesh))()
-
-
 def jit_train_step(
     config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule, mesh: jax.sharding.Mesh
 ):
@@ -121,7 +100,7 @@ def jit_train_step(
           learning_rate_fn=learning_rate_fn,
           aux_loss_weight=config.aux_loss_weight,
       ),
-      in_shardings=(replicated, sharding.batch_sharded(mesh), replicated),
+      in_shardings=(replicated, sharding.batch_sharded(mesh)),
       out_shardings=(replicated, replicated),
       donate_argnums=0,
   )
@@ -135,8 +114,8 @@ def _every(value: int, steps_per_epoch: int) -> int:
 def evaluate(eval_step, state: TrainState, data: DataSource, batch_sharding) -> dict[str, float]:
   """Loss and top-1/top-5 accuracy over the whole eval split, each example counted once."""
   sums = None
-  for batch in data.eval_batches():
-    out = eval_step(state, sharding.to_global(batch, batch_sharding))
+  for batch in sharding.prefetch_to_devices(data.eval_batches(), batch_sharding):
+    out = eval_step(state, batch)
     sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
   sums = jax.device_get(sums)
   return {**metrics.summarize(sums, 'eval'), 'eval_count': int(sums['count'])}
@@ -181,16 +160,28 @@ def _first_nonfinite(pending: list[dict[str, jax.Array]], first_step: int) -> in
   return first_step + int(bad[0]) + 1 if bad.size else None
 
 
+ModelFacts = Callable[[nn.Module, tuple[int, ...]], dict[str, Any]]
+
+
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, data: DataSource | None = None
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    data: DataSource | None = None,
+    *,
+    model_facts: ModelFacts | None = None,
 ) -> dict[str, Any]:
-  """Trains `config` in `workdir`, resuming from its newest checkpoint; returns the results."""
+  """Trains `config` in `workdir`, resuming from its newest checkpoint; returns the results.
+
+  `model_facts(model, image_shape)` adds numbers about the model to config.json's `derived`
+  record and to the first log line (main.py passes the summary's MACs per image: the analysis
+  package sits above this one, so the trainer takes them rather than importing it).
+  """
   start_time = time.perf_counter()
   mesh = sharding.make_mesh()
   sharding.check_divisible(config.batch_size, mesh)
   data = data or make_data(config, mesh)
   steps_per_epoch = data.steps_per_epoch
-  model = make_model(config, data.num_classes)
+  model = models.from_config(config.model, data.num_classes)
   base_lr, total_steps, learning_rate_fn = learning_rate_schedule(config, steps_per_epoch)
   replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharded(mesh)
   state = init_state(config, model, data.image_shape, mesh)
@@ -208,17 +199,18 @@ def train_and_evaluate(
       'num_devices': mesh.size,
       'num_processes': jax.process_count(),
       'num_params': num_params(state.params),
-      'macs': summary.summarize(model, data.image_shape, state.variables()).total_macs,
       'num_classes': data.num_classes,
       'image_shape': list(data.image_shape),
+      **(model_facts(model, data.image_shape) if model_facts else {}),
   }
   if is_chief:
     _record_config(workdir, {'config': config.to_dict(), 'derived': derived}, start_step)
+  macs = f', {derived["macs"]:,} MACs per image' if 'macs' in derived else ''
   logging.info(
-      '%s: %s parameters, %s MACs per image, %d steps (%d per epoch) on %d device(s)%s.',
+      '%s: %s parameters%s, %d steps (%d per epoch) on %d device(s)%s.',
       config.model.name,
       f'{derived["num_params"]:,}',
-      f'{derived["macs"]:,}',
+      macs,
       total_steps,
       steps_per_epoch,
       mesh.size,
@@ -281,11 +273,11 @@ def train_and_evaluate(
 
   try:
     with preemption.StopOnSignal() as stop:
-      batches = data.train_batches(start_step)
+      batches = sharding.prefetch_to_devices(
+          data.train_batches(start_step), batch_sharding, config.prefetch_to_device
+      )
       while step < total_steps:
-        batch = sharding.to_global(next(batches), batch_sharding)
-        step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), step)
-        state, step_metrics = train_step(state, batch, step_rng)
+        state, step_metrics = train_step(state, next(batches))
         step += 1
         pending.append(step_metrics)
         if step % log_every == 0 or step == total_steps:

@@ -1,9 +1,11 @@
-"""Preprocessing ops composed from a config string, e.g. "random_crop(28, pad=2)|normalize('mnist')".
+"""Preprocessing ops composed from a config string, e.g.
+"random_crop(28, pad=2)|normalize('mnist')".
 
 `parse` builds the function; each module below registers one family of ops on import.
 """
 
-from input_pipeline.ops import color, decode, geometry, normalization, regularization, views  # noqa: F401  (registers)
+# Importing the families registers their ops.
+from input_pipeline.ops import color, decode, geometry, normalization, regularization, views
 from input_pipeline.ops.registry import (
     Features,
     Op,

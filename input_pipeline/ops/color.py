@@ -4,17 +4,17 @@ All work on float images in [0, 1] of shape [H, W, C] or view stacks [V, H, W, C
 """
 
 from collections.abc import Callable, Sequence
-from typing import Union
 
 import numpy as np
 import tensorflow as tf
 
+from common.errors import ConfigError
 from input_pipeline import stats as stats_lib
 from input_pipeline.ops.normalization import check_trailing_shape, require
 from input_pipeline.ops.registry import Op, deterministic_image_op, image_op, register
 
 _GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale (ITU-R 601-2 luma)
-Range = Union[float, Sequence[float]]
+Range = float | Sequence[float]
 
 
 @register('pca_lighting', uses_stats=True)
@@ -28,7 +28,7 @@ def pca_lighting(
   of shape [C] drawn once per image (mean 0; fb.resnet.torch's Lighting). `eigval`/`eigvec`
   (eigenvectors as columns) default to those of `stats`, a dataset name or stats file."""
   if sigma < 0:
-    raise ValueError(f'pca_lighting: sigma must be >= 0, got {sigma}.')
+    raise ConfigError(f'pca_lighting: sigma must be >= 0, got {sigma}.')
   if eigval is None or eigvec is None:
     loaded = stats_lib.load(stats)
     eigval = require(loaded, stats, 'eigval', 'pca_lighting') if eigval is None else eigval
@@ -36,7 +36,7 @@ def pca_lighting(
   eigval, eigvec = np.asarray(eigval, np.float32), np.asarray(eigvec, np.float32)
   channels = eigval.shape[0]
   if eigval.ndim != 1 or eigvec.shape != (channels, channels):
-    raise ValueError(
+    raise ConfigError(
         f'pca_lighting: eigval must be [C] and eigvec [C, C], got shapes '
         f'{eigval.shape} and {eigvec.shape}.'
     )
@@ -102,12 +102,12 @@ def _factor_range(
   (min, max); None when the range is the identity."""
   if isinstance(value, (int, float)):
     if not 0 <= value <= bound[1] - centre:
-      raise ValueError(f'color_jitter: {name} must be in [0, {bound[1] - centre}], got {value}.')
+      raise ConfigError(f'color_jitter: {name} must be in [0, {bound[1] - centre}], got {value}.')
     low, high = max(bound[0], centre - value), min(bound[1], centre + value)
   else:
     low, high = (float(v) for v in value)
     if not bound[0] <= low <= high <= bound[1]:
-      raise ValueError(
+      raise ConfigError(
           f'color_jitter: {name} range {tuple(value)} must satisfy '
           f'{bound[0]} <= min <= max <= {bound[1]}.'
       )

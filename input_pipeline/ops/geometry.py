@@ -1,13 +1,12 @@
 """Resizing, padding, cropping and flipping: where an image's pixels end up."""
 
 from collections.abc import Sequence
-from typing import Union
 
 import tensorflow as tf
 
 from input_pipeline.ops.registry import Op, deterministic_image_op, image_op, register
 
-Size = Union[int, Sequence[int]]
+Size = int | Sequence[int]
 
 
 def _hw(size: Size) -> tuple[int, int]:

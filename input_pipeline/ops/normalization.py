@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from common.errors import ConfigError
 from input_pipeline import stats as stats_lib
 from input_pipeline.ops.registry import Op, deterministic_image_op, register
 
@@ -23,7 +24,7 @@ def require(stats: stats_lib.DatasetStats, name: str, field: str, op: str) -> np
     why = stats.zca_note
   else:
     why = 'only per-channel numbers are recorded for it'
-  raise ValueError(
+  raise ConfigError(
       f'{op} needs the {field} of {name!r}, which has none: {why}. Compute the '
       'statistics of the images this op sees: run python main.py '
       '--mode=dataset_stats --config=... --workdir=... and pass the path to '
@@ -37,7 +38,7 @@ def check_trailing_shape(image: tf.Tensor, expected: Sequence[int], message: str
   expected = tuple(int(d) for d in expected)
   static = image.shape[-len(expected) :] if image.shape.rank is not None else image.shape
   if not static.is_compatible_with(expected):
-    raise ValueError(f'{message} (got shape {image.shape.as_list()})')
+    raise ConfigError(f'{message} (got shape {image.shape.as_list()})')
   if static.is_fully_defined() and static.rank == len(expected):
     return image
   check = tf.debugging.assert_equal(tf.shape(image)[-len(expected) :], expected, message=message)
@@ -53,10 +54,10 @@ def normalize(mean: str | Sequence[float], std: Sequence[float] | None = None) -
     try:
       stats = stats_lib.load(mean)
     except ValueError as e:
-      raise ValueError(f'{e} Or give the numbers: normalize((m, ...), (s, ...)).') from e
+      raise ConfigError(f'{e} Or give the numbers: normalize((m, ...), (s, ...)).') from e
     mean, std = stats.mean, stats.std
   if std is None:
-    raise ValueError('normalize needs std when mean is given as numbers.')
+    raise ConfigError('normalize needs std when mean is given as numbers.')
   mean_t, std_t = tf.constant(mean, tf.float32), tf.constant(std, tf.float32)
   channels = mean_t.shape[-1] if mean_t.shape.rank else 1
   message = f'normalize: the image must have {channels} channels, as its mean and std do'

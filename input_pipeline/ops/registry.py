@@ -15,6 +15,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from common.errors import ConfigError
+
 Features = dict[str, tf.Tensor]
 Op = Callable[[Features, tf.Tensor], Features]
 
@@ -74,7 +76,7 @@ def _parse_call(text: str) -> tuple[str, list[Any], dict[str, Any]]:
       return node.func.id, args, kwargs
   except (SyntaxError, ValueError):
     pass
-  raise ValueError(
+  raise ConfigError(
       f'Cannot parse preprocessing op {text!r}: write name(literal args, key=literal).'
   )
 
@@ -89,7 +91,7 @@ def _entry(text: str) -> _Entry:
   if name not in _OPS:
     close = difflib.get_close_matches(name, _OPS, n=3)
     hint = f' Did you mean {", ".join(close)}?' if close else ''
-    raise ValueError(
+    raise ConfigError(
         f'Unknown preprocessing op {name!r}.{hint} Known ops: {", ".join(list_ops())}.'
     )
   return _OPS[name]
@@ -127,9 +129,9 @@ def parse(spec: str | Sequence[str]) -> Preprocess:
   for position, text in enumerate(texts):
     entry = _entry(text)
     if entry.decodes and position:
-      raise ValueError(f'{text!r} decodes the stored image, so it must be the first op.')
+      raise ConfigError(f'{text!r} decodes the stored image, so it must be the first op.')
     if batch_ops and not entry.batch:
-      raise ValueError(
+      raise ConfigError(
           f'{text!r} works on single examples, so it must come before the batch '
           f'op {texts[position - 1]!r}.'
       )
@@ -137,7 +139,7 @@ def parse(spec: str | Sequence[str]) -> Preprocess:
     try:
       op = entry.factory(*args, **kwargs)
     except TypeError as e:
-      raise ValueError(f'Bad arguments for preprocessing op {text!r}: {e}') from e
+      raise ConfigError(f'Bad arguments for preprocessing op {text!r}: {e}') from e
     (batch_ops if entry.batch else example_ops).append(op)
   return Preprocess(
       names=tuple(_parse_call(t)[0] for t in texts),

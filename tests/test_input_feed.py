@@ -1,4 +1,4 @@
-"""The input-pipeline benchmark: images/s of the pipeline and of the train step, and the verdict."""
+"""benchmarks.input_feed: images/s of the pipeline and of the train step, and the verdict."""
 
 import json
 import os
@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import REPO, load_config
 
-from input_pipeline import benchmark
+from benchmarks import input_feed as benchmark
 
 LENET = os.path.join(REPO, 'configs', 'lenet5_mnist.py')
 FEW = dict(batches=4, steps=3, warmup=2, repeats=2)
@@ -77,7 +77,7 @@ def test_command_line_times_a_mock_cifar10_pipeline(tmp_path):
       [
           sys.executable,
           '-m',
-          'input_pipeline.benchmark',
+          'benchmarks.input_feed',
           f'--config={os.path.join(REPO, "configs", "resnet_cifar10.py")}',
           '--config.batch_size=16',
           '--mock_examples=96',

@@ -1,6 +1,6 @@
 """Does the input pipeline keep the devices fed? Times the two halves of a training step apart.
 
-  python -m input_pipeline.benchmark --config=configs/resnet_cifar10.py [--config.x=y ...]
+  python -m benchmarks.input_feed --config=configs/resnet_cifar10.py [--config.x=y ...]
       [--batches=50] [--steps=20] [--no_model] [--warmup=5] [--repeats=3] [--json=out.json]
       [--mock_examples=50000]   # tfds's random mock data in place of the dataset
 
@@ -20,7 +20,6 @@ pipeline and the step share the cores, so measured apart they overstate what run
 import contextlib
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -29,12 +28,23 @@ import jax
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import app, flags, logging
+from absl import flags, logging
+from ml_collections import config_flags
 
 import input_pipeline
+import models
+from common import command_line
+from common.errors import ConfigError, UserError
 from train_lib import sharding, train
+from train_lib.state import init_state
 
 FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    'config',
+    None,
+    'Experiment config: configs/<name>.py, or configs/<name>.py:<arg>.',
+    lock_config=True,
+)
 flags.DEFINE_integer('batches', 50, 'Pipeline batches per timed window.')
 flags.DEFINE_integer('steps', 20, 'Train steps per timed window.')
 flags.DEFINE_bool('no_model', False, 'Time the input pipeline only.')
@@ -141,18 +151,15 @@ def _time_train_step(
 ) -> dict[str, Any]:
   """Builds the model and the jitted train step as train_and_evaluate does and times it."""
   _, _, learning_rate_fn = train.learning_rate_schedule(config, data.steps_per_epoch)
-  state = train.init_state(
-      config, train.make_model(config, data.num_classes), data.image_shape, mesh
+  state = init_state(
+      config, models.from_config(config.model, data.num_classes), data.image_shape, mesh
   )
   train_step = train.jit_train_step(config, learning_rate_fn, mesh)
   batch = sharding.to_global(synthetic_batch(like, data.num_classes), sharding.batch_sharded(mesh))
-  step = 0
 
   def run_one() -> None:
-    nonlocal state, step
-    step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), step)
-    state, _ = train_step(state, batch, step_rng)
-    step += 1
+    nonlocal state
+    state, _ = train_step(state, batch)
 
   began = time.perf_counter()
   run_one()  # compiles
@@ -185,7 +192,7 @@ def benchmark(
 ) -> dict[str, Any]:
   """Images/s of the training pipeline and (if `model`) of the train step, and the verdict."""
   if min(batches, steps, warmup, repeats) < 1:
-    raise ValueError(
+    raise ConfigError(
         f'batches, steps, warmup and repeats must be at least 1, got {batches}, '
         f'{steps}, {warmup}, {repeats}.'
     )
@@ -224,8 +231,7 @@ def benchmark(
       step_images_per_s_mean=step_mean,
       ratio=ratio,
       compile_s=step['compile_s'],
-      step_timing=f'best of {repeats} windows of {steps} steps after compiling and 2 warm-up '
-      'steps',
+      step_timing=f'best of {repeats} windows of {steps} steps after compiling and 2 warm-up steps',
       verdict=verdict(ratio, config),
   )
   return results
@@ -263,9 +269,11 @@ def format_report(results: dict[str, Any]) -> str:
 
 def _main(argv: list[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+    raise UserError(
+        f'unexpected arguments: {" ".join(argv[1:])} (flags take the form --name=value).'
+    )
   if FLAGS.config is None:
-    raise app.UsageError('--config is required, e.g. --config=configs/lenet5_mnist.py')
+    raise UserError('--config is required, e.g. --config=configs/lenet5_mnist.py')
   logging.set_verbosity(logging.WARNING)  # tfds's per-split INFO lines would bury the report
   input_pipeline.hide_accelerators_from_tf()
   data = (
@@ -273,18 +281,15 @@ def _main(argv: list[str]) -> None:
       if FLAGS.mock_examples
       else contextlib.nullcontext()
   )
-  try:
-    with data:
-      results = benchmark(
-          FLAGS.config,
-          batches=FLAGS.batches,
-          steps=FLAGS.steps,
-          model=not FLAGS.no_model,
-          warmup=FLAGS.warmup,
-          repeats=FLAGS.repeats,
-      )
-  except ValueError as e:  # DatasetError, unknown model, batch size, preprocessing ops, ...
-    sys.exit(f'error: {e}')
+  with data:
+    results = benchmark(
+        FLAGS.config,
+        batches=FLAGS.batches,
+        steps=FLAGS.steps,
+        model=not FLAGS.no_model,
+        warmup=FLAGS.warmup,
+        repeats=FLAGS.repeats,
+    )
   if FLAGS.mock_examples:
     results['dataset'] += f' (mock data: {FLAGS.mock_examples:,} random examples)'
   print(format_report(results))
@@ -293,12 +298,5 @@ def _main(argv: list[str]) -> None:
       json.dump(results, f, indent=2)
 
 
-def run(argv: list[str] | None = None) -> None:
-  """The command line: main.py's --config flag and its parser, plus this module's flags."""
-  import main as entry  # pylint: disable=import-outside-toplevel  (defines --config)
-
-  app.run(_main, argv=argv, flags_parser=entry.parse_flags)
-
-
 if __name__ == '__main__':
-  run()
+  command_line.run(_main)
