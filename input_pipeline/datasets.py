@@ -2,13 +2,12 @@
 
 import collections
 import dataclasses
-import difflib
 import os
 import textwrap
 
 import tensorflow_datasets as tfds
 
-from common.errors import UserError
+from common.errors import UserError, did_you_mean
 from input_pipeline import offline_digits
 
 
@@ -177,8 +176,7 @@ def get_spec(name: str) -> DatasetSpec:
   builders = tfds.list_builders()
   if base in builders:
     return DatasetSpec(name, name)
-  close = difflib.get_close_matches(base, sorted({*_SPECS, *_ALIASES, *builders}), n=3)
-  hint = f' Did you mean {", ".join(close)}?' if close else ''
+  hint = did_you_mean(base, sorted({*_SPECS, *_ALIASES, *builders}))
   raise DatasetError(
       f'Unknown dataset {name!r}.{hint} Registered here: {", ".join(registered_names())}; '
       'any other tensorflow_datasets image classification name works too '

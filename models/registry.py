@@ -6,14 +6,13 @@ make this variant, the implementation it follows and the parameter count it is p
 """
 
 import dataclasses
-import difflib
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from common.errors import ConfigError
+from common.errors import ConfigError, did_you_mean
 
 
 class NativeInput(NamedTuple):
@@ -76,10 +75,9 @@ def list_models() -> list[str]:
 def entry(name: str) -> ModelEntry:
   """The registry entry of `name`; UnknownModelError, naming the close and known ones, if none."""
   if name not in _MODELS:
-    close = difflib.get_close_matches(name, _MODELS, n=3)
-    hint = f' Did you mean {", ".join(close)}?' if close else ''
     raise UnknownModelError(
-        f'Unknown model {name!r}.{hint} Known models: {", ".join(list_models())}.'
+        f'Unknown model {name!r}.{did_you_mean(name, _MODELS)} Known models: '
+        f'{", ".join(list_models())}.'
     )
   return _MODELS[name]
 
@@ -120,19 +118,3 @@ def from_config(model_config: Mapping[str, Any], num_classes: int, **overrides: 
   if isinstance(kwargs.get('dtype'), str):
     kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
   return create_model(model_config['name'], num_classes=num_classes, **kwargs)
-
-
-__all__ = [
-    'CIFAR10',
-    'IMAGENET',
-    'INPUT_299',
-    'ModelEntry',
-    'NativeInput',
-    'UnknownModelError',
-    'create_model',
-    'entry',
-    'from_config',
-    'list_models',
-    'native_input',
-    'register',
-]

@@ -9,13 +9,12 @@ this op and this example (or batch) in this epoch. Images are float32 in [0, 1] 
 
 import ast
 import dataclasses
-import difflib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import tensorflow as tf
 
-from common.errors import ConfigError
+from common.errors import ConfigError, did_you_mean
 
 Features = dict[str, tf.Tensor]
 Op = Callable[[Features, tf.Tensor], Features]
@@ -89,10 +88,9 @@ def _split(spec: str | Sequence[str]) -> list[str]:
 def _entry(text: str) -> _Entry:
   name = _parse_call(text)[0]
   if name not in _OPS:
-    close = difflib.get_close_matches(name, _OPS, n=3)
-    hint = f' Did you mean {", ".join(close)}?' if close else ''
     raise ConfigError(
-        f'Unknown preprocessing op {name!r}.{hint} Known ops: {", ".join(list_ops())}.'
+        f'Unknown preprocessing op {name!r}.{did_you_mean(name, _OPS)} Known ops: '
+        f'{", ".join(list_ops())}.'
     )
   return _OPS[name]
 
