@@ -249,54 +249,48 @@ register(
 )
 # The paper's CIFAR nets (Table 2, rounded there to 0.8M, 15.3M, 25.6M, 1.0M): 2k stem channels
 # for DenseNet-BC, 16 for the plain DenseNet. 16 is the paper's text and gives Table 2's counts;
-# the authors' released Torch code uses 2k stem channels for the plain DenseNet too.
+# the authors' released Torch code uses 2k stem channels for the plain DenseNet too. All four
+# start with a 3×3 conv on the 32×32 image and draw He-normal weights over fan_out.
+CIFAR = dict(native_input=CIFAR10, stem='cifar', init_mode='fan_out')
 register(
     'densenet_bc_100_k12',
     DenseNet,
     reference='Huang et al. 2017 Table 2, DenseNet-BC (L=100, k=12)',
     params=769_162,
-    native_input=CIFAR10,
     block_config=cifar_block_config(100, bottleneck=True),
     growth_rate=12,
     num_init_features=24,
-    stem='cifar',
-    init_mode='fan_out',
+    **CIFAR,
 )
 register(
     'densenet_bc_250_k24',
     DenseNet,
     reference='Huang et al. 2017 Table 2, DenseNet-BC (L=250, k=24)',
     params=15_324_406,
-    native_input=CIFAR10,
     block_config=cifar_block_config(250, bottleneck=True),
     growth_rate=24,
     num_init_features=48,
-    stem='cifar',
-    init_mode='fan_out',
+    **CIFAR,
 )
 register(
     'densenet_bc_190_k40',
     DenseNet,
     reference='Huang et al. 2017 Table 2, DenseNet-BC (L=190, k=40)',
     params=25_624_430,
-    native_input=CIFAR10,
     block_config=cifar_block_config(190, bottleneck=True),
     growth_rate=40,
     num_init_features=80,
-    stem='cifar',
-    init_mode='fan_out',
+    **CIFAR,
 )
 register(
     'densenet40_k12',
     DenseNet,
     reference='Huang et al. 2017 Table 2, DenseNet (L=40, k=12)',
     params=1_019_722,
-    native_input=CIFAR10,
     block_config=cifar_block_config(40, bottleneck=False),
     growth_rate=12,
     num_init_features=16,
     bottleneck=False,
     compression=1.0,
-    stem='cifar',
-    init_mode='fan_out',
+    **CIFAR,
 )
