@@ -1,4 +1,4 @@
-"""Experiment configs: one file per experiment, `get_config(arg)` → a locked-able ConfigDict.
+"""Experiment configs: one file per experiment, `get_config(arg)` returns its ConfigDict.
 
 A family config declares `VARIANTS` and `DATASETS` (the first of each is its default) and
 takes 'variant[,dataset]' as its argument: `--config=configs/resnet_cifar10.py:resnet56,cifar100`.
