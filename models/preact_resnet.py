@@ -29,8 +29,9 @@ from models.registry import CIFAR10, register
 conv = functools.partial(layers.conv_norm_act, norm=False, act=None)
 
 
-def _shortcut(block: nn.Module, x: jax.Array, pre: jax.Array, features: int) -> jax.Array:
-  """The raw input `x` where the shape is kept; else a 1×1 conv of the pre-activated `pre`."""
+def preact_shortcut(block: nn.Module, x: jax.Array, pre: jax.Array, features: int) -> jax.Array:
+  """The raw input `x` where the shape is kept; else a 1×1 conv (`block.strides`) of the
+  pre-activated `pre`, named downsample_conv (also the Wide ResNets' shortcut)."""
 
   def project() -> jax.Array:
     return conv(
@@ -58,7 +59,7 @@ class PreActBasicBlock(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     bn = functools.partial(layers.batch_norm, train, self.dtype)
     pre = nn.relu(bn(name='bn1')(x))
-    shortcut = _shortcut(self, x, pre, self.features)
+    shortcut = preact_shortcut(self, x, pre, self.features)
     y = conv(pre, conv_name='conv1', features=self.features, strides=self.strides, dtype=self.dtype)
     y = conv(
         nn.relu(bn(name='bn2')(y)), conv_name='conv2', features=self.features, dtype=self.dtype
@@ -85,7 +86,7 @@ class PreActBottleneck(nn.Module):
     bn = functools.partial(layers.batch_norm, train, self.dtype)
     stride_1x1, stride_3x3 = (1, self.strides) if self.stride_on_3x3 else (self.strides, 1)
     pre = nn.relu(bn(name='bn1')(x))
-    shortcut = _shortcut(self, x, pre, self.features * self.expansion)
+    shortcut = preact_shortcut(self, x, pre, self.features * self.expansion)
     y = conv(
         pre,
         conv_name='conv1',

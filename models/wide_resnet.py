@@ -24,12 +24,9 @@ import jax.numpy as jnp
 
 from common.errors import ConfigError
 from models import layers
+from models.preact_resnet import conv, preact_shortcut
 from models.registry import CIFAR10, register
 from models.resnet import ResNet
-
-# A bare conv (the block's BN → ReLU comes before it): ConvNormAct without norm and activation
-# (bias-free, He fan_out init as the authors' code), its variables flat (conv1, downsample_conv).
-conv = functools.partial(layers.conv_norm_act, norm=False, act=None)
 
 
 class WideBasicBlock(nn.Module):
@@ -53,13 +50,7 @@ class WideBasicBlock(nn.Module):
     drop = nn.Dropout(self.dropout_rate, deterministic=not train)
     pre = nn.relu(bn(name='bn1')(x))
     # The authors' code: where the shape changes, a 1×1 conv of the pre-activated input.
-    shortcut = layers.residual_shortcut(
-        x,
-        self.features,
-        self.strides,
-        'B',
-        lambda: block_conv(pre, conv_name='downsample_conv', kernel_size=1, strides=self.strides),
-    )
+    shortcut = preact_shortcut(self, x, pre, self.features)
     y = block_conv(pre, conv_name='conv1', strides=self.strides)
     if self.dropout_rate > 0 and self.dropout_before_bn:
       y = drop(y)
