@@ -233,7 +233,8 @@ def run_label(name: str, model: str) -> str:
 
 def comparison_figure(facts: Sequence[dict[str, Any]]) -> Figure:
   """Two panels, eval top-1 against parameters and against MACs (log x), a labelled point per
-  run of `facts` (dicts with name, model, num_params, macs, top1, as `workdirs.run_facts`)."""
+  run of `facts` (dicts with name, model, num_params, macs, top1, as `workdirs.run_facts`;
+  metric-learning runs put their N-way K-shot accuracy in top1, named by `metric`)."""
   if not facts:
     raise ConfigError('Nothing to compare: give at least one workdir.')
   missing = [f['name'] for f in facts if f.get('top1') is None]
@@ -242,6 +243,13 @@ def comparison_figure(facts: Sequence[dict[str, Any]]) -> Figure:
         f'No eval accuracy recorded yet in {", ".join(missing)}: train or evaluate '
         'those runs first, or leave them out of the comparison.'
     )
+  metrics = sorted({f.get('metric', 'eval_top1') for f in facts})
+  if len(metrics) > 1:
+    raise ConfigError(
+        f'These runs are scored differently ({", ".join(metrics)}): compare classification '
+        'runs with classification runs, and metric-learning runs with each other.'
+    )
+  score = 'top-1' if metrics[0] == 'eval_top1' else metrics[0].removeprefix('eval_')
   fig = Figure(figsize=(11, 4.4))
   top1 = [f['top1'] for f in facts]
   for i, (key, label) in enumerate([('num_params', 'parameters'), ('macs', 'MACs per image')]):
@@ -262,8 +270,8 @@ def comparison_figure(facts: Sequence[dict[str, Any]]) -> Figure:
     if high < 10 * low:  # show at least a decade, so that distances read as ratios
       ax.set_xlim(math.sqrt(low * high / 10), math.sqrt(low * high * 10))
     ax.set_xlabel(label)
-    ax.set_ylabel('eval top-1 accuracy')
-    ax.set_title(f'top-1 vs {label}')
+    ax.set_ylabel(f'eval {score}' + (' accuracy' if score == 'top-1' else ''))
+    ax.set_title(f'{score} vs {label}')
     ax.grid(alpha=0.3, which='both')
   fig.tight_layout()
   return fig

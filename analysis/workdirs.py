@@ -100,19 +100,32 @@ def load_trained(workdir: str) -> Trained:
   )
 
 
-def _latest_top1(workdir: str) -> tuple[float | None, int | None]:
-  """(eval top-1, its step): results.json's, or metrics.jsonl's last eval if that is newer
+def headline_metric(workdir: str, config: dict[str, Any]) -> str:
+  """The eval score a run is compared by: top-1, or for metric learning the N-way K-shot
+  accuracy (on held-out classes, or on seen ones where nothing was held out)."""
+  if config.get('task', 'classification') != 'metric_learning':
+    return 'eval_top1'
+  metric = config['metric']
+  keys = [
+      f'eval_{g}_{metric["ways"]}way_{metric["shots"]}shot_accuracy' for g in ('heldout', 'seen')
+  ]
+  logged = {k for row in reporting.read_metrics(workdir) for k in row}
+  return next((k for k in keys if k in logged), keys[0])
+
+
+def _latest_score(workdir: str, key: str) -> tuple[float | None, int | None]:
+  """(eval score `key`, its step): results.json's, or metrics.jsonl's last eval if that is newer
   (a resumed run still training has evaluated after the results of its earlier end)."""
   found: list[tuple[int, float]] = []
   results_path = os.path.join(workdir, reporting.RESULTS_FILE)
   if os.path.isfile(results_path):
     with open(results_path) as f:
       results = json.load(f)
-    if results.get('eval_top1') is not None:
-      found.append((int(results['step']), float(results['eval_top1'])))
-  evals = [r for r in reporting.read_metrics(workdir) if 'eval_top1' in r]
+    if results.get(key) is not None:
+      found.append((int(results['step']), float(results[key])))
+  evals = [r for r in reporting.read_metrics(workdir) if key in r]
   if evals:
-    found.append((int(evals[-1]['step']), float(evals[-1]['eval_top1'])))
+    found.append((int(evals[-1]['step']), float(evals[-1][key])))
   if not found:
     return None, None
   step, top1 = max(found, key=lambda pair: pair[0])  # max keeps the first (results) on a tie
@@ -120,7 +133,8 @@ def _latest_top1(workdir: str) -> tuple[float | None, int | None]:
 
 
 def run_facts(workdir: str) -> dict[str, Any]:
-  """name, model, num_params, macs, top1 and step (top1's step; both None before any eval).
+  """name, model, num_params, macs, top1 and step (top1's step; both None before any eval), and
+  `metric`, what `top1` holds: eval_top1, or a metric-learning run's `headline_metric`.
 
   MACs come from config.json; runs that did not record them (older ones, or trained from code
   without `model_facts`) get them from the model summary.
@@ -131,7 +145,8 @@ def run_facts(workdir: str) -> dict[str, Any]:
   if macs is None:
     model = models.from_config(record_config(record).model, int(derived['num_classes']))
     macs = summary.model_facts(model, tuple(derived['image_shape']))['macs']
-  top1, step = _latest_top1(workdir)
+  metric = headline_metric(workdir, record['config'])
+  top1, step = _latest_score(workdir, metric)
   return {
       'name': os.path.basename(os.path.abspath(workdir)),
       'model': record['config']['model']['name'],
@@ -139,4 +154,5 @@ def run_facts(workdir: str) -> dict[str, Any]:
       'macs': int(macs),
       'top1': top1,
       'step': step,
+      'metric': metric,
   }

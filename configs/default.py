@@ -30,8 +30,28 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.dataset.min_size = 0  # > 0: smaller images are scaled up to this shorter side first
   config.dataset.cache = True  # keep decoded examples in memory (small datasets)
   config.dataset.shuffle_buffer = 16_384  # when not cached; cached splits shuffle fully
+  config.dataset.holdout_classes = ()  # metric learning: classes kept out of training entirely
 
-  config.batch_size = 128  # global, over all devices and processes
+  # 'classification', or 'metric_learning': an embedding (config.model.embedding_dim > 0)
+  # trained on pairs, triplets or P×K batches, evaluated by verification, retrieval and N-way
+  # K-shot accuracy on classes held out of training (docs/metric_learning.md).
+  config.task = 'classification'
+  config.metric = ml_collections.ConfigDict()
+  config.metric.sampling = 'classes'  # pairs | triplets | classes (P×K batches, for mining)
+  config.metric.examples_per_class = 4  # K of P×K; P = batch_size / K
+  config.metric.loss = 'triplet'  # contrastive (pairs) | triplet | softmax (the baseline)
+  config.metric.mining = 'batch_hard'  # P×K: batch_all | batch_hard | semi_hard; '' otherwise
+  config.metric.distance = 'euclidean'  # or 'cosine' (1 − cos)
+  config.metric.margin = 0.2
+  config.metric.ways = 3  # N-way K-shot evaluation episodes on the held-out classes
+  config.metric.shots = 1
+  config.metric.queries = 5  # per class and episode
+  config.metric.episodes = 1000
+  config.metric.recall_at = (1, 2, 4, 8)
+  config.metric.verification_pairs = 3000  # same-class and as many different-class eval pairs
+  config.metric.projection = 'tsne'  # the embedding picture's 2-D projection: tsne | pca
+
+  config.batch_size = 128  # global, over all devices and processes (pairs, triplets or images)
   config.eval_batch_size = 0  # 0 → batch_size
   config.num_epochs = 10
   config.total_steps = 0  # > 0 overrides num_epochs

@@ -117,6 +117,10 @@ _SPECS = {
         # (Normalize.from_stats(*imagenet_stats)). fast.ai course code gives Imagenette its own
         # (0.47, 0.48, 0.45)/(0.29, 0.28, 0.30) (norm_imagenette, e.g. kasparlund/core_ai
         # source/lib/imagenette.py), close to ImageNet's and only to two decimals.
+        # 1,623 handwritten characters of 50 alphabets, 20 drawings each, 105×105 (Lake et al.
+        # 2015): 'train' holds 964 characters of 30 alphabets, 'test' 659 of the other 20, so
+        # every test class is new (one-shot learning, configs/metric_learning.py). No statistics.
+        DatasetSpec('omniglot', 'omniglot'),
         DatasetSpec(
             'imagenette', 'imagenette/full-size-v2', eval_split='validation', **_IMAGENET_STATS
         ),

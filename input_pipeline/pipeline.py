@@ -34,14 +34,14 @@ def full_preprocess(config: ml_collections.ConfigDict, spec: str) -> str:
   return ops.with_decode(spec, after_decode)
 
 
-def _options() -> tf.data.Options:
+def deterministic_options() -> tf.data.Options:
   options = tf.data.Options()
   options.deterministic = True  # parallel map and batch keep the order: same seed, same batches
   options.experimental_optimization.map_parallelization = True
   return options
 
 
-def _explain_size_errors(batches: Iterator[Batch], which: str) -> Iterator[Batch]:
+def explain_size_errors(batches: Iterator[Batch], which: str) -> Iterator[Batch]:
   """`batches`, with tf.data's "cannot batch" error turned into what to change in the config."""
   try:
     yield from batches
@@ -161,13 +161,13 @@ class InputPipeline:
           lambda i, batch: batch_fn(batch, tf.stack([seed_t, -1 - i])),
           num_parallel_calls=tf.data.AUTOTUNE,
       )
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(deterministic_options())
 
   def train_batches(self, start_step: int = 0) -> Iterator[Batch]:
     """Endless training batches from global step `start_step` on."""
     epoch, skip = divmod(start_step, self.steps_per_epoch)
     while True:
-      yield from _explain_size_errors(
+      yield from explain_size_errors(
           self._make_train_epoch(epoch, skip).as_numpy_iterator(), 'train_preprocess'
       )
       epoch, skip = epoch + 1, 0
@@ -179,7 +179,11 @@ class InputPipeline:
         lambda index, ex: self._eval_preprocess(ex, fixed_seed), num_parallel_calls=tf.data.AUTOTUNE
     )
     ds = ds.batch(self._eval_batch, num_parallel_calls=tf.data.AUTOTUNE)
-    return (ds.cache() if self._cache else ds).prefetch(tf.data.AUTOTUNE).with_options(_options())
+    return (
+        (ds.cache() if self._cache else ds)
+        .prefetch(tf.data.AUTOTUNE)
+        .with_options(deterministic_options())
+    )
 
   def eval_batches(self) -> Iterator[Batch]:
     """The eval split once, in batches padded to full size; `mask` marks real examples.
@@ -188,7 +192,7 @@ class InputPipeline:
     shard is shorter), so multi-host eval steps stay in lockstep.
     """
     count, last = 0, None
-    for batch in _explain_size_errors(self._eval_ds.as_numpy_iterator(), 'eval_preprocess'):
+    for batch in explain_size_errors(self._eval_ds.as_numpy_iterator(), 'eval_preprocess'):
       last = pad_batch(batch, self._eval_batch)
       count += 1
       yield last
@@ -230,7 +234,7 @@ def stats_images(
   ds = reading.read(builder, split).map(
       lambda i, ex: preprocess(ex, seed)['image'], num_parallel_calls=tf.data.AUTOTUNE
   )
-  ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(_options())
+  ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(deterministic_options())
   return ds.as_numpy_iterator(), {
       'dataset': spec.name,
       'split': split,

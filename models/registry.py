@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from common.errors import ConfigError, did_you_mean
+from models.embedding import EmbeddingNet
 
 
 class NativeInput(NamedTuple):
@@ -41,6 +42,9 @@ class ModelEntry:
 
 
 _MODELS: dict[str, ModelEntry] = {}
+
+# Config fields that turn a backbone into an embedding network (from_config).
+EMBEDDING_FIELDS = ('embedding_dim', 'normalize_embedding', 'embedding_classifier')
 
 
 class UnknownModelError(ConfigError):
@@ -111,10 +115,20 @@ def create_model(name: str, *, num_classes: int, **kwargs: Any) -> nn.Module:
 def from_config(model_config: Mapping[str, Any], num_classes: int, **overrides: Any) -> nn.Module:
   """The model a config's `model` section names: `name`, and any field of the model.
 
-  `dtype` may be a string ('bfloat16'), as a command line gives it.
+  `dtype` may be a string ('bfloat16'), as a command line gives it. `embedding_dim` > 0 makes
+  it an embedding network (models/embedding.py): the backbone's classifier projects to
+  `embedding_dim`, L2-normalised unless `normalize_embedding` is False, with a training-only
+  softmax classifier over `num_classes` when `embedding_classifier` is True.
   """
   kwargs = {k: v for k, v in model_config.items() if k != 'name'}
   kwargs.update(overrides)
   if isinstance(kwargs.get('dtype'), str):
     kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
-  return create_model(model_config['name'], num_classes=num_classes, **kwargs)
+  embedding = {k: kwargs.pop(k) for k in EMBEDDING_FIELDS if k in kwargs}
+  if not embedding.get('embedding_dim'):
+    return create_model(model_config['name'], num_classes=num_classes, **kwargs)
+  return EmbeddingNet(
+      create_model(model_config['name'], num_classes=embedding['embedding_dim'], **kwargs),
+      normalize=embedding.get('normalize_embedding', True),
+      num_classes=num_classes if embedding.get('embedding_classifier') else 0,
+  )

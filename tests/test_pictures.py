@@ -132,6 +132,13 @@ def test_comparison_plots_the_facts_given_on_log_axes(tmp_path):
   with pytest.raises(ValueError, match='No eval accuracy recorded yet in wide'):
     pictures.comparison_figure([facts[0], {**facts[1], 'top1': None}])
 
+  few_shot = [{**f, 'metric': 'eval_heldout_3way_1shot_accuracy'} for f in facts]
+  assert pictures.comparison_figure(few_shot).axes[0].get_ylabel() == (
+      'eval heldout_3way_1shot_accuracy'
+  )
+  with pytest.raises(ValueError, match='scored differently'):
+    pictures.comparison_figure([facts[0], few_shot[1]])
+
 
 @pytest.mark.filterwarnings('ignore:Sharding info not provided')  # the raw read, on purpose
 def test_load_trained_restores_the_newest_checkpoint_exactly(workdir):
@@ -167,6 +174,7 @@ def test_run_facts_from_results_or_metrics_and_macs_from_the_summary(workdir, tm
       'macs': lenet_macs,
       'top1': results['eval_top1'],
       'step': 12,
+      'metric': 'eval_top1',
   }
   record = read_json(os.path.join(workdir, 'config.json'))
   record['derived'].pop('macs', None)  # as written before config.json recorded MACs

@@ -51,6 +51,18 @@ def _smoke_config(config_name, arg, data_dir):
       '--config.dataset.shuffle_buffer=8',
   ]
   config = _load(config_name, arg, *overrides)
+  if config.task == 'metric_learning':  # P = 2 classes of K = 2; 2-way 1-shot on what mocks hold
+    config.update_from_flattened_dict(
+        {
+            'batch_size': 4,
+            'metric.examples_per_class': 2,
+            'metric.ways': 2,
+            'metric.queries': 1,
+            'metric.episodes': 10,
+            'metric.verification_pairs': 10,
+            'metric.projection': 'pca',
+        }
+    )
   if config.dataset.name == 'offline_digits':
     config.dataset.data_dir = data_dir
     config.dataset.train_split, config.dataset.eval_split = 'train[:8]', 'test[:4]'
@@ -94,18 +106,24 @@ def test_config_model_takes_its_input_and_gives_one_logit_per_class(config_name,
   logits, _ = jax.eval_shape(
       functools.partial(model.init_with_output, train=True), rngs, jnp.zeros((2, *train_shape))
   )
-  assert logits.shape == (2, classes) and logits.dtype == jnp.float32
+  width = config.model.get('embedding_dim') or classes  # metric learning: the embedding
+  assert logits.shape == (2, width) and logits.dtype == jnp.float32
 
 
 def _train_two_steps(config_name, arg, data_dir, workdir):
   config = _smoke_config(config_name, arg, data_dir)
+  metric = config.task == 'metric_learning'
+  if metric and config.dataset.name == 'omniglot':
+    pytest.skip('mock data draws 1,623 classes at random: too few examples per class for P×K')
+  examples = 200 if metric else 4  # metric learning: enough per class for pairs and episodes
   try:
-    with tfds.testing.mock_data(num_examples=4):
+    with tfds.testing.mock_data(num_examples=examples):
       results = train.train_and_evaluate(config, str(workdir))
   finally:
     shutil.rmtree(workdir, ignore_errors=True)  # full-size checkpoints are large
-  assert results['step'] == 2 and results['eval_count'] == 4
-  assert np.isfinite(results['train_loss']) and np.isfinite(results['eval_loss'])
+  assert results['step'] == 2 and results['eval_count'] == examples
+  score = 'eval_seen_recall_at_1' if metric else 'eval_loss'
+  assert np.isfinite(results['train_loss']) and np.isfinite(results[score])
 
 
 @pytest.mark.parametrize(

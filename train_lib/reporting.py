@@ -65,7 +65,8 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-  """Prints 'step s/S (epoch e) | loss | lr | images/s | ETA' lines."""
+  """Prints 'step s/S (epoch e) | loss | top1 or active | lr | images/s | ETA' lines
+  (`active`: the fraction of a metric-learning batch's pairs or triplets with a non-zero loss)."""
 
   def __init__(
       self, total_steps: int, steps_per_epoch: int, global_batch_size: int, start_step: int
@@ -85,9 +86,13 @@ class Progress:
       self.images_per_s = steps * self._batch / max(now - self._last_time, 1e-9)
     self._last_step, self._last_time = step, now
     eta = ((self._total - step) * self._batch / self.images_per_s) if self.images_per_s else 0.0
+    scores = ''.join(
+        f'{k.removeprefix("train_")} {scalars[k]:.4f} | '
+        for k in ('train_loss', 'train_top1', 'train_active')
+        if k in scalars
+    )
     return (
-        f'step {step}/{self._total} (epoch {step / self._per_epoch:.2f}) | '
-        f'loss {scalars["train_loss"]:.4f} | top1 {scalars["train_top1"]:.4f} | '
+        f'step {step}/{self._total} (epoch {step / self._per_epoch:.2f}) | {scores}'
         f'lr {scalars["lr"]:.4g} | {self.images_per_s or 0:,.0f} img/s | ETA {_duration(eta)}'
     )
 

@@ -1,6 +1,7 @@
 """Learning-rate schedules by name, and reduce-on-plateau as AlexNet used it."""
 
 import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,11 @@ PLATEAU_METRICS = tuple(f'eval_{name}' for name in metrics.SUMMARY_NAMES)
 
 
 def create_learning_rate_fn(
-    config: ml_collections.ConfigDict, base_lr: float, steps_per_epoch: int, total_steps: int
+    config: ml_collections.ConfigDict,
+    base_lr: float,
+    steps_per_epoch: int,
+    total_steps: int,
+    scores: Sequence[str] = PLATEAU_METRICS,
 ) -> optax.Schedule:
   """lr(step) for `config.name`, after `config.warmup_epochs` of linear warmup from 0.
 
@@ -25,13 +30,14 @@ def create_learning_rate_fn(
   exponential: multiply by `decay_factor` every `decay_every_epochs` (Inception: 0.94 every 2).
   cosine: decay to `final_lr_fraction * base_lr` at `total_steps`.
   poly: Caffe's (1 − t/T)^`power` to `final_lr_fraction * base_lr` at `total_steps` (1: linear).
-  constant and plateau: flat (plateau's reductions act on top, see `plateau_update`).
+  constant and plateau: flat (plateau's reductions act on top, see `plateau_update`); plateau
+  watches `config.metric`, one of the eval `scores` of the run's task.
   """
   warmup = int(round(config.warmup_epochs * steps_per_epoch))
-  if config.name == 'plateau' and config.metric not in PLATEAU_METRICS:
+  if config.name == 'plateau' and config.metric not in scores:
     raise ConfigError(
         f'schedule.metric={config.metric!r} is not an eval result; choose one of '
-        f'{", ".join(PLATEAU_METRICS)}.'
+        f'{", ".join(scores)}.'
     )
   if config.name in ('constant', 'plateau'):
     main = optax.constant_schedule(base_lr)

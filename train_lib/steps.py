@@ -1,18 +1,20 @@
 """Pure train and eval steps; train.py jit-compiles them once over the device mesh."""
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
 
-from train_lib import losses, metrics
+from train_lib import losses, metric_losses, metrics
 from train_lib.state import TrainState
 
 
-def _aux_logits(intermediates) -> list[jax.Array]:
-  """Logits published by auxiliary heads with `self.sow('intermediates', 'aux_logits', ...)`."""
+def _sown(intermediates, name: str) -> list[jax.Array]:
+  """Arrays published with `self.sow('intermediates', name, ...)` (auxiliary heads' logits)."""
   found = []
   for path, leaf in jax.tree_util.tree_leaves_with_path(intermediates):
-    if any(getattr(k, 'key', None) == 'aux_logits' for k in path):
+    if any(getattr(k, 'key', None) == name for k in path):
       found.append(leaf)
   return found
 
@@ -58,32 +60,82 @@ def train_step(
     main_loss = jnp.sum(_targets_loss(loss_fn, logits, batch) * mask) / num_real
     aux = [
         jnp.sum(_targets_loss(loss_fn, a, batch) * mask) / num_real
-        for a in _aux_logits(updates.get('intermediates', {}))
+        for a in _sown(updates.get('intermediates', {}), 'aux_logits')
     ]
     total = main_loss + aux_loss_weight * sum(aux) if aux else main_loss
     return total, (main_loss, logits, updates.get('batch_stats', {}))
 
   grad_fn = jax.value_and_grad(loss_and_outputs, has_aux=True)
   (loss, (main_loss, logits, batch_stats)), grads = grad_fn(state.params)
+  new_state, step_metrics = _apply_gradients(state, loss, grads, batch_stats, learning_rate_fn)
+  top1 = jnp.sum(metrics.topk_correct(logits, batch['label'], 1) * mask) / num_real
+  return new_state, {**step_metrics, 'main_loss': main_loss, 'top1': top1}
+
+
+def _apply_gradients(
+    state: TrainState,
+    loss: jax.Array,
+    grads: Any,
+    batch_stats: Any,
+    learning_rate_fn: optax.Schedule,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+  """The optimizer step, or `state` unchanged where the loss or gradient is not finite."""
   direction, opt_state = state.tx.update(grads, state.opt_state, state.params)
   lr = learning_rate_fn(state.step) * state.plateau.lr_scale
   params = optax.apply_updates(state.params, jax.tree.map(lambda d: -lr * d, direction))
-
   grad_norm = optax.global_norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   stepped = state.replace(
       step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
   )
   new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), stepped, state)
-  step_metrics = {
+  return new_state, {
       'loss': loss,
-      'main_loss': main_loss,
       'lr': lr,
       'grad_norm': grad_norm,
-      'top1': jnp.sum(metrics.topk_correct(logits, batch['label'], 1) * mask) / num_real,
       'finite': finite.astype(jnp.float32),
   }
-  return new_state, step_metrics
+
+
+def metric_train_step(
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    *,
+    objective: metric_losses.Objective,
+    learning_rate_fn: optax.Schedule,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step of metric learning: every image of the batch through the one embedding
+  network (the shared weights of the Siamese or triplet towers), then `objective` on the
+  embeddings, [B, n, D] for pairs and triplets or [B, D] for P×K batches."""
+  images = batch['image']
+  rng = state.step_rng()
+
+  def loss_and_outputs(params):
+    flat = images.reshape(-1, *images.shape[-3:])
+    embeddings, updates = state.apply_fn(
+        {'params': params, 'batch_stats': state.batch_stats},
+        flat,
+        train=True,
+        rngs={'dropout': rng},
+        mutable=['batch_stats', 'intermediates'],
+    )
+    embeddings = embeddings.reshape(*images.shape[:-3], -1)
+    class_logits = _sown(updates.get('intermediates', {}), 'class_logits')
+    loss, extra = objective(
+        embeddings, batch['label'], batch['mask'], class_logits[0] if class_logits else None
+    )
+    return loss, (extra, updates.get('batch_stats', {}))
+
+  grad_fn = jax.value_and_grad(loss_and_outputs, has_aux=True)
+  (loss, (extra, batch_stats)), grads = grad_fn(state.params)
+  new_state, step_metrics = _apply_gradients(state, loss, grads, batch_stats, learning_rate_fn)
+  return new_state, {**step_metrics, **extra}
+
+
+def embed_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """The evaluation embeddings of `batch`'s images, with their labels and mask."""
+  embeddings = state.apply_fn(state.variables(), batch['image'], train=False)
+  return {'embedding': embeddings, 'label': batch['label'], 'mask': batch['mask']}
 
 
 def eval_step(

@@ -4,6 +4,7 @@ import functools
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -18,10 +19,12 @@ from jax.experimental import multihost_utils
 
 import models
 from common import files
-from common.errors import UserError
+from common.errors import ConfigError, UserError
 from train_lib import (
     checkpoint,
     losses,
+    metric_eval,
+    metric_task,
     metrics,
     plots,
     preemption,
@@ -57,8 +60,35 @@ def _eval_batch_size(config: ml_collections.ConfigDict, num_devices: int) -> int
   return -(-size // num_devices) * num_devices
 
 
+TASKS = ('classification', 'metric_learning')
+
+
+def check_task(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses, before any work, a task this config cannot run, or one other than the workdir's."""
+  if config.task not in TASKS:
+    raise ConfigError(f'Unknown task {config.task!r}; choose one of {", ".join(TASKS)}.')
+  if config.task == 'metric_learning':
+    metric_task.check_config(config)
+  elif config.dataset.holdout_classes or config.model.get('embedding_dim', 0):
+    raise ConfigError(
+        'dataset.holdout_classes and model.embedding_dim are for '
+        "task='metric_learning'; a classifier trains on every class."
+    )
+  path = os.path.join(workdir, 'config.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      recorded = json.load(f)['config'].get('task', 'classification')
+    if recorded != config.task:
+      raise ConfigError(
+          f'{workdir} holds a {recorded} run, and this config trains {config.task}: its '
+          'checkpoints cannot continue here. Nothing was changed; use a new --workdir.'
+      )
+
+
 def make_data(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> DataSource:
   """This process's input pipeline for `config.dataset`, with batch sizes that fit the mesh."""
+  if config.task == 'metric_learning':
+    return metric_task.make_data(config, _eval_batch_size(config, mesh.size))
   import input_pipeline  # pylint: disable=import-outside-toplevel  (the only TensorFlow user)
 
   return input_pipeline.InputPipeline(
@@ -69,6 +99,13 @@ def make_data(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Dat
       process_index=jax.process_index(),
       process_count=jax.process_count(),
   )
+
+
+def _eval_scores(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The eval results a plateau schedule may watch."""
+  if config.task == 'metric_learning':
+    return metric_eval.score_names(config.metric)
+  return schedules.PLATEAU_METRICS
 
 
 def learning_rate_schedule(
@@ -84,22 +121,28 @@ def learning_rate_schedule(
   return (
       base_lr,
       total_steps,
-      schedules.create_learning_rate_fn(config.schedule, base_lr, steps_per_epoch, total_steps),
+      schedules.create_learning_rate_fn(
+          config.schedule, base_lr, steps_per_epoch, total_steps, _eval_scores(config)
+      ),
   )
 
 
 def jit_train_step(
     config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule, mesh: jax.sharding.Mesh
 ):
-  """steps.train_step with `config`'s loss, compiled for the mesh, donating the old state."""
+  """The task's train step with `config`'s loss, compiled for the mesh, donating the old state."""
   replicated = sharding.replicated(mesh)
+  if config.task == 'metric_learning':
+    step = metric_task.train_step(config, learning_rate_fn)
+  else:
+    step = functools.partial(
+        steps.train_step,
+        loss_fn=losses.get_loss(config.loss, config.label_smoothing),
+        learning_rate_fn=learning_rate_fn,
+        aux_loss_weight=config.aux_loss_weight,
+    )
   return jax.jit(
-      functools.partial(
-          steps.train_step,
-          loss_fn=losses.get_loss(config.loss, config.label_smoothing),
-          learning_rate_fn=learning_rate_fn,
-          aux_loss_weight=config.aux_loss_weight,
-      ),
+      step,
       in_shardings=(replicated, sharding.batch_sharded(mesh)),
       out_shardings=(replicated, replicated),
       donate_argnums=0,
@@ -121,6 +164,40 @@ def evaluate(eval_step, state: TrainState, data: DataSource, batch_sharding) -> 
   return {**metrics.summarize(sums, 'eval'), 'eval_count': int(sums['count'])}
 
 
+def make_evaluator(
+    config: ml_collections.ConfigDict, data: DataSource, mesh: jax.sharding.Mesh
+) -> Callable[[TrainState], dict[str, float]]:
+  """state → the task's eval results over the whole eval split."""
+  if config.task == 'metric_learning':
+    return metric_task.Evaluator(config, data, mesh)
+  batch_sharding = sharding.batch_sharded(mesh)
+  eval_step = jax.jit(
+      functools.partial(
+          steps.eval_step,
+          loss_fn=losses.get_loss(config.loss),
+          average_softmax=config.loss == 'softmax_xent',
+      ),
+      in_shardings=(sharding.replicated(mesh), batch_sharding),
+      out_shardings=sharding.replicated(mesh),
+  )
+  return lambda state: evaluate(eval_step, state, data, batch_sharding)
+
+
+_NOT_LOGGED = re.compile(r'eval_count|.*_threshold|.*_recall_at_(?!1$)\d+')  # in the files only
+
+
+def _eval_line(results: dict[str, float]) -> str:
+  scores = ' | '.join(
+      f'{k.removeprefix("eval_")} {v:.4f}'
+      for k, v in results.items()
+      if not _NOT_LOGGED.fullmatch(k)
+  )
+  return f'{scores} ({results["eval_count"]} examples)'
+
+
+_NOT_AVERAGED = ('lr', 'finite', 'main_loss')
+
+
 def _summarize_train(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
   """Means over the steps since the last log line, and the latest learning rate."""
   fetched = jax.device_get(pending)
@@ -128,7 +205,8 @@ def _summarize_train(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
       'lr': float(fetched[-1]['lr']),
       **{
           f'train_{k}': float(np.mean([m[k] for m in fetched]))
-          for k in ('loss', 'top1', 'grad_norm')
+          for k in fetched[-1]
+          if k not in _NOT_AVERAGED
       },
   }
 
@@ -177,9 +255,11 @@ def train_and_evaluate(
   package sits above this one, so the trainer takes them rather than importing it).
   """
   start_time = time.perf_counter()
+  check_task(config, workdir)
   mesh = sharding.make_mesh()
   sharding.check_divisible(config.batch_size, mesh)
   data = data or make_data(config, mesh)
+  evaluator = make_evaluator(config, data, mesh)  # checks what eval needs before training
   steps_per_epoch = data.steps_per_epoch
   model = models.from_config(config.model, data.num_classes)
   base_lr, total_steps, learning_rate_fn = learning_rate_schedule(config, steps_per_epoch)
@@ -218,18 +298,10 @@ def train_and_evaluate(
   )
 
   train_step = jit_train_step(config, learning_rate_fn, mesh)
-  eval_step = jax.jit(
-      functools.partial(
-          steps.eval_step,
-          loss_fn=losses.get_loss(config.loss),
-          average_softmax=config.loss == 'softmax_xent',
-      ),
-      in_shardings=(replicated, batch_sharding),
-      out_shardings=replicated,
-  )
 
   writer = reporting.MetricWriter(workdir, start_step, enabled=is_chief)
-  progress = reporting.Progress(total_steps, steps_per_epoch, config.batch_size, start_step)
+  images_per_step = getattr(data, 'images_per_step', config.batch_size)  # 2× for pairs, ...
+  progress = reporting.Progress(total_steps, steps_per_epoch, images_per_step, start_step)
   log_every = max(config.log_every_steps, 1)
   eval_every = _every(config.eval_every_steps, steps_per_epoch)
   checkpoint_every = _every(config.checkpoint_every_steps, steps_per_epoch)
@@ -248,17 +320,15 @@ def train_and_evaluate(
   def run_eval() -> None:
     nonlocal state, eval_results
     began = time.perf_counter()
-    eval_results = evaluate(eval_step, state, data, batch_sharding)
+    eval_results = evaluator(state)
     writer.write(step, {'epoch': step / steps_per_epoch, **eval_results})
-    logging.info(
-        'eval at step %d: loss %.4f | top1 %.4f | top5 %.4f (%d examples)',
-        step,
-        eval_results['eval_loss'],
-        eval_results['eval_top1'],
-        eval_results['eval_top5'],
-        eval_results['eval_count'],
-    )
+    logging.info('eval at step %d: %s', step, _eval_line(eval_results))
     if config.schedule.name == 'plateau':
+      if config.schedule.metric not in eval_results:  # e.g. a held-out score, none held out
+        raise ConfigError(
+            f"schedule.metric={config.schedule.metric!r} is not among this run's eval results: "
+            f'{", ".join(k for k in eval_results if k != "eval_count")}.'
+        )
       new = schedules.plateau_update_from_config(state.plateau, eval_results, config.schedule)
       state = state.replace(plateau=jax.device_put(new, replicated))
     progress.pause(time.perf_counter() - began)
@@ -310,13 +380,13 @@ def train_and_evaluate(
     if is_chief:
       reporting.write_results(workdir, results)
       plots.plot_training_curves(workdir, os.path.join(workdir, 'curves.png'))
+      if isinstance(evaluator, metric_task.Evaluator):
+        evaluator.plot(
+            os.path.join(workdir, 'embedding.png'),
+            f'{config.model.name} on {config.dataset.name}, step {step}',
+        )
     logging.info(
-        'Done: step %d, eval top-1 %.4f, top-5 %.4f, loss %.4f in %.1f s.',
-        step,
-        results['eval_top1'],
-        results['eval_top5'],
-        results['eval_loss'],
-        results['wall_time_s'],
+        'Done: step %d, %s in %.1f s.', step, _eval_line(eval_results), results['wall_time_s']
     )
     return results
   finally:
