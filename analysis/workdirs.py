@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 import models
 from analysis import summary
 from common.errors import UserError
-from train_lib import checkpoint, reporting, sharding
+from train_lib import checkpoint, metric_eval, reporting, sharding
 from train_lib.state import init_state
 
 CONFIG_FILE = 'config.json'
@@ -106,9 +106,7 @@ def headline_metric(workdir: str, config: dict[str, Any]) -> str:
   if config.get('task', 'classification') != 'metric_learning':
     return 'eval_top1'
   metric = config['metric']
-  keys = [
-      f'eval_{g}_{metric["ways"]}way_{metric["shots"]}shot_accuracy' for g in ('heldout', 'seen')
-  ]
+  keys = [metric_eval.few_shot_key(g, metric['ways'], metric['shots']) for g in metric_eval.GROUPS]
   logged = {k for row in reporting.read_metrics(workdir) for k in row}
   return next((k for k in keys if k in logged), keys[0])
 

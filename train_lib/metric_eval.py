@@ -20,6 +20,7 @@ import numpy as np
 
 from common.errors import ConfigError
 
+GROUPS = ('heldout', 'seen')  # eval classes never trained on; new examples of trained ones
 _EVAL_SEED = 0
 _CHUNK = 1024  # rows of the distance matrix computed at once
 
@@ -39,7 +40,7 @@ def distance_matrix(a: np.ndarray, b: np.ndarray, distance: str) -> np.ndarray:
 def groups(labels: np.ndarray, seen_classes: Sequence[int]) -> dict[str, np.ndarray]:
   """{'heldout': mask, 'seen': mask} of the eval examples, each present when not empty."""
   seen = np.isin(labels, np.asarray(seen_classes))
-  return {name: mask for name, mask in (('heldout', ~seen), ('seen', seen)) if mask.any()}
+  return {name: mask for name, mask in zip(GROUPS, (~seen, seen)) if mask.any()}
 
 
 def episode_group(labels: np.ndarray, seen_classes: Sequence[int]) -> str:
@@ -157,12 +158,19 @@ def few_shot_accuracy(
   return correct / (episodes * ways * queries)
 
 
+def few_shot_key(group: str, ways: int, shots: int) -> str:
+  """The result name of N-way K-shot accuracy on `group`, e.g. eval_heldout_3way_1shot_accuracy."""
+  return f'eval_{group}_{ways}way_{shots}shot_accuracy'
+
+
 def score_names(metric: ml_collections.ConfigDict) -> tuple[str, ...]:
   """Every key `evaluate` can return for `metric` (a group's keys only where it has examples)."""
-  per_group = [f'recall_at_{k}' for k in metric.recall_at]
-  per_group += ['auc', 'verification_accuracy', 'threshold']
-  per_group.append(f'{metric.ways}way_{metric.shots}shot_accuracy')
-  return tuple(f'eval_{g}_{name}' for g in ('heldout', 'seen') for name in per_group)
+  names = [f'recall_at_{k}' for k in metric.recall_at]
+  names += ['auc', 'verification_accuracy', 'threshold']
+  return (
+      *(f'eval_{g}_{name}' for g in GROUPS for name in names),
+      *(few_shot_key(g, metric.ways, metric.shots) for g in GROUPS),
+  )
 
 
 def evaluate(
@@ -192,6 +200,6 @@ def evaluate(
       episodes=metric.episodes,
       distance=metric.distance,
   )
-  results[f'eval_{name}_{metric.ways}way_{metric.shots}shot_accuracy'] = accuracy
+  results[few_shot_key(name, metric.ways, metric.shots)] = accuracy
   results['eval_count'] = len(labels)
   return results
