@@ -8,6 +8,9 @@ resumes from the newest checkpoint in the workdir. Other modes:
   --mode=summary --model=resnet50 [--image_size=224 --num_classes=1000 --format=table|markdown|json]
   --mode=filters|feature_maps|curves --workdir=<run> [--output=<png>]
   --mode=compare --workdirs=<run>,<run>,... --output=<png>
+  --mode=compress --config=configs/compression.py:<method> --workdir=<dir>
+                                    distillation, pruning, quantization, binary weights or low
+                                    rank applied to config.init_from's run, with a report
 """
 
 import sys
@@ -20,7 +23,7 @@ from common.errors import UserError
 
 FLAGS = flags.FLAGS
 PICTURE_MODES = ('filters', 'feature_maps', 'curves', 'compare')
-MODES = ('train', 'list', 'dataset_stats', 'summary', *PICTURE_MODES)
+MODES = ('train', 'compress', 'list', 'dataset_stats', 'summary', *PICTURE_MODES)
 config_flags.DEFINE_config_file(
     'config',
     None,
@@ -32,7 +35,9 @@ flags.DEFINE_enum(
     'mode',
     'train',
     MODES,
-    'train; list: configs, their arguments and the models; dataset_stats: the '
+    'train; compress: config.compression.method applied to the trained run '
+    'config.init_from, with a report; list: configs, their arguments and the models; '
+    'dataset_stats: the '
     "training split's mean, std, RGB covariance and its eigenvectors, per-pixel "
     'mean and ZCA matrix, into <workdir>/dataset_stats.npz; summary: per-layer '
     'shapes, neurons, parameters, MACs and receptive fields; filters / '
@@ -65,7 +70,7 @@ flags.DEFINE_list('workdirs', None, 'compare: the runs to compare.')
 def _check_flags() -> None:
   """Refuses a mode without what it needs, before anything is imported or read."""
   mode, example = FLAGS.mode, ' (e.g. --config=configs/lenet5_mnist.py)'
-  if mode in ('train', 'dataset_stats') and FLAGS.config is None:
+  if mode in ('train', 'compress', 'dataset_stats') and FLAGS.config is None:
     raise UserError(f'--mode={mode} needs --config{example}.')
   if mode == 'summary' and (FLAGS.config is None) == (FLAGS.model is None):
     raise UserError(
@@ -73,7 +78,10 @@ def _check_flags() -> None:
     )
   if mode == 'compare' and not FLAGS.workdirs:
     raise UserError('--mode=compare needs --workdirs=<run>,<run>,...')
-  if mode in ('train', 'dataset_stats', 'filters', 'feature_maps', 'curves') and not FLAGS.workdir:
+  if (
+      mode in ('train', 'compress', 'dataset_stats', 'filters', 'feature_maps', 'curves')
+      and not FLAGS.workdir
+  ):
     raise UserError(f'--mode={mode} needs --workdir, e.g. --workdir=runs/lenet5')
 
 
@@ -137,6 +145,14 @@ def _train() -> None:
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir, model_facts=summary.model_facts)
 
 
+def _compress() -> str:
+  # pylint: disable=import-outside-toplevel
+  from analysis import summary
+  from compression import run
+
+  return run.compress(FLAGS.config, FLAGS.workdir, model_facts=summary.model_facts)
+
+
 def _dataset_stats() -> str:
   from input_pipeline import dataset_stats  # pylint: disable=import-outside-toplevel
 
@@ -169,7 +185,8 @@ def main(argv: list[str]) -> None:
     if FLAGS.mode == 'train':
       _train()
     else:
-      print({'summary': _summary, 'dataset_stats': _dataset_stats}.get(FLAGS.mode, _picture)())
+      commands = {'summary': _summary, 'dataset_stats': _dataset_stats, 'compress': _compress}
+      print(commands.get(FLAGS.mode, _picture)())
   except preemption.StopRequested as stop:
     logging.warning(str(stop))
     sys.exit(128 + stop.signum)

@@ -17,20 +17,8 @@ import numpy as np
 from jax.extend import core
 
 from analysis import geometry, rules
+from common import jaxprs
 
-# Primitives that just call a sub-jaxpr with the same operands: walked into, not recorded.
-_CALLS = {
-    'pjit',
-    'jit',
-    'closed_call',
-    'core_call',
-    'custom_jvp_call',
-    'custom_vjp_call',
-    'custom_vjp_call_jaxpr',
-    'remat',
-    'checkpoint',
-    'named_call',
-}
 _NAME = re.compile(r'[\w.\-]+')
 _FOLD_LIMIT = 1 << 16  # constants up to this many elements are computed (pooling matrices)
 
@@ -65,17 +53,6 @@ class Graph:
   output_ids: list[int]
   module_types: dict[tuple[str, ...], str]  # module path → class name
   captured: dict[int, Any]
-
-
-def _sub_jaxpr(eqn) -> tuple[Any, list] | None:
-  if eqn.primitive.name not in _CALLS:
-    return None
-  for value in eqn.params.values():
-    if isinstance(value, core.ClosedJaxpr):
-      return value.jaxpr, value.consts
-    if isinstance(value, core.Jaxpr):
-      return value, []
-  return None
 
 
 def _scope_names(name_stack) -> tuple[str, ...]:
@@ -119,7 +96,7 @@ class _Walker:
     for eqn in jaxpr.eqns:
       inputs = [read(v) for v in eqn.invars]
       inner_scope = scope + _scope_names(eqn.source_info.name_stack)
-      sub = _sub_jaxpr(eqn)
+      sub = jaxprs.sub_jaxpr(eqn)
       if sub is not None:
         outputs = self.run(sub[0], sub[1], inputs, inner_scope)
       else:

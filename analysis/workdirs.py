@@ -86,7 +86,11 @@ def load_trained(workdir: str) -> Trained:
           f'{workdir} has no checkpoint yet: train it for at least '
           'checkpoint_every_steps steps (or to the end), then try again.'
       )
-    abstract = jax.eval_shape(lambda: init_state(config, model, image_shape, _one_device_mesh()))
+    abstract = jax.eval_shape(
+        lambda: init_state(
+            config, model, image_shape, _one_device_mesh(), derived.get('total_steps', 0)
+        )
+    )
     state = checkpointer.restore_latest(abstract)
   finally:
     checkpointer.close()

@@ -51,6 +51,54 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.metric.verification_pairs = 3000  # same-class and as many different-class eval pairs
   config.metric.projection = 'tsne'  # the embedding picture's 2-D projection: tsne | pca
 
+  # Starting from trained weights (fine-tuning, compression, a distilled student): the newest
+  # checkpoint of another workdir, which is only read. Applies when this workdir has no checkpoint.
+  config.init_from = ''  # a workdir; '' = from the initialisers
+  config.init_from_exclude = ''  # regex over 'layer/name' paths left fresh, e.g. 'head/.*'
+
+  # Knowledge distillation (Hinton, Vinyals & Dean 2015): the student (config.model) learns from
+  # a trained teacher's softened outputs as well as from the labels.
+  config.distill = ml_collections.ConfigDict()
+  config.distill.teacher = ''  # a trained workdir; '' = no teacher
+  config.distill.temperature = 4.0  # T: both softmaxes at logits / T
+  config.distill.soft_weight = 0.9  # loss = w·T²·KL(teacher_T ‖ student_T) + (1 − w)·CE(labels)
+
+  # Unstructured magnitude pruning while training (Zhu & Gupta 2017's schedule; masks live in the
+  # optimizer state), and the fine-tuning modes of already compressed weights.
+  config.pruning = ml_collections.ConfigDict()
+  config.pruning.sparsity = 0.0  # final fraction of prunable weights at zero; 0 = off
+  config.pruning.initial_sparsity = 0.0
+  config.pruning.begin_step = 0
+  config.pruning.end_step = 0  # 0 → at 3/4 of the run; constant sparsity after it
+  config.pruning.frequency = 100  # steps between mask updates (rank, remove, fine-tune, repeat)
+  config.pruning.power = 3.0  # s_t = s_f + (s_i − s_f)(1 − progress)^power
+  config.pruning.scope = 'layer'  # 'layer': each tensor at s_t; 'global': one threshold for all
+  config.pruning.params = '.*kernel'  # regex over 'layer/name' paths: the prunable tensors
+  config.pruning.layer_sparsity = ''  # "regex=s,..." final sparsity per layer, e.g. "fc1/.*=0.92"
+  config.pruning.keep_zeros = False  # weights that start at zero stay zero (retraining)
+  config.pruning.keep_shared = False  # weights that start equal move together (Deep Compression)
+
+  # --mode=compress: one method applied to the trained run `init_from` (the teacher for distill),
+  # writing the compressed model and a report (docs/compression.md).
+  config.compression = ml_collections.ConfigDict()
+  config.compression.method = ''  # see compression.methods.METHODS
+  config.compression.fraction = 0.5  # filter_prune: channels removed; low_rank: rank kept
+  config.compression.layers = ''  # regex over layer paths the method touches; '' = its default
+  config.compression.saliency = 'l1'  # filter_prune: filter ranking
+  config.compression.energy = 0.0  # low_rank: > 0 picks each layer's rank by this energy kept
+  config.compression.conv_factorization = 'spatial'  # low_rank: 'spatial' k×1+1×k | 'channel'
+  config.compression.bits = 8  # ptq, qat: weight bits; kmeans: bits for every layer
+  config.compression.conv_bits = 8  # deep_compression and kmeans: conv layers' index bits
+  config.compression.dense_bits = 5  # deep_compression and kmeans: dense layers' index bits
+  config.compression.binary_activations = False  # binary: the layers' inputs in {−1, +1} too
+  config.compression.binary_scale = True  # binary: XNOR-Net's α = mean|W| per filter
+  config.compression.pq_dimension = 4  # pq: weights per sub-vector (Gong et al.'s s = in / this)
+  config.compression.pq_centroids = 16  # pq: centroids per sub-space
+  config.compression.calibration_batches = 8  # ptq: training batches for activation ranges
+  config.compression.finetune_steps = 0  # steps of fine-tuning after the method; 0 = none
+  config.compression.finetune_lr_scale = 0.1  # × optimizer.lr (Han et al. retrain at 1/10)
+  config.compression.latency_batch = 128  # images per timed inference call
+
   config.batch_size = 128  # global, over all devices and processes (pairs, triplets or images)
   config.eval_batch_size = 0  # 0 → batch_size
   config.num_epochs = 10

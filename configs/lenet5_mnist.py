@@ -23,7 +23,7 @@ import ml_collections
 
 from configs import default, recipes
 
-VARIANTS = ('lenet5', 'lenet5_1998')
+VARIANTS = ('lenet5', 'lenet5_1998', 'lenet_caffe')
 DATASETS = ('offline_digits', 'mnist', 'fashion_mnist')
 
 # The paper scales pixels so that the background is -0.1 and the ink 1.175 (§II-B); lenet5_1998
@@ -56,6 +56,22 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.optimizer.weight_decay = 5e-4
     config.schedule.name = 'cosine'
     config.schedule.warmup_epochs = 1.0
+    config.log_every_steps = 62
+    return config
+
+  if variant == 'lenet_caffe':
+    # Caffe's lenet_solver.prototxt: SGD momentum 0.9, lr 0.01, weight decay 5e-4, batch 64,
+    # pixels in [0, 1] (decoding already scales them, as Caffe's 1/256 does); a cosine schedule
+    # stands in for its "inv" decay.
+    config.model = recipes.model('lenet_caffe', dtype='float32')
+    config.dataset.train_preprocess = 'random_crop(28, pad=2)'
+    config.dataset.eval_preprocess = ''
+    config.batch_size = 64
+    config.num_epochs = 30
+    config.optimizer.name = 'momentum'
+    config.optimizer.lr = 0.01
+    config.optimizer.weight_decay = 5e-4
+    config.schedule.name = 'cosine'
     config.log_every_steps = 62
     return config
 

@@ -1,4 +1,6 @@
-"""LeNet-5 (LeCun et al. 1998): d2l's modern form (`lenet5`) and the paper's own (`lenet5_1998`)."""
+"""LeNet-5 (LeCun et al. 1998): d2l's modern form (`lenet5`), the paper's own (`lenet5_1998`) and
+Caffe's 20-50-500 network (`lenet_caffe`), the "LeNet-5" of the pruning and Deep Compression papers.
+"""
 
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -238,6 +240,31 @@ class LeNet5Paper(nn.Module):
     return -jnp.sum(jnp.square(x[:, None, :] - prototypes[None]), axis=-1) / self.rbf_temperature
 
 
+class LeNetCaffe(nn.Module):
+  """Caffe's MNIST example network: conv 20@5×5 → pool → conv 50@5×5 → pool → dense 500 → classes.
+
+  The network that Han et al. (NeurIPS 2015) and Han, Mao & Dally (ICLR 2016, Deep Compression)
+  call "LeNet-5": 431,080 parameters on 28×28 digits, 1,720 KB in float32. As in Caffe's
+  `lenet_train_test.prototxt`, the convolutions have no non-linearity (only the 500-unit layer
+  has a ReLU) and pooling is 2×2 max with stride 2. Caffe flattens channel-major (C, H, W) and we
+  flatten (H, W, C), which permutes the rows of `fc1` and computes the same function.
+  """
+
+  num_classes: int = 10
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    del train  # no dropout or BatchNorm in Caffe's network
+    x = x.astype(self.dtype)
+    x = nn.Conv(20, (5, 5), padding='VALID', dtype=self.dtype, name='conv1')(x)  # 24×24×20
+    x = layers.pool(x, 'max', 2, 2)
+    x = nn.Conv(50, (5, 5), padding='VALID', dtype=self.dtype, name='conv2')(x)  # 8×8×50
+    x = layers.pool(x, 'max', 2, 2)
+    x = nn.relu(nn.Dense(500, dtype=self.dtype, name='fc1')(x.reshape(x.shape[0], -1)))
+    return nn.Dense(self.num_classes, dtype=self.dtype, name='fc2')(x).astype(jnp.float32)
+
+
 register(
     'lenet5',
     LeNet5,
@@ -251,4 +278,11 @@ register(
     reference='LeCun et al. 1998 §II-B and Appendix A (RBF output)',
     params=60_000,
     native_input=NativeInput(32, 1, 10),
+)
+register(
+    'lenet_caffe',
+    LeNetCaffe,
+    reference="Caffe's examples/mnist/lenet_train_test.prototxt (Han et al. 2015, 2016's LeNet-5)",
+    params=431_080,
+    native_input=NativeInput(28, 1, 10),
 )

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from common.errors import ConfigError, did_you_mean
+from models import compressed
 from models.embedding import EmbeddingNet
 
 
@@ -118,17 +119,24 @@ def from_config(model_config: Mapping[str, Any], num_classes: int, **overrides: 
   `dtype` may be a string ('bfloat16'), as a command line gives it. `embedding_dim` > 0 makes
   it an embedding network (models/embedding.py): the backbone's classifier projects to
   `embedding_dim`, L2-normalised unless `normalize_embedding` is False, with a training-only
-  softmax classifier over `num_classes` when `embedding_classifier` is True.
+  softmax classifier over `num_classes` when `embedding_classifier` is True. The fields of
+  `models.compressed.FIELDS` rewrite layers as a compression method left them.
   """
   kwargs = {k: v for k, v in model_config.items() if k != 'name'}
   kwargs.update(overrides)
   if isinstance(kwargs.get('dtype'), str):
     kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
   embedding = {k: kwargs.pop(k) for k in EMBEDDING_FIELDS if k in kwargs}
+  compression = {k: kwargs.pop(k) for k in compressed.FIELDS if k in kwargs}
   if not embedding.get('embedding_dim'):
-    return create_model(model_config['name'], num_classes=num_classes, **kwargs)
+    return compressed.transform(
+        create_model(model_config['name'], num_classes=num_classes, **kwargs), compression
+    )
   return EmbeddingNet(
-      create_model(model_config['name'], num_classes=embedding['embedding_dim'], **kwargs),
+      compressed.transform(
+          create_model(model_config['name'], num_classes=embedding['embedding_dim'], **kwargs),
+          compression,
+      ),
       normalize=embedding.get('normalize_embedding', True),
       num_classes=num_classes if embedding.get('embedding_classifier') else 0,
   )

@@ -54,14 +54,21 @@ def test_nothing_points_outside_the_repository():
 
 
 @pytest.mark.parametrize(
-    'doc', ['README.md', 'docs/design.md', 'docs/adding_a_model.md', 'docs/published_figures.md']
+    'doc',
+    [
+        'README.md',
+        'docs/design.md',
+        'docs/adding_a_model.md',
+        'docs/published_figures.md',
+        'docs/compression.md',
+    ],
 )
 def test_every_repository_path_a_doc_names_exists(doc):
   text = _read(doc)
   named = set(
       re.findall(
           r'`((?:docs|models|configs|tests|train_lib|analysis|input_pipeline|'
-          r'common|benchmarks)/[\w/.]+\.(?:py|md|json))`',
+          r'common|benchmarks|compression)/[\w/.]+\.(?:py|md|json))`',
           text,
       )
   )

@@ -20,6 +20,7 @@ from models import convolutions, layers
 # docs/published_figures.md: (name, input size, channels, classes, parameters, MACs in G or None).
 REFERENCE = [
     ('lenet5', 28, 1, 10, 61_706, None),
+    ('lenet_caffe', 28, 1, 10, 431_080, None),
     ('alexnet', 224, 3, 1000, 61_100_840, 0.714),
     ('vgg16', 224, 3, 1000, 138_357_544, 15.470),
     ('vgg16_bn', 224, 3, 1000, 138_365_992, 15.470),

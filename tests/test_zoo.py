@@ -66,6 +66,9 @@ def _smoke_config(config_name, arg, data_dir):
   if config.dataset.name == 'offline_digits':
     config.dataset.data_dir = data_dir
     config.dataset.train_split, config.dataset.eval_split = 'train[:8]', 'test[:4]'
+  if config.compression.method:  # --mode=compress reads these runs, prunes while fine-tuning
+    config.init_from, config.distill.teacher = '', ''
+    config.pruning.sparsity, config.pruning.layer_sparsity = 0.0, ''
   return config
 
 

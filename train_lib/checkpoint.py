@@ -2,6 +2,7 @@
 
 import logging
 import os
+import warnings
 from typing import Any
 
 import jax
@@ -96,3 +97,47 @@ class Checkpointer:
     """Waits for the last (asynchronous) save to be on disk."""
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def has_checkpoint(directory: str) -> bool:
+  """Whether `directory` holds a finished checkpoint (orbax names them by step; unfinished
+  ones carry a temporary suffix)."""
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
+def read_newest(directory: str) -> tuple[int, dict[str, Any]] | None:
+  """(step, state dict) of the newest checkpoint under `directory` as it was saved, or None.
+
+  Reads without a train state to lay it out on (another run's weights, a teacher), and never
+  writes: the manager is opened read-only.
+  """
+  if not os.path.isdir(directory):
+    return None
+  with warnings.catch_warnings(), _absl_warnings_off():  # 'read only' notices, expected here
+    warnings.simplefilter('ignore')
+    manager = ocp.CheckpointManager(
+        os.path.abspath(directory),
+        options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+        item_handlers=ocp.StandardCheckpointHandler(),
+    )
+  try:
+    step = manager.latest_step()
+    if step is None:
+      return None
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, dict(manager.item_metadata(step)))
+    return step, manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  finally:
+    manager.close()
+
+
+class _absl_warnings_off:
+  """Raises absl's threshold to ERROR for a block."""
+
+  def __enter__(self):
+    from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+
+    self._logging, self._level = absl_logging, absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+
+  def __exit__(self, *exc):
+    self._logging.set_verbosity(self._level)

@@ -15,7 +15,8 @@ from common.errors import ConfigError
 OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop')
 
 
-def _path(key_path) -> str:
+def path_name(key_path) -> str:
+  """'layer1_0/conv1/kernel': a variable's path as configs name it (lr multipliers, pruning)."""
   return '/'.join(str(getattr(k, 'key', getattr(k, 'name', k))) for k in key_path)
 
 
@@ -24,7 +25,7 @@ def decay_mask(params, include_norm_and_bias: bool):
   if include_norm_and_bias:
     return jax.tree.map(lambda _: True, params)
   return jax.tree_util.tree_map_with_path(
-      lambda path, p: p.ndim > 1 and not _path(path).endswith('bias'), params
+      lambda path, p: p.ndim > 1 and not path_name(path).endswith('bias'), params
   )
 
 
@@ -50,7 +51,7 @@ def lr_multiplier_tree(params, spec: str):
   rules = parse_lr_multipliers(spec)
 
   def multiplier(path, _):
-    name = _path(path)
+    name = path_name(path)
     return next((m for pattern, m in rules if pattern.fullmatch(name)), 1.0)
 
   return jax.tree_util.tree_map_with_path(multiplier, params)

@@ -11,7 +11,7 @@ import ml_collections
 import optax
 from flax import struct
 
-from train_lib import optim, schedules, sharding
+from train_lib import optim, schedules, sharding, sparsity
 
 
 class TrainState(struct.PyTreeNode):
@@ -76,9 +76,14 @@ def init_state(
     model: nn.Module,
     image_shape: tuple[int, ...],
     mesh: jax.sharding.Mesh,
+    total_steps: int = 0,
 ) -> TrainState:
-  """The initial train state, replicated over the mesh (compiled once, not run op by op)."""
-  init = functools.partial(
-      create_train_state, model, optim.create_optimizer(config.optimizer), config.seed, image_shape
-  )
+  """The initial train state, replicated over the mesh (compiled once, not run op by op).
+
+  `total_steps` sets the default end of the pruning schedule (config.pruning, if any)."""
+  tx = optim.create_optimizer(config.optimizer)
+  prune = sparsity.pruning_transform(config.get('pruning'), total_steps)
+  if prune:  # last: it masks the final direction
+    tx = optax.chain(tx, prune)
+  init = functools.partial(create_train_state, model, tx, config.seed, image_shape)
   return jax.jit(init, out_shardings=sharding.replicated(mesh))()

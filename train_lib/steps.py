@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from train_lib import losses, metric_losses, metrics
+from train_lib import losses, metric_losses, metrics, sparsity
 from train_lib.state import TrainState
 
 
@@ -37,13 +37,16 @@ def train_step(
     loss_fn: losses.LossFn,
     learning_rate_fn: optax.Schedule,
     aux_loss_weight: float = 0.3,
+    distill: tuple[float, float] | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step on `batch`; dropout draws from `state.step_rng()`.
 
   Auxiliary-head losses are added with `aux_loss_weight`. Mixup batches carry `mix_label` and
-  `mix_weight`, and the loss mixes the two labels' losses with that weight. A step whose loss
-  or gradient is not finite leaves the state unchanged and reports `finite = 0`, so the loop
-  can stop with the last good state on disk.
+  `mix_weight`, and the loss mixes the two labels' losses with that weight. With `distill` =
+  (temperature T, soft weight w) the batch carries `teacher_logits`, and the main head's loss is
+  w·(soft-target loss) + (1 − w)·(label loss). A step whose loss or gradient is not finite
+  leaves the state unchanged and reports `finite = 0`, so the loop can stop with the last good
+  state on disk.
   """
   mask = batch['mask'].astype(jnp.float32)
   num_real = jnp.maximum(jnp.sum(mask), 1.0)
@@ -57,7 +60,12 @@ def train_step(
         rngs={'dropout': rng},
         mutable=['batch_stats', 'intermediates'],
     )
-    main_loss = jnp.sum(_targets_loss(loss_fn, logits, batch) * mask) / num_real
+    per_example = _targets_loss(loss_fn, logits, batch)
+    if distill:
+      temperature, soft_weight = distill
+      soft = losses.soft_target_loss(logits, batch['teacher_logits'], temperature)
+      per_example = soft_weight * soft + (1.0 - soft_weight) * per_example
+    main_loss = jnp.sum(per_example * mask) / num_real
     aux = [
         jnp.sum(_targets_loss(loss_fn, a, batch) * mask) / num_real
         for a in _sown(updates.get('intermediates', {}), 'aux_logits')
@@ -83,6 +91,7 @@ def _apply_gradients(
   direction, opt_state = state.tx.update(grads, state.opt_state, state.params)
   lr = learning_rate_fn(state.step) * state.plateau.lr_scale
   params = optax.apply_updates(state.params, jax.tree.map(lambda d: -lr * d, direction))
+  params = sparsity.constrain(params, opt_state)  # pruned weights to exactly zero
   grad_norm = optax.global_norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   stepped = state.replace(

@@ -22,6 +22,8 @@ from common import files
 from common.errors import ConfigError, UserError
 from train_lib import (
     checkpoint,
+    distillation,
+    init_from,
     losses,
     metric_eval,
     metric_task,
@@ -64,7 +66,8 @@ TASKS = ('classification', 'metric_learning')
 
 
 def check_task(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Refuses, before any work, a task this config cannot run, or one other than the workdir's."""
+  """Refuses, before any work, a task this config cannot run, one other than the workdir's, or
+  an `init_from` or teacher that is not a trained workdir."""
   if config.task not in TASKS:
     raise ConfigError(f'Unknown task {config.task!r}; choose one of {", ".join(TASKS)}.')
   if config.task == 'metric_learning':
@@ -74,6 +77,10 @@ def check_task(config: ml_collections.ConfigDict, workdir: str) -> None:
         'dataset.holdout_classes and model.embedding_dim are for '
         "task='metric_learning'; a classifier trains on every class."
     )
+  if config.init_from:
+    init_from.check_workdir(config.init_from, 'init_from')
+  if config.distill.teacher:
+    distillation.check_config(config)
   path = os.path.join(workdir, 'config.json')
   if os.path.exists(path):
     with open(path) as f:
@@ -140,6 +147,11 @@ def jit_train_step(
         loss_fn=losses.get_loss(config.loss, config.label_smoothing),
         learning_rate_fn=learning_rate_fn,
         aux_loss_weight=config.aux_loss_weight,
+        distill=(
+            (config.distill.temperature, config.distill.soft_weight)
+            if config.distill.teacher
+            else None
+        ),
     )
   return jax.jit(
       step,
@@ -247,8 +259,12 @@ def train_and_evaluate(
     data: DataSource | None = None,
     *,
     model_facts: ModelFacts | None = None,
+    init_variables: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
   """Trains `config` in `workdir`, resuming from its newest checkpoint; returns the results.
+
+  A fresh run starts from `init_variables` where given (a compressed model's, from
+  `compression`), else from config.init_from's newest checkpoint, else from the initialisers.
 
   `model_facts(model, image_shape)` adds numbers about the model to config.json's `derived`
   record and to the first log line (main.py passes the summary's MACs per image: the analysis
@@ -264,11 +280,18 @@ def train_and_evaluate(
   model = models.from_config(config.model, data.num_classes)
   base_lr, total_steps, learning_rate_fn = learning_rate_schedule(config, steps_per_epoch)
   replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-  state = init_state(config, model, data.image_shape, mesh)
+  state = init_state(config, model, data.image_shape, mesh, total_steps=total_steps)
+  teacher = (
+      distillation.Teacher(config.distill.teacher, data.num_classes, data.image_shape, mesh)
+      if config.distill.teacher
+      else None
+  )
 
   checkpointer = checkpoint.Checkpointer(
       os.path.join(workdir, 'checkpoints'), max_to_keep=config.keep_checkpoints
   )
+  if checkpointer.latest_step() is None:
+    state = init_from.start(state, config, init_variables, mesh)
   state = checkpointer.restore_latest(state)  # refuses, untouched, on a mismatch
   start_step = int(state.step)
   is_chief = jax.process_index() == 0
@@ -346,6 +369,8 @@ def train_and_evaluate(
       batches = sharding.prefetch_to_devices(
           data.train_batches(start_step), batch_sharding, config.prefetch_to_device
       )
+      if teacher:
+        batches = teacher.annotate(batches)
       while step < total_steps:
         state, step_metrics = train_step(state, next(batches))
         step += 1

@@ -1,0 +1,1 @@
+"""Model compression: pruning, weight sharing, quantization and their storage accounting."""
