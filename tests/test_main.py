@@ -186,8 +186,8 @@ def test_config_argument_typo_is_one_line_with_the_valid_arguments():
   done = run_main('--config=configs/lenet5_mnist.py:lenet6', '--workdir=unused')
   assert done.returncode == 1
   assert done.stderr.strip().splitlines() == [
-      "error: Unknown config argument 'lenet6': variants are lenet5, lenet5_1998; datasets are "
-      'offline_digits, mnist, fashion_mnist.'
+      "error: Unknown config argument 'lenet6': variants are lenet5, lenet5_1998, lenet_caffe; "
+      'datasets are offline_digits, mnist, fashion_mnist.'
   ]
 
 
