@@ -389,6 +389,11 @@ def _in(name: str, value: float, low: float, high: float, closed_high: bool = Fa
 def check(config: ml_collections.ConfigDict) -> None:
   """Refuses, before any work, a method or a setting it cannot use."""
   c = config.compression
+  if not c.method:
+    raise ConfigError(
+        f'--mode=compress needs --config.compression.method, one of {", ".join(METHODS)} '
+        "(configs/compression.py:<method> sets it for Caffe's LeNet-5)."
+    )
   if c.method not in METHODS:
     raise ConfigError(
         f'Unknown compression.method {c.method!r}.{did_you_mean(c.method, METHODS)} Choose one '

@@ -124,6 +124,7 @@ def test_binary_weights_are_exactly_plus_minus_alpha(data_dir, source, tmp_path)
 @pytest.mark.parametrize(
     'method, fields, message',
     [
+        ('ptq', {'compression__method': ''}, 'needs --config.compression.method'),
         ('ptq', {'compression__method': 'wavelets'}, 'Unknown compression.method'),
         ('prune', {'pruning__sparsity': 1.2}, r'outside \[0, 1\)'),
         ('ptq', {'compression__bits': 3}, '4 or 8 bits'),
