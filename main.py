@@ -8,6 +8,10 @@ resumes from the newest checkpoint in the workdir. Other modes:
   --mode=summary --model=resnet50 [--image_size=224 --num_classes=1000 --format=table|markdown|json]
   --mode=filters|feature_maps|curves --workdir=<run> [--output=<png>]
   --mode=compare --workdirs=<run>,<run>,... --output=<png>
+  --config=... --workdir=<root> --sweep [--sweep_index=k]
+                                    every point of the config's get_sweep() into its own
+                                    workdir under <root> (or point k; SLURM_ARRAY_TASK_ID too)
+  --mode=sweep_report --workdir=<root>
   --mode=compress --config=configs/compression.py:<method> --workdir=<dir>
                                     distillation, pruning, quantization, binary weights or low
                                     rank applied to config.init_from's run, with a report
@@ -23,7 +27,7 @@ from common.errors import UserError
 
 FLAGS = flags.FLAGS
 PICTURE_MODES = ('filters', 'feature_maps', 'curves', 'compare')
-MODES = ('train', 'compress', 'list', 'dataset_stats', 'summary', *PICTURE_MODES)
+MODES = ('train', 'compress', 'sweep_report', 'list', 'dataset_stats', 'summary', *PICTURE_MODES)
 config_flags.DEFINE_config_file(
     'config',
     None,
@@ -35,7 +39,8 @@ flags.DEFINE_enum(
     'mode',
     'train',
     MODES,
-    'train; compress: config.compression.method applied to the trained run '
+    "train (with --sweep: every point of the config's get_sweep()); sweep_report: the table "
+    'and plots of a sweep root; compress: config.compression.method applied to the trained run '
     'config.init_from, with a report; list: configs, their arguments and the models; '
     'dataset_stats: the '
     "training split's mean, std, RGB covariance and its eigenvectors, per-pixel "
@@ -43,6 +48,14 @@ flags.DEFINE_enum(
     'shapes, neurons, parameters, MACs and receptive fields; filters / '
     'feature_maps / curves: PNGs of a trained workdir; compare: accuracy against '
     'parameters and MACs of several workdirs.',
+)
+flags.DEFINE_bool(
+    'sweep', False, "train: run every point of the config's get_sweep() under --workdir."
+)
+flags.DEFINE_integer(
+    'sweep_index',
+    None,
+    'train --sweep: run point k alone (default: $SLURM_ARRAY_TASK_ID when set, else all).',
 )
 flags.DEFINE_string('model', None, 'summary: a registry model name (instead of --config).')
 flags.DEFINE_integer(
@@ -78,8 +91,13 @@ def _check_flags() -> None:
     )
   if mode == 'compare' and not FLAGS.workdirs:
     raise UserError('--mode=compare needs --workdirs=<run>,<run>,...')
+  if (FLAGS.sweep or FLAGS.sweep_index is not None) and mode != 'train':
+    raise UserError('--sweep and --sweep_index go with --mode=train.')
+  if FLAGS.sweep_index is not None and not FLAGS.sweep:
+    raise UserError('--sweep_index=k picks a point of a sweep: add --sweep.')
   if (
-      mode in ('train', 'compress', 'dataset_stats', 'filters', 'feature_maps', 'curves')
+      mode
+      in ('train', 'compress', 'sweep_report', 'dataset_stats', 'filters', 'feature_maps', 'curves')
       and not FLAGS.workdir
   ):
     raise UserError(f'--mode={mode} needs --workdir, e.g. --workdir=runs/lenet5')
@@ -139,10 +157,26 @@ def _picture() -> str:
 
 def _train() -> None:
   # pylint: disable=import-outside-toplevel
-  from analysis import summary
-  from train_lib import train
+  import functools
 
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir, model_facts=summary.model_facts)
+  from analysis import summary, sweep_report
+  from train_lib import sweeps, train
+
+  train_fn = functools.partial(train.train_and_evaluate, model_facts=summary.model_facts)
+  if not FLAGS.sweep:
+    train_fn(FLAGS.config, FLAGS.workdir)
+    return
+  points = sweeps.load_points(config_flags.get_config_filename(FLAGS['config']))
+  index = sweeps.sweep_index(FLAGS.sweep_index)
+  sweeps.run(FLAGS.config, points, FLAGS.workdir, train_fn, index)
+  if index is None:  # array tasks: --mode=sweep_report once they are all done
+    print(sweep_report.write_report(FLAGS.workdir))
+
+
+def _sweep_report() -> str:
+  from analysis import sweep_report  # pylint: disable=import-outside-toplevel
+
+  return sweep_report.write_report(FLAGS.workdir)
 
 
 def _compress() -> str:
@@ -185,7 +219,12 @@ def main(argv: list[str]) -> None:
     if FLAGS.mode == 'train':
       _train()
     else:
-      commands = {'summary': _summary, 'dataset_stats': _dataset_stats, 'compress': _compress}
+      commands = {
+          'summary': _summary,
+          'dataset_stats': _dataset_stats,
+          'compress': _compress,
+          'sweep_report': _sweep_report,
+      }
       print(commands.get(FLAGS.mode, _picture)())
   except preemption.StopRequested as stop:
     logging.warning(str(stop))

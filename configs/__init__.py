@@ -9,7 +9,7 @@ import os
 import pkgutil
 from types import ModuleType
 
-_SHARED = ('default', 'recipes')  # what the experiment configs build on, not experiments
+_SHARED = ('default', 'recipes', 'sweep')  # what the experiment configs build on
 
 
 def experiment_modules() -> dict[str, ModuleType]:
