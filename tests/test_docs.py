@@ -61,6 +61,7 @@ def test_nothing_points_outside_the_repository():
         'docs/adding_a_model.md',
         'docs/published_figures.md',
         'docs/compression.md',
+        'docs/studies.md',
     ],
 )
 def test_every_repository_path_a_doc_names_exists(doc):

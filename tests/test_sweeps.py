@@ -5,8 +5,9 @@ import json
 import os
 
 import pytest
-from conftest import read_json, run_main
+from conftest import REPO, read_json, run_main
 
+import configs
 from analysis import sweep_report
 from common.errors import ConfigError
 from configs import default, sweep
@@ -148,3 +149,16 @@ def test_main_runs_a_sweep_and_reports_it(data_dir, tmp_path):
   assert bad.stderr.strip().splitlines()[-1] == (
       'error: --sweep_index=5 is out of range: this sweep has 2 points (0 to 1).'
   )
+
+
+@pytest.mark.parametrize(
+    'name', [n for n, m in configs.experiment_modules().items() if hasattr(m, 'get_sweep')]
+)
+def test_every_study_sweep_names_fields_its_config_has(name):
+  points = sweeps.load_points(os.path.join(REPO, 'configs', f'{name}.py'))
+  base = configs.experiment_modules()[name].get_config()
+  names = [sweeps.point_name(p) for p in points]
+  assert len(set(names)) == len(points) > 1
+  for point in points:
+    config = sweeps.apply(base, point)
+    assert all(config[k.split('.')[0]][k.split('.')[1]] == v for k, v in point.items())
