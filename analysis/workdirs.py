@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 import models
 from analysis import summary
 from common.errors import UserError
-from train_lib import checkpoint, metric_eval, reporting, sharding
+from train_lib import checkpoint, init_from, metric_eval, reporting, sharding
 from train_lib.state import init_state
 
 CONFIG_FILE = 'config.json'
@@ -51,8 +51,7 @@ def read_record(workdir: str) -> dict[str, Any]:
         'run never started). Train into it first: python main.py '
         f'--config=configs/<experiment>.py --workdir={workdir}'
     )
-  with open(path) as f:
-    return json.load(f)
+  return init_from.read_record(workdir)
 
 
 def record_config(record: dict[str, Any]) -> ml_collections.ConfigDict:

@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from common.errors import ConfigError
@@ -31,6 +32,19 @@ def paper_bits(path: str, array: np.ndarray) -> int | None:
 def float_bytes(size: int) -> int:
   """float32, dense."""
   return 4 * int(size)
+
+
+def stored_bytes(tree: Any) -> int:
+  """Bytes of every array in `tree` as stored: floats at their width, integers at their bit width
+  (int4 packed two per byte, as serialised; JAX on CPU keeps one per byte in memory). For a
+  post-training-quantized model: its integer kernels, their float32 scales, and the float
+  biases, activation scales and BatchNorm variables."""
+  total = 0
+  for leaf in jax.tree.leaves(tree):
+    dtype = np.dtype(leaf.dtype)
+    bits = jnp.iinfo(dtype).bits if jnp.issubdtype(dtype, jnp.integer) else 8 * dtype.itemsize
+    total += math.ceil(math.prod(np.shape(leaf)) * bits / 8)
+  return total
 
 
 def dense_bytes(size: int, bits: int, scales: int = 0) -> int:

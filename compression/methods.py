@@ -245,7 +245,7 @@ def binary_method(job) -> Result:
       if path.removesuffix('/kernel') in used and path.endswith('kernel')
       else 4 * x.size
       for path, x in flat.items()
-  ) + report.float_bytes(variables.get('batch_stats', {}))
+  ) + encoding.stored_bytes(variables.get('batch_stats', {}))
   levels = {  # distinct magnitudes in the filter that has the most: 1 for exactly ±α
       path: max(np.unique(f).size for f in np.abs(k).reshape(-1, k.shape[-1]).T)
       for path, k in used.items()
@@ -326,7 +326,7 @@ def _int_row(job, name: str, model, variables) -> report.Row:
       name,
       qmodel,
       qvariables,
-      bytes_=quantization.quantized_bytes(qvariables),
+      bytes_=encoding.stored_bytes(qvariables),
       encoding=f'int{bits} weights per output channel, int{bits} activations (static scales)',
       weights=variables['params'],
       macs_of=model,

@@ -29,7 +29,6 @@ which makes the PTQ network slower than the float one there: it models int8 infe
 numbers and storage, not its speed on this backend.
 """
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -111,24 +110,3 @@ def post_training_quantize(
   abstract = jax.eval_shape(lambda x: qmodel.init(rng, x, train=False), first)
   qparams = qwix.quantize_params(params, abstract['params'], quant_stats)
   return qmodel, {**others, 'params': qparams}
-
-
-def _leaf_bytes(leaf: Any) -> int:
-  """Bytes to store `leaf`: integers at their bit width (int4 packed two per byte)."""
-  dtype = np.dtype(leaf.dtype)
-  bits = jnp.iinfo(dtype).bits if jnp.issubdtype(dtype, jnp.integer) else 8 * dtype.itemsize
-  return math.ceil(math.prod(leaf.shape) * bits / 8)
-
-
-def quantized_bytes(qvariables: Variables) -> int:
-  """Bytes of a post_training_quantize result as stored: integer kernels at their width, their
-  float32 scales, the float biases, activation scales and BatchNorm variables.
-
-  int4 counts packed, two per byte (as serialised); JAX on CPU keeps one per byte in memory.
-  """
-  return sum(_leaf_bytes(leaf) for leaf in jax.tree.leaves(qvariables))
-
-
-def float_bytes(variables: Variables) -> int:
-  """Bytes of the float model's variables, for comparison with quantized_bytes."""
-  return sum(_leaf_bytes(leaf) for leaf in jax.tree.leaves(variables))

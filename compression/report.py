@@ -11,7 +11,6 @@ from typing import Any
 
 import jax
 import matplotlib
-import numpy as np
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
@@ -125,8 +124,3 @@ def write(
   files.write_text_atomic(os.path.join(workdir, TABLE_FILE), table)
   _picture(rows, title, os.path.join(workdir, PICTURE_FILE))
   return table
-
-
-def float_bytes(tree: Any) -> int:
-  """Bytes of every array in `tree` as stored (float32: 4 per value)."""
-  return sum(int(np.asarray(x).nbytes) for x in jax.tree.leaves(tree))

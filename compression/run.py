@@ -23,6 +23,7 @@ from flax import struct
 import models
 from common.errors import ConfigError
 from compression import methods, report
+from compression.encoding import stored_bytes
 from train_lib import init_from, sharding, train
 
 ModelFacts = Callable[[nn.Module, tuple[int, ...]], dict[str, Any]]
@@ -92,7 +93,7 @@ class Job:
         name=name,
         params=sum(int(np.size(x)) for x in weights),
         nonzero=sum(int(np.count_nonzero(x)) for x in weights),
-        bytes=bytes_ if bytes_ is not None else report.float_bytes(variables),
+        bytes=bytes_ if bytes_ is not None else stored_bytes(variables),
         encoding=encoding,
         macs=self.macs(macs_of or model),
         top1=self.top1(model, variables),

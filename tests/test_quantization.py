@@ -10,7 +10,7 @@ import pytest
 
 import models
 from common.errors import ConfigError
-from compression import quantization
+from compression import encoding, quantization
 from models import quantized
 
 
@@ -201,7 +201,7 @@ def test_ptq_logits_are_close_and_int4_is_worse(lenet, ptq8):
   qmodel4, qvariables4 = quantization.post_training_quantize(model, variables, [images[:16]], 4)
   fc1 = qvariables4['params']['fc1']['kernel']
   assert fc1.array.qvalue.dtype == jnp.int4
-  assert quantization.quantized_bytes(fc1) == 400 * 120 // 2 + 120 * 4  # packed, two per byte
+  assert encoding.stored_bytes(fc1) == 400 * 120 // 2 + 120 * 4  # packed, two per byte
   error4, _ = logits_error(model, variables, qmodel4, qvariables4, images[32:])
   assert error4 > 2 * error8
 
@@ -223,17 +223,14 @@ def test_quantized_bytes_count_int8_kernels_and_float_scales(lenet, ptq8):
   _, qvariables = ptq8
   conv2 = qvariables['params']['conv2']
   # 5·5·6·16 int8 weights + 16 float32 scales, against 4 bytes per float weight.
-  assert quantization.quantized_bytes(conv2['kernel']) == 2400 + 16 * 4
-  assert quantization.float_bytes(variables['params']['conv2']['kernel']) == 2400 * 4
+  assert encoding.stored_bytes(conv2['kernel']) == 2400 + 16 * 4
+  assert encoding.stored_bytes(variables['params']['conv2']['kernel']) == 2400 * 4
   kernels = [qvariables['params'][k]['kernel'] for k in ('conv1', 'conv2', 'fc1', 'fc2', 'head')]
   float_kernels = [
       variables['params'][k]['kernel'] for k in ('conv1', 'conv2', 'fc1', 'fc2', 'head')
   ]
-  ratio = quantization.quantized_bytes(kernels) / quantization.float_bytes(float_kernels)
+  ratio = encoding.stored_bytes(kernels) / encoding.stored_bytes(float_kernels)
   assert 0.25 < ratio < 0.26
   # Everything else (biases, five activation scales) stays float32.
   biases = sum(np.asarray(variables['params'][k]['bias']).nbytes for k in variables['params'])
-  assert (
-      quantization.quantized_bytes(qvariables)
-      == quantization.quantized_bytes(kernels) + biases + 5 * 4
-  )
+  assert encoding.stored_bytes(qvariables) == encoding.stored_bytes(kernels) + biases + 5 * 4

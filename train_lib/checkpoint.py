@@ -1,5 +1,6 @@
 """Orbax checkpoints of the train state, restored onto whatever mesh the run has now."""
 
+import contextlib
 import logging
 import os
 import warnings
@@ -7,6 +8,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 from flax import serialization
 
 from common.errors import UserError
@@ -99,6 +101,17 @@ class Checkpointer:
     self._manager.close()
 
 
+@contextlib.contextmanager
+def _absl_errors_only():
+  """Raises absl's logging threshold to ERROR for a block."""
+  level = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logging.set_verbosity(level)
+
+
 def has_checkpoint(directory: str) -> bool:
   """Whether `directory` holds a finished checkpoint (orbax names them by step; unfinished
   ones carry a temporary suffix)."""
@@ -113,7 +126,7 @@ def read_newest(directory: str) -> tuple[int, dict[str, Any]] | None:
   """
   if not os.path.isdir(directory):
     return None
-  with warnings.catch_warnings(), _absl_warnings_off():  # 'read only' notices, expected here
+  with warnings.catch_warnings(), _absl_errors_only():  # 'read only' notices, expected here
     warnings.simplefilter('ignore')
     manager = ocp.CheckpointManager(
         os.path.abspath(directory),
@@ -128,16 +141,3 @@ def read_newest(directory: str) -> tuple[int, dict[str, Any]] | None:
     return step, manager.restore(step, args=ocp.args.StandardRestore(abstract))
   finally:
     manager.close()
-
-
-class _absl_warnings_off:
-  """Raises absl's threshold to ERROR for a block."""
-
-  def __enter__(self):
-    from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
-
-    self._logging, self._level = absl_logging, absl_logging.get_verbosity()
-    absl_logging.set_verbosity(absl_logging.ERROR)
-
-  def __exit__(self, *exc):
-    self._logging.set_verbosity(self._level)
