@@ -1,10 +1,12 @@
-"""LeNet-5 on handwritten digits: the modern `lenet5` (default) or the 1998 paper's `lenet5_1998`.
+"""LeNet-5 on handwritten digits: the modern `lenet5` (default), the 1998 paper's `lenet5_1998`,
+or Caffe's 20-50-500 `lenet_caffe` (the original that configs/compression.py compresses).
 
   python main.py --config=configs/lenet5_mnist.py --workdir=runs/lenet5
   python main.py --config=configs/lenet5_mnist.py:mnist --workdir=runs/lenet5_mnist
   python main.py --config=configs/lenet5_mnist.py:fashion_mnist --workdir=runs/lenet5_fashion
   python main.py --config=configs/lenet5_mnist.py:lenet5_1998 --workdir=runs/lenet5_1998
   python main.py --config=configs/lenet5_mnist.py:lenet5_1998,mnist --workdir=runs/lenet5_1998_mnist
+  python main.py --config=configs/lenet5_mnist.py:lenet_caffe --workdir=runs/lenet_caffe
   # the modern net in the paper's squashing + subsampling form:
   python main.py ... --config.model.activation=sigmoid --config.model.pooling=avg
 
@@ -17,6 +19,7 @@ the offline digits (4,000 train / 1,000 test, 2 CPU cores):
   eval_top1 0.979 (eval_loss 0.0651) in 114 s of training; with `--config.seed=1` and `=2`,
   0.979 and 0.980. At `--config.model.rbf_temperature=1` (the raw −distance²) it reached
   0.964; with `--config.model.output=dense` (a trained softmax layer) 0.975.
+- lenet_caffe, 30 epochs: eval_top1 0.980 (eval_loss 0.065) in 76 s of training.
 """
 
 import ml_collections
