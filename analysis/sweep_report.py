@@ -1,6 +1,6 @@
 """A sweep's report: each point's overrides, status and final metrics (sweep.csv, sweep.md), the
-final metric against each swept field (sweep.png), and every point's curves overlaid
-(sweep_curves.png). Unfinished and failed points are listed as such.
+final eval accuracy and training loss against each swept field (sweep.png), and every point's
+curves overlaid (sweep_curves.png). Unfinished and failed points are listed as such.
 
   python main.py --mode=sweep_report --workdir=<root>   (also written after a --sweep run)
 """
@@ -79,9 +79,13 @@ def _text(value: Any) -> str:
   return f'{value:.4f}' if isinstance(value, float) else str(value)
 
 
-def _plot_final(rows, keys, path: str, metric: str = 'eval_top1') -> None:
-  fig, axes = plt.subplots(1, len(keys), figsize=(4.4 * len(keys), 3.4), squeeze=False)
-  for ax, key in zip(axes[0], keys):
+FINAL_PLOTTED = ('eval_top1', 'train_loss')  # sweep.png's rows: generalisation and training
+
+
+def _plot_final(rows, keys, path: str) -> None:
+  height, width = len(FINAL_PLOTTED), len(keys)
+  fig, axes = plt.subplots(height, width, figsize=(4.4 * width, 3.2 * height), squeeze=False)
+  for (metric, key), ax in zip([(m, k) for m in FINAL_PLOTTED for k in keys], axes.flat):
     others = [k for k in keys if k != key]
     groups: dict[str, list] = {}
     for row in rows:
@@ -105,8 +109,8 @@ def _plot_final(rows, keys, path: str, metric: str = 'eval_top1') -> None:
 
 
 def _plot_curves(root: str, rows, path: str) -> None:
-  panels = ('train_loss', 'eval_top1')
-  fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6))
+  panels = ('train_loss', 'eval_loss', 'eval_top1')
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.6))
   for ax, key in zip(axes, panels):
     for row in rows:
       points = [

@@ -31,7 +31,12 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config = default.get_config()
   widths = (96, 256, 384, 384, 256) if variant == 'alexnet_paper' else (64, 192, 384, 256, 256)
   config.model = recipes.model(
-      variant, features=widths, hidden_features=4096, dropout_rate=0.5, dtype='float32'
+      variant,
+      features=widths,
+      hidden_features=4096,
+      dropout_rate=0.5,
+      dropout_scaling='train',
+      dtype='float32',
   )
   if variant == 'alexnet_paper':
     recipes.imagenet(config, image_size=227, crop='alexnet', lighting=0.1, ten_crop=True)

@@ -45,8 +45,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
         'lenet5',
         activation='relu',
         pooling='max',
+        pool_window=2,
+        pool_stride=2,
         batch_norm=True,
         dropout_rate=0.0,
+        dropout_scaling='train',
         dtype='float32',
     )
     stats = dataset if dataset in ('offline_digits', 'fashion_mnist') else 'mnist'

@@ -28,6 +28,7 @@ class AlexNetPaper(nn.Module):
   groups: Sequence[int] = (1, 2, 1, 2, 2)
   hidden_features: int = 4096
   dropout_rate: float = 0.5
+  dropout_scaling: str = 'train'  # or 'test', the paper's rule: see layers.dropout
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -66,7 +67,7 @@ class AlexNetPaper(nn.Module):
           dtype=self.dtype,
           name=name,
       )(x)
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
+      x = layers.dropout(nn.relu(x), self.dropout_rate, train, self.dropout_scaling)
     x = nn.Dense(self.num_classes, kernel_init=weight, dtype=self.dtype, name='fc8')(x)
     return x.astype(jnp.float32)
 
@@ -84,6 +85,7 @@ class AlexNet(nn.Module):
   features: Sequence[int] = (64, 192, 384, 256, 256)
   hidden_features: int = 4096
   dropout_rate: float = 0.5
+  dropout_scaling: str = 'train'  # or 'test', the paper's rule: see layers.dropout
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -121,7 +123,7 @@ class AlexNet(nn.Module):
     x = layers.adaptive_avg_pool(x, 6).reshape(x.shape[0], -1)
     for name in ('fc6', 'fc7'):
       fan_in = x.shape[-1]
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      x = layers.dropout(x, self.dropout_rate, train, self.dropout_scaling)
       x = nn.relu(dense(self.hidden_features, fan_in, name)(x))
     x = dense(self.num_classes, x.shape[-1], 'fc8')(x)
     return x.astype(jnp.float32)

@@ -293,6 +293,29 @@ def batch_norm(
   )
 
 
+DROPOUT_SCALINGS = {
+    'train': 'inverted: divide kept units by p while training, identity at test',
+    'test': 'original: keep units unscaled while training, multiply by p at test',
+}
+
+
+def dropout(x: jax.Array, rate: float, train: bool, scaling: str = 'train') -> jax.Array:
+  """Dropout of `rate` with either of its inference rules (keep probability p = 1 − rate).
+
+  `scaling='train'` is inverted dropout (flax's, PyTorch's): the units kept in training are
+  divided by p and evaluation is the identity. `scaling='test'` is the rule of Hinton et al.
+  2012 and Srivastava et al. 2014 (AlexNet's "multiply their outputs by 0.5"): training keeps
+  units unscaled and evaluation multiplies every output by p. Either way a unit's expected
+  training output equals its test output. Call it inside a compact method (it creates the
+  same `nn.Dropout` whatever the rule, so masks do not depend on it).
+  """
+  choose('dropout scaling', scaling, DROPOUT_SCALINGS)
+  y = nn.Dropout(rate, deterministic=not train)(x)
+  if scaling == 'train' or rate == 0.0:
+    return y
+  return y * jnp.asarray(1.0 - rate, y.dtype) if train else x * jnp.asarray(1.0 - rate, x.dtype)
+
+
 SHORTCUTS = {'A': 'zero padding', 'B': 'projection'}
 
 

@@ -21,14 +21,19 @@ class LeNet5(nn.Module):
   `activation='sigmoid', pooling='avg'` is the paper's squashing + subsampling form (as in
   d2l); the defaults `'relu', 'max'` are the form that trains fastest. On 28×28 inputs with
   10 classes and no BatchNorm it has 61,706 parameters. `batch_norm` adds BN after each conv
-  and hidden dense layer (d2l §8.5).
+  and hidden dense layer (d2l §8.5). `pool_window=3, pool_stride=2` makes both pools overlap
+  as AlexNet's do (then 13×13 and 4×4 maps, 44,426 parameters). `dropout_rate` drops the
+  hidden dense units, with either inference rule (`dropout_scaling`, see `layers.dropout`).
   """
 
   num_classes: int = 10
   activation: str = 'relu'
   pooling: str = 'max'
+  pool_window: int = 2
+  pool_stride: int = 2
   batch_norm: bool = False
   dropout_rate: float = 0.0
+  dropout_scaling: str = 'train'
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -42,13 +47,13 @@ class LeNet5(nn.Module):
 
     x = x.astype(self.dtype)
     x = act(norm(nn.Conv(6, (5, 5), padding=2, dtype=self.dtype, name='conv1')(x), 'bn1'))
-    x = layers.pool(x, self.pooling, 2, 2)
+    x = layers.pool(x, self.pooling, self.pool_window, self.pool_stride)
     x = act(norm(nn.Conv(16, (5, 5), padding='VALID', dtype=self.dtype, name='conv2')(x), 'bn2'))
-    x = layers.pool(x, self.pooling, 2, 2)
+    x = layers.pool(x, self.pooling, self.pool_window, self.pool_stride)
     x = x.reshape(x.shape[0], -1)
     for i, width in enumerate((120, 84), start=1):
       x = act(norm(nn.Dense(width, dtype=self.dtype, name=f'fc{i}')(x), f'bn_fc{i}'))
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      x = layers.dropout(x, self.dropout_rate, train, self.dropout_scaling)
     x = nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x)
     return x.astype(jnp.float32)
 

@@ -29,12 +29,23 @@ def _last_scale(zero_init_residual: bool) -> layers.Initializer:
   return nn.initializers.zeros if zero_init_residual else nn.initializers.ones
 
 
+def _check_plain(net: nn.Module) -> None:
+  if not net.residual and net.zero_init_residual:
+    raise ConfigError(
+        'zero_init_residual=True zeroes the last BN of every block, which without shortcuts '
+        '(residual=False) silences the network; set one of them.'
+    )
+
+
 def _join(block: nn.Module, x: jax.Array, y: jax.Array, train: bool) -> jax.Array:
   """The end of a block: squeeze-and-excitation of the branch `y` (if `block.se_reduction`),
-  then ReLU of its sum with the shortcut of the block input `x`."""
+  then ReLU of its sum with the shortcut of the block input `x` (of `y` alone in a plain net,
+  `block.residual=False`)."""
   features = y.shape[-1]
   if block.se_reduction is not None:
     y = layers.SqueezeExcite(block.se_reduction, dtype=block.dtype, name='se')(y)
+  if not block.residual:
+    return nn.relu(y)
 
   def project() -> jax.Array:  # 'B': 1×1 conv + BN, created only where the shape changes
     return layers.conv_norm_act(
@@ -58,7 +69,8 @@ class BasicBlock(nn.Module):
   The shortcut is the identity, or, where the shape changes, a 1×1 conv + BN projection
   (`shortcut='B'`, torchvision) or a parameter-free zero-padding identity (`shortcut='A'`,
   the paper's CIFAR networks). `se_reduction` r scales the branch, after its last BN, by a
-  squeeze-and-excitation gate with a C/r bottleneck (module 'se').
+  squeeze-and-excitation gate with a C/r bottleneck (module 'se'). `residual=False` drops the
+  shortcut: the paper's "plain" block, ReLU of the branch alone.
   """
 
   features: int
@@ -66,6 +78,7 @@ class BasicBlock(nn.Module):
   shortcut: str = 'B'
   zero_init_residual: bool = False
   se_reduction: int | None = None
+  residual: bool = True
   dtype: Any = jnp.float32
 
   expansion = 1
@@ -103,6 +116,7 @@ class BottleneckBlock(nn.Module):
   shortcut: str = 'B'
   zero_init_residual: bool = False
   se_reduction: int | None = None
+  residual: bool = True
   dtype: Any = jnp.float32
 
   expansion = 4
@@ -156,7 +170,7 @@ class ResNet(nn.Module):
   and the flax ImageNet example do). `groups` and `width_per_group` widen or group the
   bottlenecks (resnext.py, wide_resnet.py); `se_reduction` adds squeeze-and-excitation to every
   block (senet.py). Blocks are named `layer{stage}_{index}` (torchvision's `layer2.0` is
-  `layer2_0`).
+  `layer2_0`). `residual=False` removes every shortcut: the paper's plain networks (Fig. 3).
   """
 
   num_classes: int = 1000
@@ -167,10 +181,12 @@ class ResNet(nn.Module):
   stride_on_3x3: bool = True
   zero_init_residual: bool = False
   se_reduction: int | None = None
+  residual: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    _check_plain(self)
     block_cls = layers.choose('block', self.block, BLOCKS)
     extra = {}
     if block_cls is BottleneckBlock:
@@ -203,6 +219,7 @@ class ResNet(nn.Module):
             strides=2 if stage > 0 and index == 0 else 1,
             zero_init_residual=self.zero_init_residual,
             se_reduction=self.se_reduction,
+            residual=self.residual,
             dtype=self.dtype,
             name=f'layer{stage + 1}_{index}',
             **extra,
@@ -218,13 +235,15 @@ class CifarResNet(nn.Module):
   `shortcut='A'` (the paper's choice for these models) pads with zeros where the shape
   changes; `'B'` projects with 1×1 conv + BN. Init as fb.resnet.torch's reproduction
   (kaiming fan_out); akamaster/pytorch_resnet_cifar10 uses fan_in, which differs only at the
-  two convs that double the width.
+  two convs that double the width. `residual=False` gives the plain nets of §4.2 (Fig. 6, left),
+  the same layers without shortcuts, whose training error grows with depth (degradation).
   """
 
   num_classes: int = 10
   depth: int = 20
   shortcut: str = 'A'
   zero_init_residual: bool = False
+  residual: bool = True
   widths: Sequence[int] = (16, 32, 64)
   dtype: Any = jnp.float32
 
@@ -234,6 +253,7 @@ class CifarResNet(nn.Module):
       raise ConfigError(
           f'CIFAR ResNet depth must be 6n + 2 (20, 32, 44, 56, 110, ...), got {self.depth}.'
       )
+    _check_plain(self)
     n = (self.depth - 2) // 6
     x = x.astype(self.dtype)
     x = layers.conv_norm_act(
@@ -246,6 +266,7 @@ class CifarResNet(nn.Module):
             strides=2 if stage > 0 and index == 0 else 1,
             shortcut=self.shortcut,
             zero_init_residual=self.zero_init_residual,
+            residual=self.residual,
             dtype=self.dtype,
             name=f'layer{stage + 1}_{index}',
         )(x, train)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import models
+from common.errors import ConfigError
 from models import layers
 
 
@@ -288,3 +289,34 @@ def test_models_pass_their_bn_fields_to_every_batch_norm(name, size, fields, def
 
   assert constants() == {default}
   assert constants(bn_momentum=0.99, bn_epsilon=0.01) == {(0.99, 0.01)}
+
+
+class _Dropped(nn.Module):
+  rate: float
+  scaling: str
+
+  @nn.compact
+  def __call__(self, x, train):
+    return layers.dropout(x, self.rate, train, self.scaling)
+
+
+@pytest.mark.parametrize('rate', [0.25, 0.5])
+def test_both_dropout_rules_keep_the_same_units_and_the_expected_output(rate):
+  x = jnp.asarray(np.random.default_rng(0).uniform(1.0, 2.0, (4000,)), jnp.float32)
+  rngs = {'dropout': jax.random.key(3)}
+  inverted = _Dropped(rate, 'train').apply({}, x, True, rngs=rngs)
+  original = _Dropped(rate, 'test').apply({}, x, True, rngs=rngs)
+  kept = np.asarray(original) != 0
+  np.testing.assert_array_equal(np.asarray(inverted) != 0, kept)  # the same mask
+  np.testing.assert_allclose(original[kept], x[kept], rtol=1e-6)  # kept units unscaled
+  np.testing.assert_allclose(inverted[kept], x[kept] / (1 - rate), rtol=1e-6)
+  np.testing.assert_array_equal(_Dropped(rate, 'train').apply({}, x, False), x)
+  np.testing.assert_allclose(_Dropped(rate, 'test').apply({}, x, False), x * (1 - rate), rtol=1e-6)
+  # Either rule's test output is its training output's expectation (4,000 units: within 3 %).
+  for train_out, test_out in ((inverted, x), (original, x * (1 - rate))):
+    assert abs(float(jnp.mean(train_out)) / float(jnp.mean(test_out)) - 1) < 0.03
+
+
+def test_an_unknown_dropout_rule_is_refused():
+  with pytest.raises(ConfigError, match="Unknown dropout scaling 'eval'; choose one of 'train'"):
+    _Dropped(0.5, 'eval').apply({}, jnp.ones(3), False)

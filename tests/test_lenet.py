@@ -158,3 +158,24 @@ def test_c3_initialisation_uses_each_maps_own_fan_in(paper_init):
   assert np.all(magnitude <= 1.0)
   for f in (75, 100, 150):  # each group's largest weight nearly reaches its own bound
     assert magnitude[fan_in == f].max() > 0.9
+
+
+def test_lenet5_overlapping_pools_and_dropout_rule_fields():
+  model = models.create_model('lenet5', num_classes=10, pool_window=3, pool_stride=2)
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 28, 28, 1)), jnp.float32)
+  params = jax.eval_shape(model.init, jax.random.key(0), x)['params']
+  assert params['fc1']['kernel'].shape == (4 * 4 * 16, 120)  # 28 → 13 → 9 → 4
+  assert num_params(params) == 44_426
+  # The rule reaches both dropout layers: multiplying fc1's and fc2's outputs by p = 0.5 at
+  # test time is the inverted-dropout net with fc2's and the head's kernels halved.
+  inverted = models.create_model('lenet5', num_classes=10, dropout_rate=0.5)
+  variables = inverted.init(jax.random.key(0), x)
+  p = variables['params']
+  halved = {**p, 'fc2': {**p['fc2'], 'kernel': p['fc2']['kernel'] / 2}}
+  halved['head'] = {**p['head'], 'kernel': p['head']['kernel'] / 2}
+  np.testing.assert_allclose(
+      inverted.clone(dropout_scaling='test').apply(variables, x),
+      inverted.apply({'params': halved}, x),
+      rtol=1e-5,
+      atol=1e-6,
+  )

@@ -260,3 +260,36 @@ def test_se_reduction_acts_on_the_residual_branch_before_the_addition():
       for s in range(1, 5)
   )
   assert 'se' not in abstract('resnet18', 64, stage_sizes=(1, 1, 1, 1))['params']['layer1_0']
+
+
+@pytest.mark.parametrize('name, size', [('resnet20', 16), ('resnet18', 32), ('resnet50', 32)])
+def test_plain_nets_drop_the_shortcuts_and_each_block_outputs_relu_of_its_branch(name, size):
+  small = {'depth': 8} if name == 'resnet20' else {'stage_sizes': (1, 1)}
+  model = models.create_model(name, num_classes=10, residual=False, **small)
+  x = _normal(2, size, size, 3)
+
+  @fast_jit
+  def run(key, x):
+    return model.init_with_output(key, x, capture_intermediates=True)[1]
+
+  variables = run(FAST_KEY, x)
+  # The same layers, less the projection shortcuts (option B) where the shape changes.
+  residual = jax.tree.map(jnp.shape, abstract(name, size, num_classes=10, **small)['params'])
+  projections = [(b, k) for b, layer in residual.items() for k in layer if k.startswith('down')]
+  assert bool(projections) == (name != 'resnet20')
+  for block, key in projections:
+    del residual[block][key]
+  assert jax.tree.map(jnp.shape, variables['params']) == residual
+  inter = variables['intermediates']
+  blocks = sorted(k for k in inter if k.startswith('layer'))
+  assert len(blocks) == (3 if name == 'resnet20' else 2)
+  for block in blocks:
+    last = 'bn2' if 'bn3' not in inter[block] else 'bn3'
+    np.testing.assert_allclose(
+        _out(inter, block), _relu(_out(inter, block, last)), atol=1e-6, err_msg=block
+    )
+
+
+def test_a_plain_net_with_zero_init_residual_is_refused():
+  with pytest.raises(ValueError, match='without shortcuts'):
+    abstract('resnet20', 16, residual=False, zero_init_residual=True)

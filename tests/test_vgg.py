@@ -146,3 +146,19 @@ def test_train_step_and_eval_differ_as_bn_and_dropout_should(small_state):
   # Eval uses the running statistics (and no dropout), so its loss is not the training loss.
   eval_loss = float(jnp.mean(losses.get_loss('softmax_xent')(logits, batch['label'])))
   assert abs(eval_loss - float(m1['main_loss'])) > 1e-4
+
+
+@pytest.mark.parametrize('stage_sizes, kernel', [((2, 2), 5), ((3, 3), 7)])
+def test_a_stage_of_n_3x3_convs_becomes_one_conv_of_the_same_receptive_field(stage_sizes, kernel):
+  # Constant width C past the first conv, as in VGG §2.3: n·9C² weights against (2n+1)²C².
+  small = dict(num_classes=10, widths=(16, 16), stage_sizes=stage_sizes, hidden_width=8)
+  stacked, stacked_out = shapes('vgg11', 32, **small)
+  single, single_out = shapes('vgg11', 32, stacked_3x3=False, **small)
+  n, c = stage_sizes[0], 16
+  assert sorted(k for k in single['params'] if k.startswith('conv')) == ['conv1_1', 'conv2_1']
+  assert single['params']['conv2_1']['kernel'].shape == (kernel, kernel, c, c)
+  assert stacked_out['conv2_1'] == single_out['conv2_1'] == (1, 16, 16, c)  # same map sizes
+  stage2 = [p['kernel'].size for k, p in stacked['params'].items() if k.startswith('conv2')]
+  assert sum(stage2) == n * 9 * c * c and single['params']['conv2_1']['kernel'].size == (
+      kernel * kernel * c * c
+  )
