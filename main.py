@@ -2,6 +2,9 @@
 
 Any config field can be overridden: --config.optimizer.lr=0.05. Rerunning the same command
 resumes from the newest checkpoint in the workdir. Other modes:
+  --mode=evaluate --config=... --workdir=<run>
+                                    the newest good checkpoint evaluated (with the config's eval
+                                    settings, e.g. another eval_split) into evaluation.json
   --mode=list                       the configs with their arguments, the models with their
                                     parameter counts and references
   --mode=dataset_stats --config=... --workdir=<dir>
@@ -27,7 +30,16 @@ from common.errors import UserError
 
 FLAGS = flags.FLAGS
 PICTURE_MODES = ('filters', 'feature_maps', 'curves', 'compare')
-MODES = ('train', 'compress', 'sweep_report', 'list', 'dataset_stats', 'summary', *PICTURE_MODES)
+MODES = (
+    'train',
+    'evaluate',
+    'compress',
+    'sweep_report',
+    'list',
+    'dataset_stats',
+    'summary',
+    *PICTURE_MODES,
+)
 config_flags.DEFINE_config_file(
     'config',
     None,
@@ -39,7 +51,9 @@ flags.DEFINE_enum(
     'mode',
     'train',
     MODES,
-    "train (with --sweep: every point of the config's get_sweep()); sweep_report: the table "
+    "train (with --sweep: every point of the config's get_sweep()); evaluate: the newest "
+    'checkpoint of --workdir under the eval settings of --config, into evaluation.json; '
+    'sweep_report: the table '
     'and plots of a sweep root; compress: config.compression.method applied to the trained run '
     'config.init_from, with a report; list: configs, their arguments and the models; '
     'dataset_stats: the '
@@ -83,7 +97,7 @@ flags.DEFINE_list('workdirs', None, 'compare: the runs to compare.')
 def _check_flags() -> None:
   """Refuses a mode without what it needs, before anything is imported or read."""
   mode, example = FLAGS.mode, ' (e.g. --config=configs/lenet5_mnist.py)'
-  if mode in ('train', 'compress', 'dataset_stats') and FLAGS.config is None:
+  if mode in ('train', 'evaluate', 'compress', 'dataset_stats') and FLAGS.config is None:
     raise UserError(f'--mode={mode} needs --config{example}.')
   if mode == 'summary' and (FLAGS.config is None) == (FLAGS.model is None):
     raise UserError(
@@ -97,7 +111,16 @@ def _check_flags() -> None:
     raise UserError('--sweep_index=k picks a point of a sweep: add --sweep.')
   if (
       mode
-      in ('train', 'compress', 'sweep_report', 'dataset_stats', 'filters', 'feature_maps', 'curves')
+      in (
+          'train',
+          'evaluate',
+          'compress',
+          'sweep_report',
+          'dataset_stats',
+          'filters',
+          'feature_maps',
+          'curves',
+      )
       and not FLAGS.workdir
   ):
     raise UserError(f'--mode={mode} needs --workdir, e.g. --workdir=runs/lenet5')
@@ -173,6 +196,14 @@ def _train() -> None:
     print(sweep_report.write_report(FLAGS.workdir))
 
 
+def _evaluate() -> str:
+  import json  # pylint: disable=import-outside-toplevel
+
+  from train_lib import train  # pylint: disable=import-outside-toplevel
+
+  return json.dumps(train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir), indent=1)
+
+
 def _sweep_report() -> str:
   from analysis import sweep_report  # pylint: disable=import-outside-toplevel
 
@@ -221,6 +252,7 @@ def main(argv: list[str]) -> None:
     else:
       commands = {
           'summary': _summary,
+          'evaluate': _evaluate,
           'dataset_stats': _dataset_stats,
           'compress': _compress,
           'sweep_report': _sweep_report,

@@ -7,6 +7,7 @@ with status 1, before any work starts where it can. Anything else is a bug: its 
 stays.
 """
 
+import errno
 import logging as std_logging
 import os
 import re
@@ -94,15 +95,25 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def quiet_library_logs() -> None:
-  """Keeps orbax's per-save INFO lines out of the progress log (warnings still show)."""
-  logging.get_absl_handler().addFilter(
-      lambda record: record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
-  )
+  """Keeps orbax's per-save INFO lines out of the progress log (warnings still show), and the
+  tracebacks its writer threads log: the same error reaches the trainer, which reports it."""
+
+  def keep(record: std_logging.LogRecord) -> bool:
+    if '/orbax/' not in record.pathname:
+      return True
+    return record.levelno >= std_logging.WARNING and record.exc_info is None
+
+  logging.get_absl_handler().addFilter(keep)
+
+
+# A full disk or quota, a file over the size limit, a read-only filesystem: the machine's state,
+# not a bug, reported in one line.
+_WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-  """`app.run(main)` with this module's flag parsing, and a `UserError` from `main` printed as
-  one line (`--show_traceback` prints its traceback too)."""
+  """`app.run(main)` with this module's flag parsing, and a `UserError` or a failed write from
+  `main` printed as one line (`--show_traceback` prints its traceback too)."""
 
   def main_reporting_user_errors(argv: list[str]) -> None:
     try:
@@ -111,6 +122,13 @@ def run(main: Callable[[list[str]], None]) -> None:
       if FLAGS.show_traceback:
         raise
       _fail(str(e))
+    except OSError as e:
+      if FLAGS.show_traceback or e.errno not in _WRITE_ERRORS:
+        raise
+      _fail(
+          f'could not write {e.filename or "a file"}: {e.strerror}. Free space (or fix the '
+          'folder) and rerun the same command: training resumes from its newest checkpoint.'
+      )
 
   app.run(main_reporting_user_errors, flags_parser=parse_flags)
 

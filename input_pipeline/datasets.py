@@ -8,7 +8,7 @@ import textwrap
 import tensorflow_datasets as tfds
 
 from common.errors import UserError, did_you_mean
-from input_pipeline import offline_digits
+from input_pipeline import downloads, offline_digits
 
 
 class DatasetError(UserError, ValueError):
@@ -262,7 +262,11 @@ def builder_info_only(spec: DatasetSpec, data_dir: str | None) -> tfds.core.Data
 def load_builder(
     spec: DatasetSpec, data_dir: str | None, download: bool
 ) -> tfds.core.DatasetBuilder:
-  """A prepared tfds builder for `spec`, downloading it if allowed; DatasetError otherwise."""
+  """A prepared tfds builder for `spec`, downloading it if allowed; DatasetError otherwise.
+
+  Before a download it checks in seconds that the dataset's download servers answer: without
+  that, tfds retries for minutes on a machine without internet access.
+  """
   builder = builder_info_only(spec, data_dir)
   if builder.info.splits:  # prepared (under tfds.testing.mock_data the download is a no-op)
     return builder
@@ -283,8 +287,16 @@ def load_builder(
     raise DatasetError(
         f'Dataset {spec.name!r} is not prepared in {builder.data_dir} and download is off. {how}'
     )
+  probe = not (spec.offline or _under_mock_data())
+  unreachable = downloads.unreachable_server(downloads.download_servers(builder)) if probe else ''
+  if unreachable:
+    raise DatasetError(
+        f'Could not download dataset {spec.name!r}: this machine cannot connect to its download '
+        f'server (ConnectionError: {unreachable}). {prepare_instructions(spec, data_dir)}'
+    )
   try:
-    builder.download_and_prepare()
+    with downloads.removing_what_a_failed_download_adds(builder):
+      builder.download_and_prepare()
   except Exception as e:  # tfds raises many kinds: connection, manual-dir, checksum errors
     raise DatasetError(
         f'Could not download or prepare dataset {spec.name!r} '

@@ -103,6 +103,8 @@ def test_two_processes_train_together_and_their_checkpoint_resumes_in_one(
   results = read_json(os.path.join(workdir, 'results.json'))
   assert results['step'] == 16 and results['eval_count'] == 1000  # each host evaluated its half
   assert sorted(_train_losses(workdir)) == [4, 8, 12, 16]  # one writer
+  # One lock for the workdir, held by the chief alone (the other process would be refused).
+  assert not os.path.exists(os.path.join(workdir, 'training.lock'))
   small_config.update_from_flattened_dict({'total_steps': 20, 'checkpoint_every_steps': 8})
   assert train.train_and_evaluate(small_config, workdir)['resumed_from_step'] == 16
 

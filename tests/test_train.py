@@ -135,13 +135,14 @@ def test_checkpoint_of_another_architecture_is_refused_and_left_untouched(tmp_pa
   assert _tree_digest(tmp_path) == before
 
 
-def test_finished_run_rerun_only_reevaluates(tmp_path, small_config):
+def test_finished_run_rerun_returns_its_results_and_writes_nothing(tmp_path, small_config):
   small_config.total_steps = 6
   first = train.train_and_evaluate(small_config, str(tmp_path))
-  again = train.train_and_evaluate(small_config, str(tmp_path))
-  assert again['step'] == 6 and again['resumed_from_step'] == 6
-  assert again['eval_top1'] == first['eval_top1']
-  assert sorted(n for n in os.listdir(tmp_path) if n.startswith('config')) == ['config.json']
+  listing = {p: os.path.getmtime(p) for p in tmp_path.rglob('*')}
+  assert train.train_and_evaluate(small_config, str(tmp_path)) == first
+  small_config.eval_batch_size = 250  # another config of the same length: still finished
+  assert train.train_and_evaluate(small_config, str(tmp_path)) == first
+  assert {p: os.path.getmtime(p) for p in tmp_path.rglob('*')} == listing
 
 
 def test_resuming_with_a_changed_config_keeps_the_earlier_one(tmp_path, small_config):

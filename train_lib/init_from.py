@@ -55,7 +55,10 @@ def read_run(workdir: str, field: str = 'init_from') -> TrainedRun:
   """The trained run in `workdir`, read only."""
   check_workdir(workdir, field)
   record = read_record(workdir)
-  step, state = checkpoint.read_newest(os.path.join(workdir, 'checkpoints'))
+  found = checkpoint.read_newest(os.path.join(workdir, 'checkpoints'))
+  if found is None:
+    raise ConfigError(f'{field}={workdir!r} holds no readable checkpoint (see the warnings).')
+  step, state = found
   variables = {c: jax.tree.map(np.asarray, state.get(c) or {}) for c in COLLECTIONS}
   return TrainedRun(workdir, record['config'], record.get('derived', {}), step, variables)
 

@@ -97,5 +97,11 @@ class Progress:
     )
 
 
+def read_results(workdir: str) -> dict[str, Any]:
+  """`<workdir>/results.json` (OSError if there is none)."""
+  with open(os.path.join(workdir, RESULTS_FILE)) as f:
+    return json.load(f)
+
+
 def write_results(workdir: str, results: dict[str, Any]) -> None:
   files.write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)

@@ -1,5 +1,6 @@
 """train_and_evaluate: the loop around the pure steps (data → steps → eval → checkpoints → logs)."""
 
+import contextlib
 import functools
 import json
 import logging
@@ -9,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -34,6 +36,7 @@ from train_lib import (
     schedules,
     sharding,
     steps,
+    workdir_lock,
 )
 from train_lib.state import TrainState, init_state, num_params
 
@@ -65,6 +68,15 @@ def _eval_batch_size(config: ml_collections.ConfigDict, num_devices: int) -> int
 TASKS = ('classification', 'metric_learning')
 
 
+def _recorded_config(workdir: str) -> dict[str, Any] | None:
+  """The config that `workdir`'s config.json records, or None."""
+  try:
+    with open(os.path.join(workdir, 'config.json')) as f:
+      return json.load(f)['config']
+  except (OSError, KeyError, ValueError):
+    return None
+
+
 def check_task(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Refuses, before any work, a task this config cannot run, one other than the workdir's, or
   an `init_from` or teacher that is not a trained workdir."""
@@ -81,14 +93,21 @@ def check_task(config: ml_collections.ConfigDict, workdir: str) -> None:
     init_from.check_workdir(config.init_from, 'init_from')
   if config.distill.teacher:
     distillation.check_config(config)
-  path = os.path.join(workdir, 'config.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      recorded = json.load(f)['config'].get('task', 'classification')
-    if recorded != config.task:
+  recorded = _recorded_config(workdir)
+  if recorded is not None:
+    if recorded.get('task', 'classification') != config.task:
       raise ConfigError(
-          f'{workdir} holds a {recorded} run, and this config trains {config.task}: its '
-          'checkpoints cannot continue here. Nothing was changed; use a new --workdir.'
+          f'{workdir} holds a {recorded.get("task", "classification")} run, and this config '
+          f'trains {config.task}: its checkpoints cannot continue here. Nothing was changed; use '
+          'a new --workdir.'
+      )
+    resumes = checkpoint.has_checkpoint(os.path.join(workdir, 'checkpoints'))
+    if resumes and recorded.get('batch_size', config.batch_size) != config.batch_size:
+      raise ConfigError(
+          f'{workdir} was trained with batch_size={recorded["batch_size"]}; resuming it with '
+          f'batch_size={config.batch_size} would see examples again or skip them and shift the '
+          f'schedule. Rerun with --config.batch_size={recorded["batch_size"]}, or use a new '
+          '--workdir (config.init_from starts it from these weights).'
       )
 
 
@@ -250,6 +269,30 @@ def _first_nonfinite(pending: list[dict[str, jax.Array]], first_step: int) -> in
   return first_step + int(bad[0]) + 1 if bad.size else None
 
 
+def _finished_results(workdir: str, total_steps: int | None = None) -> dict[str, Any] | None:
+  """The results of the run in `workdir` if it reached its last step (`total_steps`, or the
+  one it recorded) and its final checkpoint is on disk; else None."""
+  try:
+    results = reporting.read_results(workdir)
+    with open(os.path.join(workdir, 'config.json')) as f:
+      total = total_steps or json.load(f)['derived']['total_steps']
+  except (OSError, KeyError, ValueError):
+    return None
+  saved = checkpoint.saved_steps(os.path.join(workdir, 'checkpoints'))
+  return results if results.get('step') == total and total in saved else None
+
+
+def _report_finished(workdir: str, results: dict[str, Any]) -> dict[str, Any]:
+  logging.info(
+      '%s finished at step %d: %s. Nothing was changed; --mode=evaluate evaluates its newest '
+      'checkpoint again (into evaluation.json).',
+      workdir,
+      results['step'],
+      _eval_line({k: v for k, v in results.items() if k.startswith('eval_')}),
+  )
+  return results
+
+
 ModelFacts = Callable[[nn.Module, tuple[int, ...]], dict[str, Any]]
 
 
@@ -272,6 +315,63 @@ def train_and_evaluate(
   """
   start_time = time.perf_counter()
   check_task(config, workdir)
+  if _recorded_config(workdir) == json.loads(json.dumps(config.to_dict())):
+    finished = _finished_results(workdir)
+    if finished:
+      return _report_finished(workdir, finished)
+  workdir_lock.check_free(workdir)
+  with contextlib.ExitStack() as stack:
+    return _train(config, workdir, data, model_facts, init_variables, start_time, stack)
+
+
+EVALUATION_FILE = 'evaluation.json'
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Evaluates the newest good checkpoint of `workdir` under `config`'s eval settings (another
+  eval split or preprocessing may be given) into `<workdir>/evaluation.json`; writes nothing
+  else, so it may run beside the training."""
+  directory = os.path.join(workdir, 'checkpoints')
+  if not checkpoint.has_checkpoint(directory):
+    raise UserError(f'{workdir} holds no checkpoint to evaluate; train into it first.')
+  check_task(config, workdir)
+  mesh = sharding.make_mesh()
+  data = make_data(config, mesh)
+  evaluator = make_evaluator(config, data, mesh)
+  model = models.from_config(config.model, data.num_classes)
+  _, total_steps, _ = learning_rate_schedule(config, data.steps_per_epoch)
+  state = init_state(config, model, data.image_shape, mesh, total_steps=total_steps)
+  found = checkpoint.read_newest(directory)
+  if found is None:
+    raise UserError(f'{workdir} holds no readable checkpoint (see the warnings above).')
+  step, saved = found
+  state = jax.device_put(
+      flax.serialization.from_state_dict(state, saved), sharding.replicated(mesh)
+  )
+  scores = evaluator(state)
+  logging.info('eval of step %d: %s', step, _eval_line(scores))
+  results = {
+      'step': step,
+      'split': config.dataset.eval_split,
+      'preprocess': config.dataset.eval_preprocess,
+      **scores,
+  }
+  if jax.process_index() == 0:
+    files.write_json_atomic(os.path.join(workdir, EVALUATION_FILE), results)
+  return results
+
+
+def _train(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    data: DataSource | None,
+    model_facts: ModelFacts | None,
+    init_variables: dict[str, Any] | None,
+    start_time: float,
+    stack: contextlib.ExitStack,
+) -> dict[str, Any]:
+  """train_and_evaluate's work, once the config is checked; the workdir's lock joins `stack`
+  just before the first write, so that a config refused while building writes nothing."""
   mesh = sharding.make_mesh()
   sharding.check_divisible(config.batch_size, mesh)
   data = data or make_data(config, mesh)
@@ -292,8 +392,13 @@ def train_and_evaluate(
   )
   if checkpointer.latest_step() is None:
     state = init_from.start(state, config, init_variables, mesh)
+  stack.enter_context(workdir_lock.hold(workdir))
   state = checkpointer.restore_latest(state)  # refuses, untouched, on a mismatch
   start_step = int(state.step)
+  finished = _finished_results(workdir, total_steps) if start_step >= total_steps else None
+  if finished:  # the same length under another config: still nothing to train
+    checkpointer.close()
+    return _report_finished(workdir, finished)
   is_chief = jax.process_index() == 0
   derived = {
       'steps_per_epoch': steps_per_epoch,
@@ -334,10 +439,14 @@ def train_and_evaluate(
   def check_finite() -> None:
     bad = _first_nonfinite(pending, step - len(pending))
     if bad is not None:
+      kept = (
+          f'the newest checkpoint (step {last_saved}) holds the last good state'
+          if last_saved is not None
+          else 'no checkpoint was written yet, so a rerun starts over'
+      )
       raise NonFiniteLossError(
-          f'The loss or gradient became NaN/inf at step {bad}. Stopped without saving: the '
-          f'newest checkpoint (step {last_saved}) holds the last good state. Lower '
-          'optimizer.lr, set optimizer.grad_clip_norm, or check the inputs.'
+          f'The loss or gradient became NaN/inf at step {bad}. Stopped without saving: {kept}. '
+          'Lower optimizer.lr, set optimizer.grad_clip_norm, or check the inputs.'
       )
 
   def run_eval() -> None:
@@ -389,8 +498,9 @@ def train_and_evaluate(
         if stop_signal and step < total_steps:
           save()
           raise preemption.StopRequested(stop_signal, step)
-    if not eval_results:  # the workdir already held the finished run
+    if not eval_results:  # the workdir held the last checkpoint but not the results
       run_eval()
+    checkpointer.wait()  # results.json only claims a step whose checkpoint is on disk
     results = {
         'step': step,
         **eval_results,

@@ -1,0 +1,274 @@
+"""Fault injection: damaged checkpoints fall back to the newest good one, two trainings in one
+workdir, a write error, a changed batch size on resume, a finished run rerun, bad workdirs; each
+answered by one line, with every good checkpoint byte-identical afterwards."""
+
+import hashlib
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+from conftest import main_args, read_bytes, read_json, run_main
+
+from common.errors import UserError
+from train_lib import checkpoint, workdir_lock
+
+SHORT = (
+    '--config.total_steps=12',
+    '--config.checkpoint_every_steps=6',
+    '--config.eval_every_steps=6',
+    '--config.log_every_steps=3',
+)
+
+
+def _digest_tree(path) -> str:
+  """One hash of every file under `path` (names and bytes)."""
+  digest = hashlib.sha256()
+  for root, dirs, names in os.walk(path):
+    dirs.sort()
+    for name in sorted(names):
+      digest.update(os.path.join(os.path.relpath(root, path), name).encode())
+      digest.update(read_bytes(os.path.join(root, name)))
+  return digest.hexdigest()
+
+
+def _last_line(done: subprocess.CompletedProcess) -> str:
+  return done.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope='module')
+def finished_run(data_dir, tmp_path_factory):
+  """A 12-step LeNet-5 run with checkpoints at steps 6 and 12 (copy it before changing it)."""
+  workdir = tmp_path_factory.mktemp('faults') / 'run'
+  done = run_main(*main_args(data_dir, str(workdir), *SHORT))
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert checkpoint.saved_steps(workdir / 'checkpoints') == [6, 12]
+  return workdir
+
+
+def _copy(run, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(run, workdir)
+  return workdir
+
+
+def _data_files(step_dir):
+  """The checkpoint's array data files, largest first."""
+  found = [
+      os.path.join(root, n)
+      for root, _, names in os.walk(step_dir)
+      for n in names
+      if os.sep + 'd' + os.sep in os.path.join(root, n)
+  ]
+  return sorted(found, key=os.path.getsize, reverse=True)
+
+
+def _overwrite_middle(path, count=200):
+  size = os.path.getsize(path)
+  with open(path, 'r+b') as f:
+    f.seek(size // 2 - count // 2)
+    f.write(bytes(range(256))[:count] if count <= 256 else os.urandom(count))
+
+
+def _truncate(path):
+  with open(path, 'r+b') as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+def _delete_data_folders(step_dir):
+  os.remove(os.path.join(step_dir, checkpoint.DIGEST_FILE))  # unverified: the read itself fails
+  for root, dirs, _ in os.walk(step_dir):
+    for d in dirs:
+      if d == 'd':
+        shutil.rmtree(os.path.join(root, d))
+
+
+@pytest.mark.parametrize(
+    'damage, reason',
+    [
+        (lambda s: _overwrite_middle(_data_files(s)[0]), 'its files changed after it was saved'),
+        (lambda s: _truncate(_data_files(s)[0]), 'its files changed after it was saved'),
+        (_delete_data_folders, 'it cannot be read'),
+    ],
+    ids=['overwritten', 'truncated', 'data folders deleted'],
+)
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_one_before(
+    finished_run, data_dir, tmp_path, damage, reason
+):
+  workdir = _copy(finished_run, tmp_path)
+  good = _digest_tree(workdir / 'checkpoints' / '6')
+  damage(str(workdir / 'checkpoints' / '12'))
+  os.remove(workdir / 'results.json')  # so the rerun trains steps 7-12 again
+  done = run_main(*main_args(data_dir, str(workdir), *SHORT))
+  assert done.returncode == 0, done.stderr[-2000:]
+  damaged = workdir / checkpoint.DAMAGED_DIR / '12'
+  assert (
+      f'The checkpoint of step 12 in {workdir / "checkpoints"} is damaged: {reason}' in done.stderr
+  )
+  assert f'moved it to {damaged}. Trying the next newest.' in done.stderr
+  assert 'Restored checkpoint of step 6' in done.stderr
+  assert damaged.is_dir()  # kept, not deleted
+  assert _digest_tree(workdir / 'checkpoints' / '6') == good
+  # Steps 7-12 trained again from step 6 give the original run's results, bit for bit.
+  for key in ('eval_loss', 'eval_top1', 'train_loss'):
+    assert read_json(workdir / 'results.json')[key] == read_json(finished_run / 'results.json')[key]
+
+
+def test_every_checkpoint_damaged_starts_over_with_them_kept(finished_run, data_dir, tmp_path):
+  workdir = _copy(finished_run, tmp_path)
+  for step in ('6', '12'):
+    _overwrite_middle(_data_files(workdir / 'checkpoints' / step)[0])
+  os.remove(workdir / 'results.json')
+  done = run_main(*main_args(data_dir, str(workdir), *SHORT))
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert 'No good checkpoint is left' in done.stderr
+  assert sorted(os.listdir(workdir / checkpoint.DAMAGED_DIR)) == ['12', '6']
+  assert read_json(workdir / 'results.json')['resumed_from_step'] == 0
+
+
+def _lock(workdir, pid, host=None):
+  record = {'pid': pid, 'host': host or socket.gethostname(), 'since': '2026-12-01 10:00:00'}
+  (workdir / workdir_lock.LOCK_FILE).write_text(json.dumps(record))
+
+
+def test_a_second_training_into_a_busy_workdir_is_refused_at_once(finished_run, data_dir, tmp_path):
+  workdir = _copy(finished_run, tmp_path)
+  before = _digest_tree(workdir)
+  holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])
+  try:
+    _lock(workdir, holder.pid)
+    before = _digest_tree(workdir)
+    done = run_main(*main_args(data_dir, str(workdir), '--config.total_steps=18'))
+  finally:
+    holder.kill()
+  assert done.returncode == 1
+  assert _last_line(done) == (
+      f'error: {workdir} is in use: pid {holder.pid} on {socket.gethostname()} has been training '
+      'into it since 2026-12-01 10:00:00. Wait for it, or use another --workdir; if that process '
+      f'is gone, delete {workdir / workdir_lock.LOCK_FILE}.'
+  )
+  assert _digest_tree(workdir) == before
+
+
+def test_the_lock_of_a_process_that_is_gone_is_taken_over(finished_run, data_dir, tmp_path):
+  workdir = _copy(finished_run, tmp_path)
+  gone = subprocess.Popen([sys.executable, '-c', 'pass'])
+  gone.wait()
+  _lock(workdir, gone.pid)
+  done = run_main(*main_args(data_dir, str(workdir), *SHORT[1:], '--config.total_steps=18'))
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert f'Taking over the lock of {workdir} from pid {gone.pid}' in done.stderr
+  assert read_json(workdir / 'results.json')['step'] == 18
+  assert not (workdir / workdir_lock.LOCK_FILE).exists()  # released at the end
+
+
+def _file_size_limit(limit):
+  return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_a_checkpoint_write_error_stops_in_one_line_and_claims_nothing(
+    finished_run, data_dir, tmp_path
+):
+  workdir = _copy(finished_run, tmp_path)
+  good = {s: _digest_tree(workdir / 'checkpoints' / s) for s in ('6', '12')}
+  results = read_bytes(workdir / 'results.json')
+  # Files may not grow past 100 kB (as on a full disk, writes fail): the next checkpoint fails.
+  done = run_main(
+      *main_args(data_dir, str(workdir), *SHORT[1:], '--config.total_steps=18'),
+      preexec_fn=_file_size_limit(100_000),
+  )
+  assert done.returncode == 1
+  assert _last_line(done) == (
+      f'error: could not write the checkpoint of step 18 into {workdir / "checkpoints"}: File '
+      'too large. The newest complete checkpoint: step 12. Free space (or fix the folder) and '
+      'rerun the same command to resume from it.'
+  )
+  assert done.stderr.count('Traceback') <= 1, done.stderr[-3000:]
+  assert read_bytes(workdir / 'results.json') == results  # no claim of step 18
+  assert {s: _digest_tree(workdir / 'checkpoints' / s) for s in ('6', '12')} == good
+  again = run_main(*main_args(data_dir, str(workdir), *SHORT[1:], '--config.total_steps=18'))
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert 'Restored checkpoint of step 12' in again.stderr
+  assert read_json(workdir / 'results.json')['step'] == 18
+
+
+def test_resuming_with_another_batch_size_is_refused(finished_run, data_dir, tmp_path):
+  workdir = _copy(finished_run, tmp_path)
+  before = _digest_tree(workdir)
+  done = run_main(*main_args(data_dir, str(workdir), *SHORT, '--config.batch_size=32'))
+  assert done.returncode == 1
+  assert _last_line(done).startswith(
+      f'error: {workdir} was trained with batch_size=64; resuming it with batch_size=32 would '
+      'see examples again or skip them and shift the schedule. Rerun with '
+      '--config.batch_size=64, or use a new --workdir'
+  )
+  assert _digest_tree(workdir) == before
+
+
+def test_a_finished_run_rerun_is_left_alone_and_evaluate_writes_its_own_file(
+    finished_run, data_dir, tmp_path
+):
+  workdir = _copy(finished_run, tmp_path)
+  before = _digest_tree(workdir)
+  done = run_main(*main_args(data_dir, str(workdir), *SHORT))
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert f'{workdir} finished at step 12: loss' in done.stderr
+  assert _digest_tree(workdir) == before
+  # Another eval setting (the training split) into evaluation.json; nothing else changes.
+  evaluated = run_main(
+      *main_args(data_dir, str(workdir), '--config.dataset.eval_split=train[:500]'),
+      '--mode=evaluate',
+  )
+  assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+  result = read_json(workdir / 'evaluation.json')
+  assert result['step'] == 12 and result['eval_count'] == 500
+  assert result['split'] == 'train[:500]'
+  assert 0 < result['eval_top1'] <= 1
+  os.remove(workdir / 'evaluation.json')
+  assert _digest_tree(workdir) == before
+
+
+def test_a_workdir_that_is_a_file_is_refused_before_any_work(data_dir, tmp_path):
+  path = tmp_path / 'a_file'
+  path.write_text('x')
+  done = run_main(*main_args(data_dir, str(path)))
+  assert done.returncode == 1
+  assert _last_line(done) == (
+      f'error: --workdir={path} is a file (or lies under one); give a folder (it is created if '
+      'missing).'
+  )
+  assert 'Loading' not in done.stderr and 'parameters' not in done.stderr
+
+
+def test_divergence_in_a_fresh_workdir_says_no_checkpoint_was_written(data_dir, tmp_path):
+  done = run_main(*main_args(data_dir, str(tmp_path / 'run'), *SHORT, '--config.optimizer.lr=1e30'))
+  assert done.returncode == 1
+  assert 'no checkpoint was written yet, so a rerun starts over' in _last_line(done)
+
+
+def test_a_read_only_filesystem_is_refused_before_any_work(monkeypatch, tmp_path):
+  real = os.statvfs
+
+  class ReadOnly:
+
+    def __init__(self, path):
+      self.f_flag = real(path).f_flag | os.ST_RDONLY
+
+  monkeypatch.setattr(os, 'statvfs', ReadOnly)
+  with pytest.raises(
+      UserError, match='cannot write into --workdir=.*: the filesystem is read-only'
+  ):
+    workdir_lock.check_free(str(tmp_path / 'new' / 'run'))
+  assert not (tmp_path / 'new').exists()
+
+
+def test_a_lock_whose_pid_now_belongs_to_another_process_is_stale():
+  parent = os.getppid()
+  holder = {'pid': parent, 'host': socket.gethostname(), 'since': '...'}
+  assert workdir_lock._is_running({**holder, 'pid_start': workdir_lock._start_time(parent)})
+  assert not workdir_lock._is_running({**holder, 'pid_start': '1'})  # a reused pid
+  assert workdir_lock._is_running({**holder, 'host': 'elsewhere'})  # cannot tell: assume alive
