@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
+from matplotlib import ticker  # pylint: disable=wrong-import-position
 
 from common import files  # pylint: disable=wrong-import-position
 from common.errors import UserError  # pylint: disable=wrong-import-position
@@ -88,9 +89,9 @@ def _plot_final(rows, keys, path: str) -> None:
   for (metric, key), ax in zip([(m, k) for m in FINAL_PLOTTED for k in keys], axes.flat):
     others = [k for k in keys if k != key]
     groups: dict[str, list] = {}
-    for row in rows:
-      if row[metric] is not None:
-        label = ', '.join(f'{k.rpartition(".")[2]}={row[k]}' for k in others)
+    for row in rows:  # a point that does not set `key` (points may set different fields) is
+      if row[metric] is not None and key in row:  # left out of that panel
+        label = ', '.join(f'{k.rpartition(".")[2]}={row[k]}' for k in others if k in row)
         groups.setdefault(label, []).append((row[key], row[metric]))
     for label, points in groups.items():
       numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x, _ in points)
@@ -98,6 +99,8 @@ def _plot_final(rows, keys, path: str) -> None:
       ax.plot(xs, [y for _, y in points], 'o-', label=label or None)
       if numeric and len(xs) > 2 and min(xs) > 0 and max(xs) / min(xs) >= 100:
         ax.set_xscale('log')
+      elif numeric and all(isinstance(x, int) for x in xs):
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlabel(key)
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)

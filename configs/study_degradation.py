@@ -5,8 +5,9 @@ Fig. 1 and 6: a deeper plain net has a higher *training* error; the residual net
 
 The CIFAR ResNets of §4.2 (BN, option-A shortcuts) and their plain counterparts
 (`model.residual=False`, the same layers without shortcuts) at depths 8, 20, 32 and 56, on
-the offline digits, SGD with momentum at lr 0.1, 8 epochs. docs/studies.md has the measured table
-(final training loss and error against depth, sweep.png).
+the offline digits, SGD with momentum at lr 0.1, 8 epochs. Measured (1,484 s of training):
+final training loss of the plain nets 0.055 / 0.035 / 0.080 / 0.449 at depths 8 / 20 / 32 / 56,
+of the residual nets 0.067 / 0.034 / 0.028 / 0.026; docs/studies.md has the table and sweep.png.
 """
 
 import ml_collections

@@ -7,7 +7,10 @@ LeNet-5 without BatchNorm on 1,000 of the offline digits' training images (train
 that it overfits, for 60 epochs at a constant lr 0.05 with no weight decay and no augmentation;
 dropout on the two hidden dense layers. Points: no dropout; then rates 0.25 and 0.5, each with
 inverted dropout (`dropout_scaling='train'`) and with the original rule ('test'); three
-seeds of each (the same masks for both rules at one seed). docs/studies.md has the measured table (final train and eval loss, the gap).
+seeds of each (the same masks for both rules at one seed). Measured (486 s): no dropout
+memorises (train loss 0.000, eval top-1 0.944 over the seeds); rate 0.5 with the test-time rule
+0.948 and the lowest eval loss (0.209 against 0.293); rate 0.5 inverted 0.875 (at this lr, a 4×
+larger step for the layers after dropout). docs/studies.md has the table.
 """
 
 import ml_collections

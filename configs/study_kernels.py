@@ -6,7 +6,8 @@ notes, after VGG §2.3: the stack has fewer weights, 27C² against 49C², and mo
 A VGG of three stages (widths 32-64-128, BN, each stage closed by a 2×2 max pool, global
 average pool, fc 128-128-classes) on the offline digits, 10 epochs. Stages of two 3×3 convs
 against one 5×5, and of three 3×3 against one 7×7 (`model.stacked_3x3`, VGG §4.1's "shallow"
-net). docs/studies.md has the measured table (parameters, MACs, accuracy).
+net). Measured (456 s): eval top-1 0.954 (two 3×3) against 0.916 (one 5×5), 0.973 (three 3×3)
+against 0.941 (one 7×7); docs/studies.md has the table (conv weights, MACs, accuracy).
 """
 
 import ml_collections

@@ -5,7 +5,8 @@ notes, after AlexNet §3.4: overlap lowers the error a little and makes overfitt
 
 LeNet-5 with BatchNorm, both pools 2/2 or 3/2, 15 epochs of the offline digits, three seeds
 each (the effect AlexNet reports, 0.3-0.4 % top-1, is near this scale's seed noise).
-docs/studies.md has the measured table (eval top-1 and the train/eval loss gap per seed).
+Measured (133 s): eval top-1 0.9813 (2/2) against 0.9810 (3/2) over the seeds, no difference;
+docs/studies.md has the table.
 """
 
 import ml_collections

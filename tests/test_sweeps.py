@@ -77,6 +77,19 @@ def test_finished_points_are_skipped_and_failures_recorded_and_reported(tmp_path
     assert (tmp_path / name).exists()
 
 
+def test_points_that_set_different_fields_are_reported(tmp_path):
+  points = [{'optimizer.lr': 0.1}] + sweep.axis('optimizer.momentum', [0.5, 0.9])
+  sweeps.run(default.get_config(), points, str(tmp_path), _fake_train([]))
+  table = sweep_report.write_report(str(tmp_path)).splitlines()
+  assert table[0] == (
+      '| index | optimizer.lr | optimizer.momentum | status | step | eval_top1 | eval_loss '
+      '| train_loss |'
+  )
+  assert table[2].startswith('| 0 | 0.1000 |  | finished |')
+  assert table[3].startswith('| 1 |  | 0.5000 | finished |')
+  assert (tmp_path / 'sweep.png').exists()
+
+
 def test_an_interrupted_point_is_run_again(tmp_path):
   interrupted = tmp_path / 'lr=0.1'
   interrupted.mkdir()
