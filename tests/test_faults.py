@@ -91,7 +91,11 @@ def _delete_data_folders(step_dir):
     'damage, reason',
     [
         (lambda s: _overwrite_middle(_data_files(s)[0]), 'its files changed after it was saved'),
-        (lambda s: _truncate(_data_files(s)[0]), 'its files changed after it was saved'),
+        pytest.param(
+            lambda s: _truncate(_data_files(s)[0]),
+            'its files changed after it was saved',
+            marks=pytest.mark.slow,  # the same path as 'overwritten'
+        ),
         (_delete_data_folders, 'it cannot be read'),
     ],
     ids=['overwritten', 'truncated', 'data folders deleted'],
@@ -118,6 +122,7 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_o
     assert read_json(workdir / 'results.json')[key] == read_json(finished_run / 'results.json')[key]
 
 
+@pytest.mark.slow
 def test_every_checkpoint_damaged_starts_over_with_them_kept(finished_run, data_dir, tmp_path):
   workdir = _copy(finished_run, tmp_path)
   for step in ('6', '12'):
@@ -187,7 +192,7 @@ def test_a_checkpoint_write_error_stops_in_one_line_and_claims_nothing(
       'too large. The newest complete checkpoint: step 12. Free space (or fix the folder) and '
       'rerun the same command to resume from it.'
   )
-  assert done.stderr.count('Traceback') <= 1, done.stderr[-3000:]
+  assert 'Traceback' not in done.stderr, done.stderr[-3000:]
   assert read_bytes(workdir / 'results.json') == results  # no claim of step 18
   assert {s: _digest_tree(workdir / 'checkpoints' / s) for s in ('6', '12')} == good
   again = run_main(*main_args(data_dir, str(workdir), *SHORT[1:], '--config.total_steps=18'))

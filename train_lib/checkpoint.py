@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -86,6 +87,25 @@ def _os_error(error: BaseException | None) -> OSError | None:
       return OSError(int(match.group(2)), match.group(1).strip())
     error = error.__cause__ or error.__context__
   return None
+
+
+def _quiet_abandoned_writes() -> None:
+  """When a save fails (a full disk), tensorstore's other writes of that save finish into the
+  closed event loops of orbax's writer threads, and each prints 'Event loop is closed' as an
+  unraisable exception: dozens of tracebacks before the failure itself surfaces. They are that
+  failure's echo, which `Checkpointer` reports once; so they are dropped, and every other
+  unraisable exception still prints."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'quiets_abandoned_writes', False):
+    return
+
+  def hook(unraisable) -> None:
+    value = unraisable.exc_value
+    if not (isinstance(value, RuntimeError) and str(value) == 'Event loop is closed'):
+      previous(unraisable)
+
+  hook.quiets_abandoned_writes = True
+  sys.unraisablehook = hook
 
 
 def _newest_good(
@@ -174,6 +194,7 @@ class Checkpointer:
         item_handlers=ocp.StandardCheckpointHandler(),
     )
     self._unsealed: list[int] = []  # saved, perhaps still being written, not yet digested
+    _quiet_abandoned_writes()
     self._write_failed = False
 
   def latest_step(self) -> int | None:
