@@ -5,12 +5,13 @@ import tensorflow as tf
 from input_pipeline.datasets import DatasetError, get_spec, registered_names
 from input_pipeline.examples import model_input
 from input_pipeline.metric_pipeline import MetricPipeline
-from input_pipeline.pipeline import InputPipeline, input_signature, pad_batch
+from input_pipeline.pipeline import InputPipeline, check_preprocess, input_signature, pad_batch
 
 __all__ = [
     'DatasetError',
     'InputPipeline',
     'MetricPipeline',
+    'check_preprocess',
     'get_spec',
     'hide_accelerators_from_tf',
     'input_signature',

@@ -34,6 +34,13 @@ def full_preprocess(config: ml_collections.ConfigDict, spec: str) -> str:
   return ops.with_decode(spec, after_decode)
 
 
+def check_preprocess(config: ml_collections.ConfigDict) -> None:
+  """Builds both preprocessing strings of the dataset `config` without reading any data, so
+  that a bad op or argument stops the run before any work."""
+  for spec in (config.train_preprocess, config.eval_preprocess):
+    ops.parse(full_preprocess(config, spec))
+
+
 def deterministic_options() -> tf.data.Options:
   options = tf.data.Options()
   options.deterministic = True  # parallel map and batch keep the order: same seed, same batches

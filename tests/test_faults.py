@@ -14,8 +14,9 @@ import sys
 import pytest
 from conftest import main_args, read_bytes, read_json, run_main
 
-from common.errors import UserError
-from train_lib import checkpoint, workdir_lock
+import configs
+from common.errors import ConfigError, UserError
+from train_lib import checkpoint, config_checks, train, workdir_lock
 
 SHORT = (
     '--config.total_steps=12',
@@ -277,3 +278,76 @@ def test_a_lock_whose_pid_now_belongs_to_another_process_is_stale():
   assert workdir_lock._is_running({**holder, 'pid_start': workdir_lock._start_time(parent)})
   assert not workdir_lock._is_running({**holder, 'pid_start': '1'})  # a reused pid
   assert workdir_lock._is_running({**holder, 'host': 'elsewhere'})  # cannot tell: assume alive
+
+
+@pytest.mark.parametrize(
+    'field, value, message',
+    [
+        ('batch_size', 0, 'batch_size=0 is out of range: it must be a positive integer.'),
+        ('optimizer.lr', -1.0, 'optimizer.lr=-1.0 is out of range: it must be > 0.'),
+        (
+            'optimizer.momentum',
+            1.5,
+            'optimizer.momentum=1.5 is out of range: it must be in [0, 1).',
+        ),
+        ('label_smoothing', 1.0, 'label_smoothing=1.0 is out of range: it must be in [0, 1).'),
+        (
+            'keep_checkpoints',
+            0,
+            'keep_checkpoints=0 is out of range: it must be a positive integer.',
+        ),
+        (
+            'model.dropout_rate',
+            1.0,
+            'model.dropout_rate=1.0 is out of range: it must be in [0, 1).',
+        ),
+        ('log_every_steps', 0, 'log_every_steps=0 is out of range: it must be a positive integer.'),
+    ],
+)
+def test_a_value_out_of_range_is_refused_before_any_work(
+    small_config, tmp_path, field, value, message
+):
+  small_config.update_from_flattened_dict({field: value})
+  with pytest.raises(ConfigError) as refused:
+    train.train_and_evaluate(small_config, str(tmp_path / 'run'))
+  assert str(refused.value) == message
+  assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize(
+    'spec, message',
+    [
+        (
+            "random_crop('a', pad=2)",
+            'Bad arguments for preprocessing op "random_crop(\'a\', pad=2)": size must be a '
+            "positive int or a (height, width) pair, got 'a'.",
+        ),
+        (
+            "random_crop(28, pad='x')",
+            'Bad arguments for preprocessing op "random_crop(28, pad=\'x\')": pad must be an int '
+            ">= 0 (pixels per side), got 'x'.",
+        ),
+        (
+            'normalize((0.5,), (0.0,))',
+            "Bad arguments for preprocessing op 'normalize((0.5,), (0.0,))': std must be > 0 in "
+            'every channel (it divides), got (0.0,).',
+        ),
+        (
+            'resize((28, 0))',
+            "Bad arguments for preprocessing op 'resize((28, 0))': size must be a positive int or "
+            'a (height, width) pair, got (28, 0).',
+        ),
+    ],
+)
+def test_a_bad_op_argument_names_the_op_before_any_work(small_config, tmp_path, spec, message):
+  small_config.dataset.train_preprocess = spec
+  with pytest.raises(ConfigError) as refused:
+    train.train_and_evaluate(small_config, str(tmp_path / 'run'))
+  assert str(refused.value) == message
+  assert not (tmp_path / 'run').exists()
+
+
+def test_every_config_passes_the_value_checks():
+  for module in configs.experiment_modules().values():
+    for arg in (None, *getattr(module, 'VARIANTS', ())):
+      config_checks.check_values(module.get_config(arg))  # raises on a bad default

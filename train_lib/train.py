@@ -24,6 +24,7 @@ from common import files
 from common.errors import ConfigError, UserError
 from train_lib import (
     checkpoint,
+    config_checks,
     distillation,
     init_from,
     losses,
@@ -109,6 +110,19 @@ def check_task(config: ml_collections.ConfigDict, workdir: str) -> None:
           f'schedule. Rerun with --config.batch_size={recorded["batch_size"]}, or use a new '
           '--workdir (config.init_from starts it from these weights).'
       )
+
+
+def _check_before_work(
+    config: ml_collections.ConfigDict, workdir: str, builds_pipeline: bool
+) -> None:
+  """Every check that needs no data and no compilation: the task against the workdir, the
+  ranges of the numbers, and (where the real pipeline will be built) its preprocessing ops."""
+  check_task(config, workdir)
+  config_checks.check_values(config)
+  if builds_pipeline:
+    import input_pipeline  # pylint: disable=import-outside-toplevel  (the only TensorFlow user)
+
+    input_pipeline.check_preprocess(config.dataset)
 
 
 def make_data(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> DataSource:
@@ -314,7 +328,7 @@ def train_and_evaluate(
   package sits above this one, so the trainer takes them rather than importing it).
   """
   start_time = time.perf_counter()
-  check_task(config, workdir)
+  _check_before_work(config, workdir, builds_pipeline=data is None)
   if _recorded_config(workdir) == json.loads(json.dumps(config.to_dict())):
     finished = _finished_results(workdir)
     if finished:
@@ -334,7 +348,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   directory = os.path.join(workdir, 'checkpoints')
   if not checkpoint.has_checkpoint(directory):
     raise UserError(f'{workdir} holds no checkpoint to evaluate; train into it first.')
-  check_task(config, workdir)
+  _check_before_work(config, workdir, builds_pipeline=True)
   mesh = sharding.make_mesh()
   data = make_data(config, mesh)
   evaluator = make_evaluator(config, data, mesh)

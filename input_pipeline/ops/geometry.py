@@ -1,16 +1,37 @@
 """Resizing, padding, cropping and flipping: where an image's pixels end up."""
 
 from collections.abc import Sequence
+from typing import Any
 
 import tensorflow as tf
 
+from common.errors import ConfigError
 from input_pipeline.ops.registry import Op, deterministic_image_op, image_op, register
 
 Size = int | Sequence[int]
+PAD_MODES = ('CONSTANT', 'REFLECT', 'SYMMETRIC')  # tf.pad's, any case
+
+
+def _is_count(value: Any, least: int) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def _hw(size: Size) -> tuple[int, int]:
-  return (size, size) if isinstance(size, int) else tuple(size)
+  """(height, width) of an int or a pair of positive ints; ConfigError otherwise."""
+  if _is_count(size, 1):
+    return size, size
+  if isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_count(s, 1) for s in size):
+    return tuple(size)
+  raise ConfigError(f'size must be a positive int or a (height, width) pair, got {size!r}.')
+
+
+def _padding(pad: Any, mode: str) -> str:
+  """`mode` for tf.pad, after checking `pad` (pixels per side) and `mode`."""
+  if not _is_count(pad, 0):
+    raise ConfigError(f'pad must be an int >= 0 (pixels per side), got {pad!r}.')
+  if not isinstance(mode, str) or mode.upper() not in PAD_MODES:
+    raise ConfigError(f'mode must be one of {", ".join(map(repr, PAD_MODES))}, got {mode!r}.')
+  return mode.upper()
 
 
 def shorter_side_to(
@@ -59,8 +80,9 @@ def sample_window(
 @register('resize')
 def resize(size: Size, method: str = 'bilinear', antialias: bool = False) -> Op:
   """Resizes to `size` (int: a square), ignoring the aspect ratio."""
+  hw = _hw(size)
   return deterministic_image_op(
-      lambda image: tf.image.resize(image, _hw(size), method=method, antialias=antialias)
+      lambda image: tf.image.resize(image, hw, method=method, antialias=antialias)
   )
 
 
@@ -100,7 +122,7 @@ def random_resize_shorter(min_size: int, max_size: int, method: str = 'bilinear'
 @register('pad')
 def pad(pad: int, mode: str = 'constant') -> Op:
   """Pads each side by `pad` pixels: 'constant' (zeros), 'reflect' or 'symmetric'."""
-  mode = mode.upper()
+  mode = _padding(pad, mode)
   return deterministic_image_op(lambda image: tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode))
 
 
@@ -108,7 +130,7 @@ def pad(pad: int, mode: str = 'constant') -> Op:
 def random_crop(size: Size, pad: int = 0, mode: str = 'constant') -> Op:
   """Pads each side by `pad` (zeros unless `mode`), then crops a random `size` window (CIFAR)."""
   height, width = _hw(size)
-  mode = mode.upper()
+  mode = _padding(pad, mode)
 
   def fn(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     if pad:
@@ -139,11 +161,12 @@ def random_resized_crop(
 ) -> Op:
   """Inception's crop (torchvision RandomResizedCrop): a window of random area and aspect
   ratio, resized to `size`. `decode_and_random_resized_crop` does the same on JPEG bytes."""
+  hw = _hw(size)
 
   def fn(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     offset, window = sample_window(tf.shape(image), seed, scale, ratio)
     crop = tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([window, [-1]], 0))
-    return tf.image.resize(crop, _hw(size), method=method)
+    return tf.image.resize(crop, hw, method=method)
 
   return image_op(fn)
 

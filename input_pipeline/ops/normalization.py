@@ -58,6 +58,10 @@ def normalize(mean: str | Sequence[float], std: Sequence[float] | None = None) -
     mean, std = stats.mean, stats.std
   if std is None:
     raise ConfigError('normalize needs std when mean is given as numbers.')
+  if np.any(np.asarray(std, np.float64) <= 0):
+    raise ConfigError(
+        f'std must be > 0 in every channel (it divides), got {tuple(np.ravel(std).tolist())}.'
+    )
   mean_t, std_t = tf.constant(mean, tf.float32), tf.constant(std, tf.float32)
   channels = mean_t.shape[-1] if mean_t.shape.rank else 1
   message = f'normalize: the image must have {channels} channels, as its mean and std do'

@@ -136,7 +136,7 @@ def parse(spec: str | Sequence[str]) -> Preprocess:
     name, args, kwargs = _parse_call(text)
     try:
       op = entry.factory(*args, **kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # ConfigError too: the op's own check of its arguments
       raise ConfigError(f'Bad arguments for preprocessing op {text!r}: {e}') from e
     (batch_ops if entry.batch else example_ops).append(op)
   return Preprocess(
