@@ -96,9 +96,12 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def quiet_library_logs() -> None:
   """Keeps orbax's per-save INFO lines out of the progress log (warnings still show), and the
-  tracebacks its writer threads log: the same error reaches the trainer, which reports it."""
+  tracebacks that its writer threads (and asyncio, for a failed save's unawaited writes) log:
+  the same error reaches the trainer, which reports it once."""
 
   def keep(record: std_logging.LogRecord) -> bool:
+    if record.name == 'asyncio' and record.exc_info:  # a failed save's unawaited writes, echoed
+      return "os_error_code='" not in str(record.exc_info[1])  # when their futures are collected
     if '/orbax/' not in record.pathname:
       return True
     return record.levelno >= std_logging.WARNING and record.exc_info is None

@@ -34,11 +34,25 @@ def full_preprocess(config: ml_collections.ConfigDict, spec: str) -> str:
   return ops.with_decode(spec, after_decode)
 
 
+def build_preprocess(config: ml_collections.ConfigDict) -> tuple[ops.Preprocess, ops.Preprocess]:
+  """The train and eval preprocessing of the dataset `config`, each op's arguments checked and
+  each op where it belongs (views in evaluation, batch ops in training); reads no data."""
+  train = ops.parse(full_preprocess(config, config.train_preprocess))
+  if train.views:
+    raise ConfigError(
+        'dataset.train_preprocess stacks evaluation views (ten_crop); those '
+        'belong in dataset.eval_preprocess.'
+    )
+  evaluation = ops.parse(full_preprocess(config, config.eval_preprocess))
+  if evaluation.batch_fn is not None:
+    raise ConfigError('dataset.eval_preprocess has a batch op (mixup); that is for training only.')
+  return train, evaluation
+
+
 def check_preprocess(config: ml_collections.ConfigDict) -> None:
   """Builds both preprocessing strings of the dataset `config` without reading any data, so
-  that a bad op or argument stops the run before any work."""
-  for spec in (config.train_preprocess, config.eval_preprocess):
-    ops.parse(full_preprocess(config, spec))
+  that a bad op, argument or placement stops the run before any work."""
+  build_preprocess(config)
 
 
 def deterministic_options() -> tf.data.Options:
@@ -81,6 +95,7 @@ class InputPipeline:
           f'Batch sizes ({global_batch_size}, {eval_batch_size}) must divide evenly '
           f'over {process_count} processes.'
       )
+    self._train_preprocess, self._eval_preprocess = build_preprocess(config)
     self.spec = datasets.get_spec(config.name)
     self._builder = datasets.load_builder(self.spec, config.data_dir or None, config.download)
     label_key = reading.image_and_label_keys(self._builder)[1]
@@ -89,17 +104,6 @@ class InputPipeline:
     self._batch = global_batch_size // process_count
     self._eval_batch = eval_batch_size // process_count
     self._cache = config.cache
-    self._train_preprocess = ops.parse(full_preprocess(config, config.train_preprocess))
-    self._eval_preprocess = ops.parse(full_preprocess(config, config.eval_preprocess))
-    if self._train_preprocess.views:
-      raise ConfigError(
-          'dataset.train_preprocess stacks evaluation views (ten_crop); those '
-          'belong in dataset.eval_preprocess.'
-      )
-    if self._eval_preprocess.batch_fn is not None:
-      raise ConfigError(
-          'dataset.eval_preprocess has a batch op (mixup); that is for training only.'
-      )
 
     train_split = config.train_split or self.spec.train_split
     eval_split = config.eval_split or self.spec.eval_split

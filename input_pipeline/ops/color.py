@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from common.errors import ConfigError
 from input_pipeline import stats as stats_lib
+from input_pipeline.ops import arguments
 from input_pipeline.ops.normalization import check_trailing_shape, require
 from input_pipeline.ops.registry import Op, deterministic_image_op, image_op, register
 
@@ -27,18 +28,20 @@ def pca_lighting(
   """AlexNet's "fancy PCA": adds eigvec @ (alpha * eigval) to every pixel, alpha ~ N(0, sigma²)
   of shape [C] drawn once per image (mean 0; fb.resnet.torch's Lighting). `eigval`/`eigvec`
   (eigenvectors as columns) default to those of `stats`, a dataset name or stats file."""
-  if sigma < 0:
-    raise ConfigError(f'pca_lighting: sigma must be >= 0, got {sigma}.')
+  arguments.number(sigma, 'sigma', '>= 0', lambda v: v >= 0)
   if eigval is None or eigvec is None:
+    arguments.text(stats, 'stats', 'a dataset name or the path of dataset statistics')
     loaded = stats_lib.load(stats)
     eigval = require(loaded, stats, 'eigval', 'pca_lighting') if eigval is None else eigval
     eigvec = require(loaded, stats, 'eigvec', 'pca_lighting') if eigvec is None else eigvec
-  eigval, eigvec = np.asarray(eigval, np.float32), np.asarray(eigvec, np.float32)
-  channels = eigval.shape[0]
+  try:
+    eigval, eigvec = np.asarray(eigval, np.float32), np.asarray(eigvec, np.float32)
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f'eigval and eigvec must be numbers, got {eigval!r} and {eigvec!r}.') from e
+  channels = eigval.shape[0] if eigval.ndim else 0
   if eigval.ndim != 1 or eigvec.shape != (channels, channels):
     raise ConfigError(
-        f'pca_lighting: eigval must be [C] and eigvec [C, C], got shapes '
-        f'{eigval.shape} and {eigvec.shape}.'
+        f'eigval must be [C] and eigvec [C, C], got shapes {eigval.shape} and {eigvec.shape}.'
     )
   eigval_t, eigvec_t = tf.constant(eigval), tf.constant(eigvec)
   message = f'pca_lighting: the image must have {channels} channels, as eigval has'
@@ -100,16 +103,21 @@ def _factor_range(
 ) -> tuple[float, float] | None:
   """torchvision's rule: v → [centre - v, centre + v] (clamped to `bound`), or an explicit
   (min, max); None when the range is the identity."""
-  if isinstance(value, (int, float)):
+  if arguments.is_number(value):
     if not 0 <= value <= bound[1] - centre:
-      raise ConfigError(f'color_jitter: {name} must be in [0, {bound[1] - centre}], got {value}.')
+      raise ConfigError(f'{name} must be in [0, {bound[1] - centre}], got {value!r}.')
     low, high = max(bound[0], centre - value), min(bound[1], centre + value)
+  elif not (
+      isinstance(value, (tuple, list))
+      and len(value) == 2
+      and all(arguments.is_number(v) for v in value)
+  ):
+    raise ConfigError(f'{name} must be a strength or a (min, max) pair of numbers, got {value!r}.')
   else:
     low, high = (float(v) for v in value)
     if not bound[0] <= low <= high <= bound[1]:
       raise ConfigError(
-          f'color_jitter: {name} range {tuple(value)} must satisfy '
-          f'{bound[0]} <= min <= max <= {bound[1]}.'
+          f'{name} range {tuple(value)} must satisfy {bound[0]} <= min <= max <= {bound[1]}.'
       )
   return None if low == high == centre else (low, high)
 
@@ -133,6 +141,7 @@ def color_jitter(
       _factor_range(saturation, 'saturation', 1.0, (0.0, np.inf)),
       _factor_range(hue, 'hue', 0.0, (-0.5, 0.5)),
   ]
+  arguments.flag(random_order, 'random_order')
   adjustments = [_brightness, _contrast, _saturation, _hue]
   active = [(k, adjust, r) for k, (adjust, r) in enumerate(zip(adjustments, ranges)) if r]
 

@@ -4,8 +4,17 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from input_pipeline.ops.geometry import Size, _hw, random_resized_crop, sample_window
+from input_pipeline.ops import arguments
+from input_pipeline.ops.geometry import (
+    Size,
+    crop_ratio,
+    crop_scale,
+    random_resized_crop,
+    sample_window,
+)
 from input_pipeline.ops.registry import Features, Op, register
+
+CHANNELS = (0, 1, 3)  # 0: as stored
 
 
 def decode_uint8(data: tf.Tensor, channels: int = 0) -> tf.Tensor:
@@ -30,6 +39,7 @@ def to_float(image: tf.Tensor) -> tf.Tensor:
 @register('decode', decodes=True)
 def decode(channels: int = 0) -> Op:
   """Decodes the stored image to float32 in [0, 1] (`channels` 3 turns grey into RGB)."""
+  arguments.choice(channels, 'channels', CHANNELS)
   return lambda features, seed: {
       **features,
       'image': to_float(decode_uint8(features['image'], channels)),
@@ -45,6 +55,8 @@ def decode_and_random_resized_crop(
 ) -> Op:
   """`random_resized_crop` fused with decoding: JPEGs decode only the crop window (the
   ImageNet speed-up of flax's example); other formats decode whole, then crop."""
+  hw, scale, ratio = arguments.size(size), crop_scale(scale), crop_ratio(ratio)
+  arguments.choice(channels, 'channels', CHANNELS)
   crop_decoded = random_resized_crop(size, scale, ratio)
 
   def fn(features: Features, seed: tf.Tensor) -> Features:
@@ -55,7 +67,7 @@ def decode_and_random_resized_crop(
     def jpeg() -> tf.Tensor:
       offset, window = sample_window(tf.image.extract_jpeg_shape(data), seed, scale, ratio)
       crop = tf.image.decode_and_crop_jpeg(data, tf.concat([offset, window], 0), channels=channels)
-      return tf.image.resize(to_float(crop), _hw(size))
+      return tf.image.resize(to_float(crop), hw)
 
     def other() -> tf.Tensor:
       return crop_decoded({'image': to_float(decode_uint8(data, channels))}, seed)['image']

@@ -1,37 +1,33 @@
 """Resizing, padding, cropping and flipping: where an image's pixels end up."""
 
 from collections.abc import Sequence
-from typing import Any
 
 import tensorflow as tf
 
 from common.errors import ConfigError
+from input_pipeline.ops import arguments
 from input_pipeline.ops.registry import Op, deterministic_image_op, image_op, register
 
 Size = int | Sequence[int]
-PAD_MODES = ('CONSTANT', 'REFLECT', 'SYMMETRIC')  # tf.pad's, any case
+PAD_MODES = ('constant', 'reflect', 'symmetric')  # tf.pad's, any case
 
 
-def _is_count(value: Any, least: int) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
-
-def _hw(size: Size) -> tuple[int, int]:
-  """(height, width) of an int or a pair of positive ints; ConfigError otherwise."""
-  if _is_count(size, 1):
-    return size, size
-  if isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_count(s, 1) for s in size):
-    return tuple(size)
-  raise ConfigError(f'size must be a positive int or a (height, width) pair, got {size!r}.')
-
-
-def _padding(pad: Any, mode: str) -> str:
+def _padding(pad: int, mode: str) -> str:
   """`mode` for tf.pad, after checking `pad` (pixels per side) and `mode`."""
-  if not _is_count(pad, 0):
-    raise ConfigError(f'pad must be an int >= 0 (pixels per side), got {pad!r}.')
-  if not isinstance(mode, str) or mode.upper() not in PAD_MODES:
+  arguments.count(pad, 'pad', 0, 'pixels per side')
+  if not isinstance(mode, str) or mode.lower() not in PAD_MODES:
     raise ConfigError(f'mode must be one of {", ".join(map(repr, PAD_MODES))}, got {mode!r}.')
   return mode.upper()
+
+
+def crop_scale(scale: Sequence[float]) -> tuple[float, float]:
+  """Inception crops' range of area fractions, checked."""
+  return arguments.interval(scale, 'scale', '0 < min <= max <= 1', lambda a, b: 0 < a <= b <= 1)
+
+
+def crop_ratio(ratio: Sequence[float]) -> tuple[float, float]:
+  """Inception crops' range of aspect ratios (width / height), checked."""
+  return arguments.interval(ratio, 'ratio', '0 < min <= max', lambda a, b: 0 < a <= b)
 
 
 def shorter_side_to(
@@ -80,7 +76,8 @@ def sample_window(
 @register('resize')
 def resize(size: Size, method: str = 'bilinear', antialias: bool = False) -> Op:
   """Resizes to `size` (int: a square), ignoring the aspect ratio."""
-  hw = _hw(size)
+  hw, method = arguments.size(size), arguments.resize_method(method)
+  arguments.flag(antialias, 'antialias')
   return deterministic_image_op(
       lambda image: tf.image.resize(image, hw, method=method, antialias=antialias)
   )
@@ -89,6 +86,9 @@ def resize(size: Size, method: str = 'bilinear', antialias: bool = False) -> Op:
 @register('resize_shorter')
 def resize_shorter(size: int, method: str = 'bilinear', antialias: bool = True) -> Op:
   """Scales the shorter side to `size`, keeping the aspect ratio (torchvision's Resize(int))."""
+  arguments.count(size, 'size')
+  arguments.resize_method(method)
+  arguments.flag(antialias, 'antialias')
   return deterministic_image_op(lambda image: shorter_side_to(image, size, method, antialias))
 
 
@@ -96,6 +96,8 @@ def resize_shorter(size: int, method: str = 'bilinear', antialias: bool = True) 
 def ensure_min_size(size: int, method: str = 'bilinear') -> Op:
   """Scales images whose shorter side is below `size` up to it (small datasets into models
   with a minimum input size); larger images are left alone."""
+  arguments.count(size, 'size')
+  arguments.resize_method(method)
 
   def fn(image: tf.Tensor) -> tf.Tensor:
     shorter = tf.reduce_min(tf.shape(image)[-3:-1])
@@ -111,6 +113,9 @@ def ensure_min_size(size: int, method: str = 'bilinear') -> Op:
 @register('random_resize_shorter')
 def random_resize_shorter(min_size: int, max_size: int, method: str = 'bilinear') -> Op:
   """VGG's scale jittering: the shorter side to an integer drawn uniformly from [min, max]."""
+  arguments.count(min_size, 'min_size')
+  arguments.count(max_size, 'max_size', min_size, 'at least min_size')
+  arguments.resize_method(method)
 
   def fn(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     size = tf.random.stateless_uniform([], seed, min_size, max_size + 1, dtype=tf.int32)
@@ -129,7 +134,7 @@ def pad(pad: int, mode: str = 'constant') -> Op:
 @register('random_crop')
 def random_crop(size: Size, pad: int = 0, mode: str = 'constant') -> Op:
   """Pads each side by `pad` (zeros unless `mode`), then crops a random `size` window (CIFAR)."""
-  height, width = _hw(size)
+  height, width = arguments.size(size)
   mode = _padding(pad, mode)
 
   def fn(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -143,7 +148,7 @@ def random_crop(size: Size, pad: int = 0, mode: str = 'constant') -> Op:
 @register('center_crop')
 def center_crop(size: Size) -> Op:
   """Crops the central `size` window."""
-  height, width = _hw(size)
+  height, width = arguments.size(size)
 
   def fn(image: tf.Tensor) -> tf.Tensor:
     shape = tf.shape(image)
@@ -161,7 +166,8 @@ def random_resized_crop(
 ) -> Op:
   """Inception's crop (torchvision RandomResizedCrop): a window of random area and aspect
   ratio, resized to `size`. `decode_and_random_resized_crop` does the same on JPEG bytes."""
-  hw = _hw(size)
+  hw, method = arguments.size(size), arguments.resize_method(method)
+  scale, ratio = crop_scale(scale), crop_ratio(ratio)
 
   def fn(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     offset, window = sample_window(tf.shape(image), seed, scale, ratio)

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from common.errors import ConfigError
 from input_pipeline import stats as stats_lib
+from input_pipeline.ops import arguments
 from input_pipeline.ops.registry import Op, deterministic_image_op, register
 
 
@@ -50,20 +51,36 @@ def check_trailing_shape(image: tf.Tensor, expected: Sequence[int], message: str
 def normalize(mean: str | Sequence[float], std: Sequence[float] | None = None) -> Op:
   """(image - mean) / std per channel: `normalize('cifar10')`, a stats file
   `normalize('<workdir>/dataset_stats.npz')`, or `normalize((m,...), (s,...))`."""
+  source = ''
   if isinstance(mean, str):
+    if std is not None:
+      raise ConfigError(
+          f'std comes from the statistics of {mean!r}: give only the name, or both as numbers.'
+      )
     try:
       stats = stats_lib.load(mean)
     except ValueError as e:
       raise ConfigError(f'{e} Or give the numbers: normalize((m, ...), (s, ...)).') from e
+    source = f' in the statistics of {mean!r}; give the numbers: normalize((m, ...), (s, ...))'
     mean, std = stats.mean, stats.std
-  if std is None:
-    raise ConfigError('normalize needs std when mean is given as numbers.')
-  if np.any(np.asarray(std, np.float64) <= 0):
+  else:
+    if std is None:
+      raise ConfigError('normalize needs std when mean is given as numbers.')
+    per_channel = 'a dataset name, a statistics path, or a number per channel'
+    arguments.numbers(mean, 'mean', per_channel)
+    arguments.numbers(std, 'std', 'a number per channel')
+  mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+  if np.any(std <= 0):
     raise ConfigError(
-        f'std must be > 0 in every channel (it divides), got {tuple(np.ravel(std).tolist())}.'
+        f'std must be > 0 in every channel (it divides), got {tuple(np.ravel(std).tolist())}'
+        f'{source}.'
+    )
+  if mean.size > 1 and std.size > 1 and mean.shape != std.shape:
+    raise ConfigError(
+        f'mean and std must have one value per channel each, got {mean.size} and {std.size}.'
     )
   mean_t, std_t = tf.constant(mean, tf.float32), tf.constant(std, tf.float32)
-  channels = mean_t.shape[-1] if mean_t.shape.rank else 1
+  channels = max(mean.size, std.size)
   message = f'normalize: the image must have {channels} channels, as its mean and std do'
 
   def fn(image: tf.Tensor) -> tf.Tensor:
@@ -91,6 +108,7 @@ def _shape_message(op: str, name: str, shape: Sequence[int]) -> str:
 def subtract_pixel_mean(stats: str) -> Op:
   """image - the dataset's mean image (AlexNet; He et al. 2016's CIFAR ResNets). Needs images
   of the stored mean's size; works on view stacks [V, H, W, C] too."""
+  arguments.text(stats, 'stats', 'a dataset name or the path of dataset statistics')
   _, pixel_mean = _pixel_mean(stats, 'subtract_pixel_mean')
   mean_t = tf.constant(pixel_mean, tf.float32)
   message = _shape_message('subtract_pixel_mean', stats, pixel_mean.shape)
@@ -108,6 +126,9 @@ def zca(stats: str, epsilon: float | None = None) -> Op:
   cores: the file keeps one D×D matrix, not the covariance as well). Works on view stacks
   [V, H, W, C] too.
   """
+  arguments.text(stats, 'stats', 'a dataset name or the path of dataset statistics')
+  if epsilon is not None:
+    arguments.number(epsilon, 'epsilon', '> 0 (or None for the stored one)', lambda e: e > 0)
   loaded, pixel_mean = _pixel_mean(stats, 'zca')
   w = require(loaded, stats, 'zca', 'zca')
   if epsilon is not None and epsilon != loaded.zca_epsilon:

@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+from input_pipeline.ops import arguments
 from input_pipeline.ops.registry import Features, Op, image_op, register
 
 
@@ -9,6 +10,8 @@ from input_pipeline.ops.registry import Features, Op, image_op, register
 def cutout(size: int, fill: float = 0.0) -> Op:
   """DeVries & Taylor 2017: a `size`×`size` square, centred anywhere in the image (clipped at
   the border), set to `fill`. Put it after normalisation so that 0 is the mean."""
+  arguments.count(size, 'size', 1, 'the side of the square')
+  arguments.number(fill, 'fill', 'a number', lambda _: True)
 
   def fn(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     shape = tf.shape(image)
@@ -35,6 +38,7 @@ def mixup(alpha: float = 0.2) -> Op:
   Adds `mix_label` (the partner's label) and `mix_weight` (1 − λ, per example); the train
   step's loss is (1 − w)·loss(label) + w·loss(mix_label).
   """
+  arguments.number(alpha, 'alpha', '> 0 (Beta(alpha, alpha))', lambda a: a > 0)
 
   def fn(batch: Features, seed: tf.Tensor) -> Features:
     lam = _beta(seed, alpha)

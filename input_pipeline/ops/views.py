@@ -4,7 +4,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from input_pipeline.ops.geometry import Size, _hw, crop_at, shorter_side_to
+from input_pipeline.ops import arguments
+from input_pipeline.ops.geometry import Size, crop_at, shorter_side_to
 from input_pipeline.ops.registry import Op, deterministic_image_op, register
 
 
@@ -22,7 +23,10 @@ def ten_crop(size: Size, scales: Sequence[int] = (), corners: bool = True, flip:
   """AlexNet's test views: the centre and four corner `size` crops, each also mirrored,
   stacked as image[views, h, w, c]. `scales` repeats them with the shorter side resized to
   each scale (multi-scale testing); `corners=False` keeps the centre crop only."""
-  height, width = _hw(size)
+  height, width = arguments.size(size)
+  arguments.counts(scales, 'scales', 'shorter sides')
+  arguments.flag(corners, 'corners')
+  arguments.flag(flip, 'flip')
 
   def fn(image: tf.Tensor) -> tf.Tensor:
     resized = [shorter_side_to(image, s) for s in scales] if scales else [image]
