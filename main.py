@@ -18,6 +18,10 @@ resumes from the newest checkpoint in the workdir. Other modes:
   --mode=compress --config=configs/compression.py:<method> --workdir=<dir>
                                     distillation, pruning, quantization, binary weights or low
                                     rank applied to config.init_from's run, with a report
+  --mode=convert --config=configs/pretrained.py:<model> --weights=<file> --workdir=<dir>
+                                    a torchvision, timm or Keras weight file as a workdir
+  --mode=predict --workdir=<run> --image=<file>
+                                    the top-5 classes of an image, with their probabilities
 """
 
 import sys
@@ -34,6 +38,8 @@ MODES = (
     'train',
     'evaluate',
     'compress',
+    'convert',
+    'predict',
     'sweep_report',
     'list',
     'dataset_stats',
@@ -55,7 +61,9 @@ flags.DEFINE_enum(
     'checkpoint of --workdir under the eval settings of --config, into evaluation.json; '
     'sweep_report: the table '
     'and plots of a sweep root; compress: config.compression.method applied to the trained run '
-    'config.init_from, with a report; list: configs, their arguments and the models; '
+    'config.init_from, with a report; convert: a published weight file (--weights) into a '
+    'workdir; predict: the top-5 classes of --image; list: configs, their arguments and the '
+    'models; '
     'dataset_stats: the '
     "training split's mean, std, RGB covariance and its eigenvectors, per-pixel "
     'mean and ZCA matrix, into <workdir>/dataset_stats.npz; summary: per-layer '
@@ -85,7 +93,17 @@ flags.DEFINE_string(
     None,
     'Where a picture (or the summary) is written; pictures default to <workdir>/<mode>.png.',
 )
-flags.DEFINE_string('image', None, 'feature_maps: an image file (default: the first eval image).')
+flags.DEFINE_string(
+    'image',
+    None,
+    'predict, feature_maps: an image file (feature_maps default: the first eval one).',
+)
+flags.DEFINE_string(
+    'weights',
+    None,
+    'convert: a torchvision/timm/Keras weight file (.safetensors, .h5, .keras, .npz; .pth with '
+    'torch installed).',
+)
 flags.DEFINE_list(
     'layers',
     None,
@@ -97,8 +115,15 @@ flags.DEFINE_list('workdirs', None, 'compare: the runs to compare.')
 def _check_flags() -> None:
   """Refuses a mode without what it needs, before anything is imported or read."""
   mode, example = FLAGS.mode, ' (e.g. --config=configs/lenet5_mnist.py)'
-  if mode in ('train', 'evaluate', 'compress', 'dataset_stats') and FLAGS.config is None:
+  if mode in ('train', 'evaluate', 'compress', 'convert', 'dataset_stats') and FLAGS.config is None:
     raise UserError(f'--mode={mode} needs --config{example}.')
+  if mode == 'convert' and not FLAGS.weights:
+    raise UserError(
+        "--mode=convert needs --weights=<file>, the reference's weights (e.g. "
+        'resnet50-0676ba61.pth, or its .safetensors).'
+    )
+  if mode == 'predict' and not FLAGS.image:
+    raise UserError('--mode=predict needs --image=<file> (a PNG, JPEG, GIF or BMP image).')
   if mode == 'summary' and (FLAGS.config is None) == (FLAGS.model is None):
     raise UserError(
         '--mode=summary takes --model=<name> (e.g. resnet50) or --config=..., one of them.'
@@ -115,6 +140,8 @@ def _check_flags() -> None:
           'train',
           'evaluate',
           'compress',
+          'convert',
+          'predict',
           'sweep_report',
           'dataset_stats',
           'filters',
@@ -218,6 +245,28 @@ def _compress() -> str:
   return run.compress(FLAGS.config, FLAGS.workdir, model_facts=summary.model_facts)
 
 
+def _convert() -> str:
+  # pylint: disable=import-outside-toplevel
+  from analysis import summary
+  from pretrained import workdir
+
+  derived = workdir.convert_into_workdir(
+      FLAGS.config, FLAGS.weights, FLAGS.workdir, model_facts=summary.model_facts
+  )
+  source = derived['converted_from']
+  return (
+      f'{FLAGS.workdir}: {FLAGS.config.model.name} from {source["library"]} '
+      f'{source["reference"]} ({derived["num_params"]:,} parameters). Next: '
+      f'python main.py --mode=predict --workdir={FLAGS.workdir} --image=<file>'
+  )
+
+
+def _predict() -> str:
+  from analysis import predict  # pylint: disable=import-outside-toplevel
+
+  return predict.predict_text(FLAGS.workdir, FLAGS.image)
+
+
 def _dataset_stats() -> str:
   from input_pipeline import dataset_stats  # pylint: disable=import-outside-toplevel
 
@@ -255,6 +304,8 @@ def main(argv: list[str]) -> None:
           'evaluate': _evaluate,
           'dataset_stats': _dataset_stats,
           'compress': _compress,
+          'convert': _convert,
+          'predict': _predict,
           'sweep_report': _sweep_report,
       }
       print(commands.get(FLAGS.mode, _picture)())

@@ -30,6 +30,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.dataset.min_size = 0  # > 0: smaller images are scaled up to this shorter side first
   config.dataset.cache = True  # keep decoded examples in memory (small datasets)
   config.dataset.shuffle_buffer = 16_384  # when not cached; cached splits shuffle fully
+  config.dataset.imagenet_labels = False  # True: labels as ImageNet's 1000 (Imagenette, ...)
   config.dataset.holdout_classes = ()  # metric learning: classes kept out of training entirely
 
   # 'classification', or 'metric_learning': an embedding (config.model.embedding_dim > 0)

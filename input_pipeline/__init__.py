@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from input_pipeline.datasets import DatasetError, get_spec, registered_names
-from input_pipeline.examples import model_input
+from input_pipeline.examples import class_names, model_input
 from input_pipeline.metric_pipeline import MetricPipeline
 from input_pipeline.pipeline import InputPipeline, check_preprocess, input_signature, pad_batch
 
@@ -12,6 +12,7 @@ __all__ = [
     'InputPipeline',
     'MetricPipeline',
     'check_preprocess',
+    'class_names',
     'get_spec',
     'hide_accelerators_from_tf',
     'input_signature',

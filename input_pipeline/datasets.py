@@ -23,7 +23,9 @@ class DatasetSpec:
   `normalize('<name>')` uses them. `eigval`/`eigvec` (eigenvectors as columns) decompose its
   RGB covariance, for `pca_lighting`. `offline` sets are generated from installed packages.
   `manual_files` ((file name, size in bytes) pairs) must be put into tfds's manual directory
-  by hand; `manual_download` says where to get them.
+  by hand; `manual_download` says where to get them. `imagenet_classes` gives, for a dataset
+  whose classes are ImageNet's, each label's index among ImageNet's 1000 classes
+  (`dataset.imagenet_labels` evaluates an ImageNet network on it with them).
   """
 
   name: str
@@ -37,6 +39,7 @@ class DatasetSpec:
   offline: bool = False
   manual_download: str = ''
   manual_files: tuple[tuple[str, int], ...] = ()
+  imagenet_classes: tuple[int, ...] | None = None
 
 
 # ImageNet statistics (docs/published_figures.md): mean/std as torchvision's models use them; the
@@ -122,7 +125,14 @@ _SPECS = {
         # every test class is new (one-shot learning, configs/metric_learning.py). No statistics.
         DatasetSpec('omniglot', 'omniglot'),
         DatasetSpec(
-            'imagenette', 'imagenette/full-size-v2', eval_split='validation', **_IMAGENET_STATS
+            'imagenette',
+            'imagenette/full-size-v2',
+            eval_split='validation',
+            **_IMAGENET_STATS,
+            # tench, English springer, cassette player, chain saw, church, French horn, garbage
+            # truck, gas pump, golf ball, parachute: synsets n01440764 … n03888605, in the order
+            # of ImageNet's sorted synsets.
+            imagenet_classes=(0, 217, 482, 491, 497, 566, 569, 571, 574, 701),
         ),
         DatasetSpec(
             'imagenet2012',
@@ -137,6 +147,7 @@ _SPECS = {
                 ('ILSVRC2012_img_train.tar', 147_897_477_120),
                 ('ILSVRC2012_img_val.tar', 6_744_924_160),
             ),
+            imagenet_classes=tuple(range(1000)),
         ),
     ]
 }

@@ -1,4 +1,5 @@
-"""One image as the model sees it at evaluation, and as a person should see it (for pictures)."""
+"""One image as the model sees it at evaluation, and as a person should see it (for pictures);
+the names of a dataset's classes."""
 
 import os
 from collections.abc import Sequence
@@ -62,3 +63,21 @@ def model_input(
         'from the dataset.'
     )
   return image, display
+
+
+IMAGENET_CLASS_NAMES = os.path.join(os.path.dirname(__file__), 'imagenet_class_names.txt')
+
+
+def class_names(config: ml_collections.ConfigDict, num_classes: int) -> list[str]:
+  """The name of each of a model's `num_classes` outputs on the dataset `config`: ImageNet's
+  (torchvision's wording) for its 1000 classes, else tfds's label names, else the indices."""
+  spec = datasets.get_spec(config.name)
+  if num_classes == pipeline.IMAGENET_CLASSES and (config.imagenet_labels or spec.imagenet_classes):
+    with open(IMAGENET_CLASS_NAMES) as f:
+      return f.read().splitlines()
+  try:
+    builder = datasets.builder_info_only(spec, config.data_dir or None)
+    names = list(builder.info.features[reading.image_and_label_keys(builder)[1]].names)
+  except Exception:  # pylint: disable=broad-except  (no metadata here: indices will do)
+    names = []
+  return names if len(names) == num_classes else [str(i) for i in range(num_classes)]

@@ -53,6 +53,8 @@ def check_preprocess(config: ml_collections.ConfigDict) -> None:
   """Builds both preprocessing strings of the dataset `config` without reading any data, so
   that a bad op, argument or placement stops the run before any work."""
   build_preprocess(config)
+  if config.imagenet_labels:
+    imagenet_classes(config.name)
 
 
 def deterministic_options() -> tf.data.Options:
@@ -100,6 +102,10 @@ class InputPipeline:
     self._builder = datasets.load_builder(self.spec, config.data_dir or None, config.download)
     label_key = reading.image_and_label_keys(self._builder)[1]
     self.num_classes: int = self._builder.info.features[label_key].num_classes
+    self._imagenet_labels = None
+    if config.imagenet_labels:
+      self._imagenet_labels = tf.constant(imagenet_classes(config.name), tf.int64)
+      self.num_classes = IMAGENET_CLASSES
     self._seed, self._process_index = seed, process_index
     self._batch = global_batch_size // process_count
     self._eval_batch = eval_batch_size // process_count
@@ -128,6 +134,12 @@ class InputPipeline:
     )
     self._eval_ds = self._make_eval_dataset()
     self.image_shape: tuple[int, ...] = self._first_train_image_shape()
+
+  def _relabel(self, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """With `imagenet_labels`, each label as the index of its class among ImageNet's."""
+    if self._imagenet_labels is None:
+      return example
+    return {**example, 'label': tf.gather(self._imagenet_labels, example['label'])}
 
   def _cached(self, split: str, preprocess: ops.Preprocess) -> tf.data.Dataset:
     """The split in memory: decoded to uint8 when the pipeline starts with a plain `decode`."""
@@ -161,7 +173,7 @@ class InputPipeline:
     seed_t = tf.constant(seed, tf.int64)
 
     def preprocess(index, example):
-      example = self._train_preprocess(example, tf.stack([seed_t, index]))
+      example = self._train_preprocess(self._relabel(example), tf.stack([seed_t, index]))
       return {**example, 'mask': tf.constant(True)}
 
     ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
@@ -187,7 +199,8 @@ class InputPipeline:
     fixed_seed = tf.constant([0, 0], tf.int64)  # eval ops are deterministic
     ds = reading.read(self._builder, self._eval_split)
     ds = ds.map(
-        lambda index, ex: self._eval_preprocess(ex, fixed_seed), num_parallel_calls=tf.data.AUTOTUNE
+        lambda index, ex: self._eval_preprocess(self._relabel(ex), fixed_seed),
+        num_parallel_calls=tf.data.AUTOTUNE,
     )
     ds = ds.batch(self._eval_batch, num_parallel_calls=tf.data.AUTOTUNE)
     return (
@@ -213,6 +226,22 @@ class InputPipeline:
       yield {k: np.zeros_like(v) for k, v in last.items()}
 
 
+IMAGENET_CLASSES = 1000
+
+
+def imagenet_classes(name: str) -> tuple[int, ...]:
+  """Each class of dataset `name` as its index among ImageNet's 1000 (`dataset.imagenet_labels`:
+  an ImageNet network evaluated, or fine-tuned with its classifier kept, on Imagenette)."""
+  classes = datasets.get_spec(name).imagenet_classes
+  if classes is None:
+    having = [n for n in datasets.registered_names() if datasets.get_spec(n).imagenet_classes]
+    raise ConfigError(
+        f"dataset.imagenet_labels: {name}'s classes are not ImageNet classes (those of "
+        f'{", ".join(having)} are). Set it to False to train a classifier of its own classes.'
+    )
+  return classes
+
+
 def input_signature(config: ml_collections.ConfigDict) -> tuple[tuple[int, ...], int]:
   """(image shape the model sees, number of classes) for `config.dataset`, without reading data.
 
@@ -228,7 +257,11 @@ def input_signature(config: ml_collections.ConfigDict) -> tuple[tuple[int, ...],
   image = preprocess(
       {'image': blank, 'label': tf.constant(0, tf.int64)}, tf.constant([0, 0], tf.int64)
   )['image']
-  return tuple(image.shape), builder.info.features[label_key].num_classes
+  num_classes = builder.info.features[label_key].num_classes
+  if config.imagenet_labels:
+    imagenet_classes(config.name)
+    num_classes = IMAGENET_CLASSES
+  return tuple(image.shape), num_classes
 
 
 def stats_images(

@@ -69,7 +69,7 @@ def test_every_repository_path_a_doc_names_exists(doc):
   named = set(
       re.findall(
           r'`((?:docs|models|configs|tests|train_lib|analysis|input_pipeline|'
-          r'common|benchmarks|compression)/[\w/.]+\.(?:py|md|json))`',
+          r'common|benchmarks|compression|pretrained)/[\w/.]+\.(?:py|md|json))`',
           text,
       )
   )

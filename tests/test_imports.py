@@ -14,7 +14,7 @@ LAYERS = (
     ('common',),
     ('models', 'input_pipeline', 'configs'),
     ('train_lib',),
-    ('analysis', 'compression'),
+    ('analysis', 'compression', 'pretrained'),
     ('main', 'benchmarks'),
 )
 RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}

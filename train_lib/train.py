@@ -78,9 +78,10 @@ def _recorded_config(workdir: str) -> dict[str, Any] | None:
     return None
 
 
-def check_task(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Refuses, before any work, a task this config cannot run, one other than the workdir's, or
-  an `init_from` or teacher that is not a trained workdir."""
+def check_task(config: ml_collections.ConfigDict, workdir: str, trains: bool = True) -> None:
+  """Refuses, before any work, a task this config cannot run, one other than the workdir's, an
+  `init_from` or teacher that is not a trained workdir, or (when `trains`) a resume with another
+  batch size."""
   if config.task not in TASKS:
     raise ConfigError(f'Unknown task {config.task!r}; choose one of {", ".join(TASKS)}.')
   if config.task == 'metric_learning':
@@ -103,21 +104,22 @@ def check_task(config: ml_collections.ConfigDict, workdir: str) -> None:
           'a new --workdir.'
       )
     resumes = checkpoint.has_checkpoint(os.path.join(workdir, 'checkpoints'))
-    if resumes and recorded.get('batch_size', config.batch_size) != config.batch_size:
+    batch_size = recorded.get('batch_size', config.batch_size)
+    if trains and resumes and batch_size != config.batch_size:
       raise ConfigError(
-          f'{workdir} was trained with batch_size={recorded["batch_size"]}; resuming it with '
+          f'{workdir} was trained with batch_size={batch_size}; resuming it with '
           f'batch_size={config.batch_size} would see examples again or skip them and shift the '
-          f'schedule. Rerun with --config.batch_size={recorded["batch_size"]}, or use a new '
+          f'schedule. Rerun with --config.batch_size={batch_size}, or use a new '
           '--workdir (config.init_from starts it from these weights).'
       )
 
 
 def _check_before_work(
-    config: ml_collections.ConfigDict, workdir: str, builds_pipeline: bool
+    config: ml_collections.ConfigDict, workdir: str, builds_pipeline: bool, trains: bool = True
 ) -> None:
   """Every check that needs no data and no compilation: the task against the workdir, the
   ranges of the numbers, and (where the real pipeline will be built) its preprocessing ops."""
-  check_task(config, workdir)
+  check_task(config, workdir, trains)
   config_checks.check_values(config)
   if builds_pipeline:
     import input_pipeline  # pylint: disable=import-outside-toplevel  (the only TensorFlow user)
@@ -348,7 +350,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   directory = os.path.join(workdir, 'checkpoints')
   if not checkpoint.has_checkpoint(directory):
     raise UserError(f'{workdir} holds no checkpoint to evaluate; train into it first.')
-  _check_before_work(config, workdir, builds_pipeline=True)
+  _check_before_work(config, workdir, builds_pipeline=True, trains=False)
   mesh = sharding.make_mesh()
   data = make_data(config, mesh)
   evaluator = make_evaluator(config, data, mesh)
