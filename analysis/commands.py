@@ -27,7 +27,9 @@ def model_and_input(
     import input_pipeline  # pylint: disable=import-outside-toplevel  (TensorFlow, for the shapes)
 
     (height, width, depth), classes = input_pipeline.input_signature(config.dataset)
-    model = models.from_config(config.model, num_classes or classes)
+    model = models.from_config(
+        config.model, num_classes or classes, precision=config.get('precision', 'float32')
+    )
   else:
     native = models.native_input(model_name)
     height = width = native.image_size

@@ -75,7 +75,9 @@ def load_trained(workdir: str) -> Trained:
   config = record_config(record)
   derived = record['derived']
   image_shape, num_classes = tuple(derived['image_shape']), int(derived['num_classes'])
-  model = models.from_config(config.model, num_classes)
+  model = models.from_config(
+      config.model, num_classes, precision=config.get('precision', 'float32')
+  )
   checkpointer = checkpoint.Checkpointer(
       os.path.join(workdir, CHECKPOINT_DIR), max_to_keep=config.keep_checkpoints
   )
@@ -144,7 +146,10 @@ def run_facts(workdir: str) -> dict[str, Any]:
   derived = record['derived']
   macs = derived.get('macs')
   if macs is None:
-    model = models.from_config(record_config(record).model, int(derived['num_classes']))
+    config = record_config(record)
+    model = models.from_config(
+        config.model, int(derived['num_classes']), precision=config.get('precision', 'float32')
+    )
     macs = summary.model_facts(model, tuple(derived['image_shape']))['macs']
   metric = headline_metric(workdir, record['config'])
   top1, step = _latest_score(workdir, metric)

@@ -272,7 +272,11 @@ def distill(job) -> Result:
   """The student trained alone and from the teacher, with the same steps and seed."""
   config = job.config
   teacher = init_from.read_run(config.distill.teacher, 'distill.teacher')
-  teacher_model = models.from_config(teacher.config['model'], job.data.num_classes)
+  teacher_model = models.from_config(
+      teacher.config['model'],
+      job.data.num_classes,
+      precision=teacher.config.get('precision', 'float32'),
+  )
   rows = [
       job.row(
           f'teacher ({teacher.config["model"]["name"]})',

@@ -57,7 +57,11 @@ class Job:
 
   def model(self, **fields: Any) -> nn.Module:
     """config.model with compression `fields` (models/compressed.py) added."""
-    return models.from_config({**self.config.model.to_dict(), **fields}, self.data.num_classes)
+    return models.from_config(
+        {**self.config.model.to_dict(), **fields},
+        self.data.num_classes,
+        precision=self.config.precision,
+    )
 
   def top1(self, model: nn.Module, variables: Any) -> float:
     weights = Weights(jax.device_put(variables, sharding.replicated(self.mesh)), model.apply)
@@ -130,7 +134,10 @@ class Job:
         config, workdir, self.data, model_facts=self.model_facts, init_variables=init_variables
     )
     trained = init_from.read_run(workdir)
-    return models.from_config(config.model, self.data.num_classes), trained.variables
+    return (
+        models.from_config(config.model, self.data.num_classes, precision=config.precision),
+        trained.variables,
+    )
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:

@@ -36,7 +36,6 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
       hidden_features=4096,
       dropout_rate=0.5,
       dropout_scaling='train',
-      dtype='float32',
   )
   if variant == 'alexnet_paper':
     recipes.imagenet(config, image_size=227, crop='alexnet', lighting=0.1, ten_crop=True)

@@ -88,5 +88,5 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.init_from = ''
     config.distill.teacher = original
     config.dataset.train_split = 'train[:10%]'
-    config.model = recipes.model('lenet_caffe', dtype='float32', pruned_widths=STUDENT_WIDTHS)
+    config.model = recipes.model('lenet_caffe', pruned_widths=STUDENT_WIDTHS)
   return config

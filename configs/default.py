@@ -15,6 +15,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # Model: `name` picks the registry entry; every other field is passed to its constructor,
   # so experiment configs list the fields they want overridable from the command line.
   config.model = ml_collections.ConfigDict({'name': 'lenet5'})
+  # Mixed precision: 'float32' | 'bfloat16', the dtype every model's convolutions and matrix
+  # multiplies run in. Parameters, BatchNorm statistics, the optimizer state, the logits and the
+  # loss stay float32 either way. A config's `model.dtype` (the older per-model switch) wins
+  # while this is 'float32'; set both and they must agree.
+  config.precision = 'float32'
 
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = 'offline_digits'  # or any tfds image classification name
@@ -30,6 +35,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.dataset.min_size = 0  # > 0: smaller images are scaled up to this shorter side first
   config.dataset.cache = True  # keep decoded examples in memory (small datasets)
   config.dataset.shuffle_buffer = 16_384  # when not cached; cached splits shuffle fully
+  # tf.data's own threadpool for decoding and preprocessing (map, batch and prefetch are all
+  # AUTOTUNE); 0 = TensorFlow's default, one thread per core. A GPU host may give it more.
+  config.dataset.threads = 0
   config.dataset.imagenet_labels = False  # True: labels as ImageNet's 1000 (Imagenette, ...)
   config.dataset.holdout_classes = ()  # metric learning: classes kept out of training entirely
 

@@ -32,7 +32,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   """`arg`: 'variant[,dataset]', e.g. 'densenet40_k12' or 'densenet_bc_190_k40,cifar100'."""
   variant, dataset = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
-  config.model = recipes.model(variant, drop_rate=0.0, dtype='float32')
+  config.model = recipes.model(variant, drop_rate=0.0)
   recipes.cifar(config, dataset)
   config.batch_size = 64
   config.num_epochs = 300

@@ -26,7 +26,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   """`arg`: the variant, e.g. 'densenet169'."""
   variant, _ = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
-  config.model = recipes.model(variant, drop_rate=0.0, dtype='float32')
+  config.model = recipes.model(variant, drop_rate=0.0)
   recipes.imagenet(config, image_size=224, color_jitter=0.4, lighting=0.1)
   config.batch_size = 256
   config.num_epochs = 90

@@ -41,7 +41,6 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
       aux_logits=True,
       dropout_rate=0.4 if variant == 'googlenet_paper' else 0.2,
       aux_dropout_rate=0.7,
-      dtype='float32',
   )
   recipes.imagenet(config, image_size=224)
   config.aux_loss_weight = 0.3

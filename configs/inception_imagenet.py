@@ -47,9 +47,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.batch_size = 256
   config.log_every_steps = 100
   if variant == 'inception_v3':
-    config.model = recipes.model(
-        variant, aux_logits=True, dropout_rate=0.5, bn_scale=True, dtype='float32'
-    )
+    config.model = recipes.model(variant, aux_logits=True, dropout_rate=0.5, bn_scale=True)
     recipes.imagenet(config, image_size=299, resize_to=342, color_jitter=TF_SLIM_COLOUR)
     config.num_epochs = 100
     config.optimizer.update(
@@ -66,7 +64,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.label_smoothing = 0.1
     config.aux_loss_weight = 0.4
   else:
-    config.model = recipes.model(variant, separable_stem=False, dropout_rate=0.0, dtype='float32')
+    config.model = recipes.model(variant, separable_stem=False, dropout_rate=0.0)
     recipes.imagenet(config, image_size=224)
     config.num_epochs = 150
     recipes.sgd(config, lr=0.045, weight_decay=4e-5)

@@ -43,9 +43,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   variant, _ = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
   if variant == 'inception_v4':
-    config.model = recipes.model(
-        variant, repeats=(4, 7, 3), dropout_rate=0.2, bn_scale=True, dtype='float32'
-    )
+    config.model = recipes.model(variant, repeats=(4, 7, 3), dropout_rate=0.2, bn_scale=True)
   else:
     repeats = (5, 10, 5) if variant == 'inception_resnet_v1' else (10, 20, 9)
     config.model = recipes.model(
@@ -54,7 +52,6 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
         scales=(0.17, 0.10, 0.20),
         dropout_rate=0.2,
         bn_scale=True,
-        dtype='float32',
     )
   recipes.imagenet(
       config, image_size=299, resize_to=342, color_jitter=inception_imagenet.TF_SLIM_COLOUR

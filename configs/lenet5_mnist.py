@@ -50,7 +50,6 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
         batch_norm=True,
         dropout_rate=0.0,
         dropout_scaling='train',
-        dtype='float32',
     )
     stats = dataset if dataset in ('offline_digits', 'fashion_mnist') else 'mnist'
     config.dataset.train_preprocess = f"random_crop(28, pad=2)|normalize('{stats}')"
@@ -69,7 +68,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     # Caffe's lenet_solver.prototxt: SGD momentum 0.9, lr 0.01, weight decay 5e-4, batch 64,
     # pixels in [0, 1] (decoding already scales them, as Caffe's 1/256 does); a cosine schedule
     # stands in for its "inv" decay.
-    config.model = recipes.model('lenet_caffe', dtype='float32')
+    config.model = recipes.model('lenet_caffe')
     config.dataset.train_preprocess = 'random_crop(28, pad=2)'
     config.dataset.eval_preprocess = ''
     config.batch_size = 64
@@ -88,7 +87,6 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
       input_size=32,
       pad_value=_BACKGROUND,
       paper_init=False,
-      dtype='float32',
   )
   std = 1.0 / (_INK - _BACKGROUND)
   scale = f'normalize(({-_BACKGROUND * std!r},), ({std!r},))'

@@ -48,7 +48,6 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.dataset.name = dataset
   config.model = recipes.model(
       'resnet20',
-      dtype='float32',
       embedding_dim=64,
       normalize_embedding=True,
       embedding_classifier=variant == 'softmax',

@@ -45,7 +45,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   recipes.imagenet(config, image_size=224)
   config.batch_size = 256
   if variant == 'mobilenet_v1':
-    config.model = recipes.model(variant, alpha=1.0, act='relu', dropout_rate=1e-3, dtype='float32')
+    config.model = recipes.model(variant, alpha=1.0, act='relu', dropout_rate=1e-3)
     config.num_epochs = 100
     config.optimizer.update(
         name='rmsprop',
@@ -58,7 +58,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     )
     recipes.exponential_schedule(config, every_epochs=2, factor=0.94)
   else:
-    config.model = recipes.model(variant, width_mult=1.0, dropout_rate=0.2, dtype='float32')
+    config.model = recipes.model(variant, width_mult=1.0, dropout_rate=0.2)
     config.num_epochs = 300
     recipes.sgd(config, lr=0.045, weight_decay=4e-5, decay_norm_and_bias=True)
     recipes.exponential_schedule(config, every_epochs=1, factor=0.98)

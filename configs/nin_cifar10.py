@@ -26,7 +26,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   """`arg` names the dataset: cifar10 (default) or cifar100."""
   variant, dataset = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
-  config.model = recipes.model(variant, dropout_rate=0.5, dtype='float32')
+  config.model = recipes.model(variant, dropout_rate=0.5)
   recipes.cifar(config, dataset)
   config.num_epochs = 164
   recipes.sgd(config, lr=0.1, weight_decay=1e-4)

@@ -24,7 +24,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   """`arg` may name the variant or dataset, each of which has one choice."""
   variant, _ = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
-  config.model = recipes.model(variant, dropout_rate=0.5, dtype='float32')
+  config.model = recipes.model(variant, dropout_rate=0.5)
   recipes.imagenet(config, image_size=224, resize_to=256, crop='alexnet')
   config.batch_size = 64
   config.num_epochs = 90

@@ -40,9 +40,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   variant, dataset = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
   if variant.startswith('preact_'):
-    config.model = recipes.model(variant, dtype='float32')
+    config.model = recipes.model(variant)
   else:
-    config.model = recipes.model(variant, shortcut='A', zero_init_residual=False, dtype='float32')
+    config.model = recipes.model(variant, shortcut='A', zero_init_residual=False)
   recipes.cifar(config, dataset)
   config.batch_size = 128
   config.num_epochs = 164

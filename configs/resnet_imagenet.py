@@ -44,11 +44,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   variant, _ = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
   if variant.startswith('preact_'):
-    config.model = recipes.model(variant, dtype='float32')
+    config.model = recipes.model(variant)
   else:
-    config.model = recipes.model(
-        variant, stride_on_3x3=True, zero_init_residual=True, dtype='float32'
-    )
+    config.model = recipes.model(variant, stride_on_3x3=True, zero_init_residual=True)
   recipes.imagenet(config, image_size=224)
   config.batch_size = 256
   config.num_epochs = 90

@@ -39,9 +39,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   """`arg`: the variant, e.g. 'resnext101_32x8d' or 'wide_resnet50_2'."""
   variant, _ = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
-  config.model = recipes.model(
-      variant, stride_on_3x3=True, zero_init_residual=False, dtype='float32'
-  )
+  config.model = recipes.model(variant, stride_on_3x3=True, zero_init_residual=False)
   recipes.imagenet(config, image_size=224, color_jitter=0.4, lighting=0.1)
   config.batch_size = 256
   if variant.startswith('resnext'):

@@ -26,7 +26,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   """`arg` names the dataset: cifar10 (default) or cifar100."""
   variant, dataset = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
-  config.model = recipes.model(variant, shortcut='B', outer_shortcut=True, dtype='float32')
+  config.model = recipes.model(variant, shortcut='B', outer_shortcut=True)
   recipes.cifar(config, dataset)
   config.batch_size = 500
   config.num_epochs = 82

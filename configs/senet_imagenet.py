@@ -34,7 +34,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   variant, _ = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
   config.model = recipes.model(
-      variant, se_reduction=16, stride_on_3x3=True, zero_init_residual=False, dtype='float32'
+      variant, se_reduction=16, stride_on_3x3=True, zero_init_residual=False
   )
   recipes.imagenet(config, image_size=224)
   config.batch_size = 256

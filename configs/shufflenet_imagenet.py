@@ -43,11 +43,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   variant, _ = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
   if variant.startswith('shufflenet_v1'):
-    config.model = recipes.model(
-        variant, width_multiplier=1.0, stem_channels=24, fc_bias=False, dtype='float32'
-    )
+    config.model = recipes.model(variant, width_multiplier=1.0, stem_channels=24, fc_bias=False)
   else:
-    config.model = recipes.model(variant, dtype='float32')
+    config.model = recipes.model(variant)
   recipes.imagenet(config, image_size=224, color_jitter=0.4)
   config.batch_size = 1024
   config.num_epochs = 240  # 240 × 1,281,167 / 1024 ≈ 300,270 iterations

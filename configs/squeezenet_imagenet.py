@@ -33,7 +33,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   """`arg`: 'variant[,dataset]' from VARIANTS and DATASETS."""
   variant, _ = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
-  config.model = recipes.model(variant, bypass='none', dropout_rate=0.5, dtype='float32')
+  config.model = recipes.model(variant, bypass='none', dropout_rate=0.5)
   recipes.imagenet(config, image_size=227, crop='alexnet')
   config.batch_size = 512
   config.num_epochs = 68  # 170,000 × 512 / 1,281,167 = 67.9

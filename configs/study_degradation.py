@@ -19,7 +19,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   del arg
   config = lenet5_mnist.get_config()
   config.model = recipes.model(
-      'resnet20', depth=20, residual=True, shortcut='A', zero_init_residual=False, dtype='float32'
+      'resnet20', depth=20, residual=True, shortcut='A', zero_init_residual=False
   )
   config.num_epochs = 8
   recipes.sgd(config, lr=0.1, weight_decay=1e-4)

@@ -27,7 +27,6 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
       pool_size=1,
       hidden_width=128,
       dropout_rate=0.0,
-      dtype='float32',
   )
   config.num_epochs = 10
   config.log_every_steps = 62

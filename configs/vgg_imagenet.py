@@ -32,7 +32,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   """`arg` is a variant of VARIANTS (default vgg16)."""
   variant, _ = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
-  config.model = recipes.model(variant, dropout_rate=0.5, dtype='float32')
+  config.model = recipes.model(variant, dropout_rate=0.5)
   recipes.imagenet(config, image_size=224, resize_to=256, crop='random', lighting=0.1)
   config.batch_size = 256
   config.num_epochs = 74

@@ -31,7 +31,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   """`arg`: 'variant[,dataset]', e.g. 'wrn16_8' or 'wrn40_4,cifar100'."""
   variant, dataset = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
-  config.model = recipes.model(variant, dropout_rate=0.0, dtype='float32')
+  config.model = recipes.model(variant, dropout_rate=0.0)
   recipes.cifar(config, dataset)
   config.batch_size = 128
   config.num_epochs = 200

@@ -30,9 +30,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   """`arg`: 'variant[,dataset]' from VARIANTS and DATASETS."""
   variant, _ = recipes.parse_arg(arg, VARIANTS, DATASETS)
   config = default.get_config()
-  config.model = recipes.model(
-      variant, middle_blocks=8, dropout_rate=0.5, bn_epsilon=1e-3, dtype='float32'
-  )
+  config.model = recipes.model(variant, middle_blocks=8, dropout_rate=0.5, bn_epsilon=1e-3)
   recipes.imagenet(config, image_size=299, resize_to=342)
   config.batch_size = 32
   config.num_epochs = 100

@@ -119,8 +119,10 @@ class MetricPipeline(InputPipeline):
     ds = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
     ds = ds.map(rows_of).unbatch()
     ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(self._rows * n, drop_remainder=True).map(shape_batch)
-    ds = ds.prefetch(tf.data.AUTOTUNE).with_options(deterministic_options())
+    ds = ds.batch(self._rows * n, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE).map(
+        shape_batch
+    )
+    ds = ds.prefetch(tf.data.AUTOTUNE).with_options(deterministic_options(self._threads))
     yield from explain_size_errors(ds.as_numpy_iterator(), 'train_preprocess')
 
 

@@ -57,10 +57,13 @@ def check_preprocess(config: ml_collections.ConfigDict) -> None:
     imagenet_classes(config.name)
 
 
-def deterministic_options() -> tf.data.Options:
+def deterministic_options(threads: int = 0) -> tf.data.Options:
+  """Ordered parallel map and batch; `threads` > 0 sizes tf.data's private threadpool."""
   options = tf.data.Options()
   options.deterministic = True  # parallel map and batch keep the order: same seed, same batches
   options.experimental_optimization.map_parallelization = True
+  if threads:
+    options.threading.private_threadpool_size = threads
   return options
 
 
@@ -110,6 +113,7 @@ class InputPipeline:
     self._batch = global_batch_size // process_count
     self._eval_batch = eval_batch_size // process_count
     self._cache = config.cache
+    self._threads = config.get('threads', 0)
 
     train_split = config.train_split or self.spec.train_split
     eval_split = config.eval_split or self.spec.eval_split
@@ -184,7 +188,7 @@ class InputPipeline:
           lambda i, batch: batch_fn(batch, tf.stack([seed_t, -1 - i])),
           num_parallel_calls=tf.data.AUTOTUNE,
       )
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(deterministic_options())
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(deterministic_options(self._threads))
 
   def train_batches(self, start_step: int = 0) -> Iterator[Batch]:
     """Endless training batches from global step `start_step` on."""
@@ -206,7 +210,7 @@ class InputPipeline:
     return (
         (ds.cache() if self._cache else ds)
         .prefetch(tf.data.AUTOTUNE)
-        .with_options(deterministic_options())
+        .with_options(deterministic_options(self._threads))
     )
 
   def eval_batches(self) -> Iterator[Batch]:
@@ -278,7 +282,11 @@ def stats_images(
   ds = reading.read(builder, split).map(
       lambda i, ex: preprocess(ex, seed)['image'], num_parallel_calls=tf.data.AUTOTUNE
   )
-  ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(deterministic_options())
+  ds = (
+      ds.batch(batch_size)
+      .prefetch(tf.data.AUTOTUNE)
+      .with_options(deterministic_options(config.get('threads', 0)))
+  )
   return ds.as_numpy_iterator(), {
       'dataset': spec.name,
       'split': split,

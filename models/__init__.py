@@ -22,9 +22,11 @@ from models import (
     xception,
 )
 from models.registry import (
+    PRECISIONS,
     ModelEntry,
     NativeInput,
     UnknownModelError,
+    compute_dtype,
     create_model,
     entry,
     from_config,
@@ -34,9 +36,11 @@ from models.registry import (
 )
 
 __all__ = [
+    'PRECISIONS',
     'ModelEntry',
     'NativeInput',
     'UnknownModelError',
+    'compute_dtype',
     'create_model',
     'entry',
     'from_config',

@@ -113,19 +113,60 @@ def create_model(name: str, *, num_classes: int, **kwargs: Any) -> nn.Module:
   return model.module(**{**model.fields, 'num_classes': num_classes, **kwargs})
 
 
-def from_config(model_config: Mapping[str, Any], num_classes: int, **overrides: Any) -> nn.Module:
+# config.precision: the compute dtype of every model (parameters and BatchNorm statistics stay
+# float32, and every model returns float32 logits).
+PRECISIONS = ('float32', 'bfloat16')
+
+
+def compute_dtype(precision: str = 'float32', model_dtype: Any = None) -> jnp.dtype:
+  """The dtype a model computes in under `config.precision` and an optional `config.model.dtype`.
+
+  `model.dtype`, the older per-model switch, wins where precision is left at 'float32';
+  otherwise the two must agree. ConfigError, in one line, for an unknown value or a conflict.
+  """
+  if precision not in PRECISIONS:
+    raise ConfigError(
+        f'precision={precision!r} is unknown: it must be one of {", ".join(PRECISIONS)}.'
+    )
+  if model_dtype is None:
+    return jnp.dtype(precision)
+  try:
+    dtype = jnp.dtype(model_dtype)
+  except TypeError as e:
+    raise ConfigError(
+        f'model.dtype={model_dtype!r} is not a dtype; set precision=bfloat16 instead.'
+    ) from e
+  if precision != 'float32' and dtype != jnp.dtype(precision):
+    raise ConfigError(
+        f'model.dtype={dtype.name} conflicts with precision={precision}: drop model.dtype '
+        '(precision is the one switch).'
+    )
+  return dtype
+
+
+def from_config(
+    model_config: Mapping[str, Any],
+    num_classes: int,
+    *,
+    precision: str = 'float32',
+    **overrides: Any,
+) -> nn.Module:
   """The model a config's `model` section names: `name`, and any field of the model.
 
-  `dtype` may be a string ('bfloat16'), as a command line gives it. `embedding_dim` > 0 makes
-  it an embedding network (models/embedding.py): the backbone's classifier projects to
-  `embedding_dim`, L2-normalised unless `normalize_embedding` is False, with a training-only
-  softmax classifier over `num_classes` when `embedding_classifier` is True. The fields of
-  `models.compressed.FIELDS` rewrite layers as a compression method left them.
+  `precision` (the config's top-level `precision`) sets the compute dtype, with an older
+  `model.dtype` as `compute_dtype` resolves them; `dtype` may be a string ('bfloat16'), as a
+  command line gives it. `embedding_dim` > 0 makes it an embedding network
+  (models/embedding.py): the backbone's classifier projects to `embedding_dim`, L2-normalised
+  unless `normalize_embedding` is False, with a training-only softmax classifier over
+  `num_classes` when `embedding_classifier` is True. The fields of `models.compressed.FIELDS`
+  rewrite layers as a compression method left them.
   """
   kwargs = {k: v for k, v in model_config.items() if k != 'name'}
   kwargs.update(overrides)
-  if isinstance(kwargs.get('dtype'), str):
-    kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
+  given = kwargs.pop('dtype', None)
+  dtype = compute_dtype(precision, given)
+  if given is not None or dtype != jnp.float32:  # models keep their own float32 default
+    kwargs['dtype'] = dtype
   embedding = {k: kwargs.pop(k) for k in EMBEDDING_FIELDS if k in kwargs}
   compression = {k: kwargs.pop(k) for k in compressed.FIELDS if k in kwargs}
   if not embedding.get('embedding_dim'):

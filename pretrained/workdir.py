@@ -59,7 +59,7 @@ def convert_into_workdir(
   variables = convert.convert(name, weight_files.read(weights))
   size = pretrained_config.MODELS[name].image_size
   image_shape = (size, size, 3)
-  model = models.from_config(config.model, sources.IMAGENET_CLASSES)
+  model = models.from_config(config.model, sources.IMAGENET_CLASSES, precision=config.precision)
   mesh = sharding.make_mesh()
   state = init_state(config, model, image_shape, mesh)
   state = init_from.start(state, config, variables, mesh)

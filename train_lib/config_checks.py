@@ -7,7 +7,8 @@ are looked up; this module checks numbers only. It leaves out the sections that 
 their own: distill.* (distillation.check_config, before any work), metric.*
 (metric_task.check_config; the episode sizes against the eval labels) and compression.*
 (--mode=compress). The pruning ranges repeat sparsity's, which run only once the optimizer is
-built, after the data is loaded.
+built, after the data is loaded. One name is checked here too, `precision`, because the model
+that looks it up is built only after the data is loaded.
 """
 
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Any
 
 import ml_collections
 
+import models
 from common.errors import ConfigError
 from train_lib import optim
 
@@ -85,6 +87,7 @@ CHECKS: tuple[Check, ...] = (
     ('keep_checkpoints', _positive_int, 'a positive integer'),
     ('dataset.shuffle_buffer', _positive_int, 'a positive integer'),
     ('dataset.min_size', _non_negative_int, 'an integer >= 0 (0 = no minimum)'),
+    ('dataset.threads', _non_negative_int, "an integer >= 0 (0 = TensorFlow's default)"),
     ('model.dropout_rate', _fraction, 'in [0, 1)'),
     ('model.drop_rate', _fraction, 'in [0, 1)'),
     ('model.aux_dropout_rate', _fraction, 'in [0, 1)'),
@@ -115,6 +118,7 @@ def check_values(config: ml_collections.ConfigDict) -> None:
     present, value = _lookup(config, field)
     if present and not valid(value):
       raise ConfigError(f'{field}={value!r} is out of range: it must be {allowed}.')
+  models.compute_dtype(config.get('precision', 'float32'), config.get('model', {}).get('dtype'))
   if config.get('total_steps', 0) == 0 and config.get('num_epochs', 1) == 0:
     raise ConfigError('num_epochs=0 and total_steps=0 train nothing: set one of them > 0.')
   schedule = config.get('schedule', {})

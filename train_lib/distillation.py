@@ -46,7 +46,9 @@ class Teacher:
           f'{num_classes} of {tuple(image_shape)}; a teacher must see the same data.'
       )
     self.run = run
-    self.model = models.from_config(run.config['model'], num_classes)
+    self.model = models.from_config(
+        run.config['model'], num_classes, precision=run.config.get('precision', 'float32')
+    )
     self.variables = jax.device_put(run.variables, sharding.replicated(mesh))
     batch_sharded = sharding.batch_sharded(mesh)
     self._annotate = jax.jit(

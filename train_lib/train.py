@@ -354,7 +354,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   mesh = sharding.make_mesh()
   data = make_data(config, mesh)
   evaluator = make_evaluator(config, data, mesh)
-  model = models.from_config(config.model, data.num_classes)
+  model = models.from_config(config.model, data.num_classes, precision=config.precision)
   _, total_steps, _ = learning_rate_schedule(config, data.steps_per_epoch)
   state = init_state(config, model, data.image_shape, mesh, total_steps=total_steps)
   found = checkpoint.read_newest(directory)
@@ -393,7 +393,7 @@ def _train(
   data = data or make_data(config, mesh)
   evaluator = make_evaluator(config, data, mesh)  # checks what eval needs before training
   steps_per_epoch = data.steps_per_epoch
-  model = models.from_config(config.model, data.num_classes)
+  model = models.from_config(config.model, data.num_classes, precision=config.precision)
   base_lr, total_steps, learning_rate_fn = learning_rate_schedule(config, steps_per_epoch)
   replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharded(mesh)
   state = init_state(config, model, data.image_shape, mesh, total_steps=total_steps)
