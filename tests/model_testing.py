@@ -25,6 +25,20 @@ fast_jit = functools.partial(
 FAST_KEY = jax.random.key(0, impl='rbg')
 
 
+def operand_dtypes(jaxpr) -> set:
+  """The dtypes of every convolution's and matrix multiply's operands in `jaxpr`, nested
+  jaxprs (jit, remat, custom gradients, control flow) included."""
+  found = set()
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name in ('conv_general_dilated', 'dot_general'):
+      found |= {v.aval.dtype for v in eqn.invars}
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else (param,):
+        if isinstance(sub, (jax.extend.core.ClosedJaxpr, jax.extend.core.Jaxpr)):
+          found |= operand_dtypes(sub)
+  return found
+
+
 @functools.cache
 def abstract(name: str, size: int, batch: int = 1, **kwargs):
   """Shapes of params and of every submodule's output ('intermediates'), without compute."""

@@ -1,9 +1,12 @@
-"""Every registered model, at its native input (`jax.eval_shape`: no compute).
+"""Every registered model, at its native input (`jax.make_jaxpr`: no compute).
 
 Its parameter count is the one its registry entry is pinned to, its logits have one entry per
 class, and its parameter tree (every variable's path and shape) is pinned by a digest recorded in
 `param_trees.json`, so that a refactor cannot rename or reshape a variable unnoticed: renamed
 paths would orphan every checkpoint written before, and published counts live in the shapes.
+The one trace is taken at precision=bfloat16, so it also shows mixed precision holding for every
+model (tests/test_mixed_precision.py has the rest): convolutions and matrix multiplies in
+bfloat16, parameters, BatchNorm statistics and logits in float32.
 """
 
 import functools
@@ -13,6 +16,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import model_testing
 import pytest
 
 import models
@@ -22,14 +26,23 @@ TREES_FILE = os.path.join(os.path.dirname(__file__), 'param_trees.json')
 
 
 @functools.cache
-def native_variables(name: str):
-  """Abstract variables and eval-mode logits of `name` on one native input image."""
+def native_trace(name: str):
+  """(logits, variables, {dtypes of each conv and matmul's operands}) of one training forward
+  pass of `name` at precision=bfloat16 on a native input image, that also creates the variables
+  and updates the BatchNorm statistics; all abstract."""
   native = models.native_input(name)
-  model = models.create_model(name, num_classes=native.num_classes)
-  x = jnp.zeros((1, native.image_size, native.image_size, native.channels))
-  init = functools.partial(model.init_with_output, train=True)
+  model = models.from_config({'name': name}, native.num_classes, precision='bfloat16')
+  x = jax.ShapeDtypeStruct((1, native.image_size, native.image_size, native.channels), jnp.float32)
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(0)}
-  return jax.eval_shape(init, rngs, x)
+  forward = functools.partial(model.apply, {}, train=True, rngs=rngs, mutable=True)
+  jaxpr, (logits, variables) = jax.make_jaxpr(forward, return_shape=True)(x)
+  return logits, variables, model_testing.operand_dtypes(jaxpr)
+
+
+def native_variables(name: str):
+  """Abstract logits and variables (params, batch_stats) of `name` on one native input image."""
+  logits, variables, _ = native_trace(name)
+  return logits, {k: v for k, v in variables.items() if k != 'intermediates'}
 
 
 def tree_digest(variables) -> str:
@@ -61,6 +74,17 @@ def test_parameter_count_is_the_pinned_one(name):
   _, variables = native_variables(name)
   assert num_params(variables['params']) == entry.params, entry.reference
   assert entry.reference.strip(), 'every entry names the implementation it follows'
+
+
+@pytest.mark.parametrize('name', models.list_models())
+def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state_and_logits(name):
+  logits, variables, operands = native_trace(name)
+  assert operands == {jnp.dtype(jnp.bfloat16)}, 'a conv or matmul left out of bfloat16'
+  assert logits.dtype == jnp.float32
+  kept = {c: {leaf.dtype for leaf in jax.tree.leaves(variables.get(c, {}))} for c in variables}
+  assert kept['params'] == {jnp.dtype(jnp.float32)}
+  assert kept.get('batch_stats', {jnp.dtype(jnp.float32)}) == {jnp.dtype(jnp.float32)}
+  assert kept.get('intermediates', set()) <= {jnp.dtype(jnp.float32)}  # auxiliary heads' logits
 
 
 def record_new_trees(names: list[str]) -> None:
