@@ -47,6 +47,15 @@ def test_dataset_facts(pipeline):
   assert p.steps_per_epoch == 4000 // 64 and p.image_shape == (28, 28, 1)
 
 
+def test_threads_size_tf_datas_threadpool_and_change_no_batch(data_dir, pipeline):
+  threaded = _pipeline(data_dir, threads=3)
+  for p, size in ((pipeline, None), (threaded, 3)):  # None: TensorFlow's default pool
+    for ds in (p._make_train_epoch(0, 0), p._eval_ds):  # pylint: disable=protected-access
+      assert ds.options().threading.private_threadpool_size == size
+  (first,) = _take(threaded.train_batches(), 1)
+  np.testing.assert_array_equal(first['image'], next(pipeline.train_batches())['image'])
+
+
 def test_eval_counts_every_example_exactly_once(pipeline):
   batches = list(pipeline.eval_batches())  # 1000 = 3 × 300 + 100
   assert [b['image'].shape[0] for b in batches] == [300] * 4
