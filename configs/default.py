@@ -36,7 +36,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.dataset.cache = True  # keep decoded examples in memory (small datasets)
   config.dataset.shuffle_buffer = 16_384  # when not cached; cached splits shuffle fully
   # tf.data's own threadpool for decoding and preprocessing (map, batch and prefetch are all
-  # AUTOTUNE); 0 = TensorFlow's default, one thread per core. A GPU host may give it more.
+  # AUTOTUNE); 0 = TensorFlow's shared pool. A host feeding a fast GPU may give it more.
   config.dataset.threads = 0
   config.dataset.imagenet_labels = False  # True: labels as ImageNet's 1000 (Imagenette, ...)
   config.dataset.holdout_classes = ()  # metric learning: classes kept out of training entirely

@@ -165,24 +165,24 @@ def test_main_runs_a_sweep_and_reports_it(data_dir, tmp_path):
 
 
 def test_mixed_precision_points_on_several_devices_run_as_single_runs_do(data_dir, tmp_path):
-  config = tmp_path / 'dtypes.py'
+  config = tmp_path / 'precisions.py'
   config.write_text(
       SWEEP_CONFIG.format(data_dir=data_dir).replace(
           "sweep.axis('optimizer.lr', [0.01, 0.02])",
-          "sweep.axis('model.dtype', ['float32', 'bfloat16'])",
+          "sweep.axis('precision', ['float32', 'bfloat16'])",
       )
   )
   swept = run_main(f'--config={config}', f'--workdir={tmp_path / "root"}', '--sweep', devices=4)
   assert swept.returncode == 0, swept.stderr[-2000:]
   alone = run_main(
-      f'--config={config}', f'--workdir={tmp_path / "alone"}', '--config.model.dtype=bfloat16',
+      f'--config={config}', f'--workdir={tmp_path / "alone"}', '--config.precision=bfloat16',
       devices=4,
   )  # fmt: skip
   assert alone.returncode == 0, alone.stderr[-2000:]
-  point = tmp_path / 'root' / 'dtype=bfloat16'
+  point = tmp_path / 'root' / 'precision=bfloat16'
   assert read_json(point / 'config.json')['derived']['num_devices'] == 4
   single, float32 = read_json(tmp_path / 'alone' / 'results.json'), read_json(
-      tmp_path / 'root' / 'dtype=float32' / 'results.json'
+      tmp_path / 'root' / 'precision=float32' / 'results.json'
   )
   result = read_json(point / 'results.json')
   for key in ('train_loss', 'eval_loss', 'eval_top1'):
