@@ -38,24 +38,29 @@ from common.errors import ConfigError, UserError
 from train_lib import sharding, train
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    'config',
-    None,
-    'Experiment config: configs/<name>.py, or configs/<name>.py:<arg>.',
-    lock_config=True,
-)
-flags.DEFINE_integer('batches', 50, 'Pipeline batches per timed window.')
-flags.DEFINE_integer('steps', 20, 'Train steps per timed window.')
-flags.DEFINE_bool('no_model', False, 'Time the input pipeline only.')
-flags.DEFINE_integer('warmup', 5, 'Pipeline batches discarded before timing (at least 1).')
-flags.DEFINE_integer('repeats', 3, 'Timed windows; the best one is reported.')
-flags.DEFINE_integer(
-    'mock_examples',
-    0,
-    'If > 0, time tfds.testing.mock_data with this many '
-    'random examples per split instead of the real dataset (no download).',
-)
-flags.DEFINE_string('json', '', "Also write the figures (benchmark()'s dict) to this JSON file.")
+
+
+def define_flags() -> None:
+  """The command line's flags; defined only when run as a program, so that the benchmarks
+  import one another as libraries."""
+  config_flags.DEFINE_config_file(
+      'config',
+      None,
+      'Experiment config: configs/<name>.py, or configs/<name>.py:<arg>.',
+      lock_config=True,
+  )
+  flags.DEFINE_integer('batches', 50, 'Pipeline batches per timed window.')
+  flags.DEFINE_integer('steps', 20, 'Train steps per timed window.')
+  flags.DEFINE_bool('no_model', False, 'Time the input pipeline only.')
+  flags.DEFINE_integer('warmup', 5, 'Pipeline batches discarded before timing (at least 1).')
+  flags.DEFINE_integer('repeats', 3, 'Timed windows; the best one is reported.')
+  flags.DEFINE_integer(
+      'mock_examples',
+      0,
+      'If > 0, time tfds.testing.mock_data with this many '
+      'random examples per split instead of the real dataset (no download).',
+  )
+  flags.DEFINE_string('json', '', "Also write the figures (benchmark()'s dict) to this JSON file.")
 
 
 def tf_data_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -254,4 +259,5 @@ def _main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
+  define_flags()
   command_line.run(_main)

@@ -41,16 +41,24 @@ from train_lib import sharding
 from train_lib.state import num_params
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list('models', ['lenet5', 'resnet20'], 'Registered model names (--mode=list).')
-flags.DEFINE_integer('batch_size', 128, 'Images per step (global, over all devices).')
-flags.DEFINE_integer('image_size', 0, "Square input size; 0 = each model's native size.")
-flags.DEFINE_string('dtype', 'float32', "Compute dtype of the models (and the peak's matmul).")
-flags.DEFINE_integer('steps', 10, 'Timed steps of each kind; the best is reported.')
-flags.DEFINE_integer('warmup', 3, 'Steps of each kind run after compiling, before timing.')
-flags.DEFINE_enum('compare', '', ['', 'torch'], 'Also time the PyTorch eager step, interleaved.')
-flags.DEFINE_integer('threads', 0, 'CPU threads for both frameworks: 1 pins to one core; 0 = all.')
-flags.DEFINE_integer('matmul_size', 0, 'n of the peak-measuring n×n matmul; 0 = by platform.')
-flags.DEFINE_string('json', '', "Also write the figures (benchmark()'s dict) to this JSON file.")
+
+
+def define_flags() -> None:
+  """The command line's flags; defined only when run as a program, so that the benchmarks
+  import one another as libraries."""
+  flags.DEFINE_list('models', ['lenet5', 'resnet20'], 'Registered model names (--mode=list).')
+  flags.DEFINE_integer('batch_size', 128, 'Images per step (global, over all devices).')
+  flags.DEFINE_integer('image_size', 0, "Square input size; 0 = each model's native size.")
+  flags.DEFINE_string('dtype', 'float32', "Compute dtype of the models (and the peak's matmul).")
+  flags.DEFINE_integer('steps', 10, 'Timed steps of each kind; the best is reported.')
+  flags.DEFINE_integer('warmup', 3, 'Steps of each kind run after compiling, before timing.')
+  flags.DEFINE_enum('compare', '', ['', 'torch'], 'Also time the PyTorch eager step, interleaved.')
+  flags.DEFINE_integer(
+      'threads', 0, 'CPU threads for both frameworks: 1 pins to one core; 0 = all.'
+  )
+  flags.DEFINE_integer('matmul_size', 0, 'n of the peak-measuring n×n matmul; 0 = by platform.')
+  flags.DEFINE_string('json', '', "Also write the figures (benchmark()'s dict) to this JSON file.")
+
 
 # XLA CPU flags of the installed jaxlib (0.10; an unknown flag aborts XLA): Eigen's matmuls and
 # convolutions on the calling thread. The affinity keeps XLA's own thread pool on one core.
@@ -77,7 +85,7 @@ def default_matmul_size(platform: str) -> int:
   return 1536 if platform == 'cpu' else 8192
 
 
-def matmul_peak(dtype: str, n: int, repeats: int = 5) -> float:
+def matmul_peak(dtype: str, n: int, repeats: int = 10) -> float:
   """The device's dense-matmul FLOP/s: a jitted n×n by n×n product, best of `repeats`."""
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(dtype))
   b = jax.random.normal(jax.random.key(1), (n, n), jnp.dtype(dtype))
@@ -258,7 +266,7 @@ def benchmark(
       'load_average': os.getloadavg(),
       'dtype': dtype,
       'peak_flops_per_s': peak,
-      'peak_measure': f'jitted {n}x{n} {dtype} matmul, best of 5, 2·n³/t',
+      'peak_measure': f'jitted {n}x{n} {dtype} matmul, best of 10, 2·n³/t',
       'timing': (
           f'best of {steps} steps after compiling and {warmup} warm-up steps, each waited for'
           + ('; JAX and torch steps alternated' if compare else '')
@@ -351,4 +359,5 @@ def _main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
+  define_flags()
   command_line.run(_main)
