@@ -19,9 +19,8 @@ pipeline and the step share the cores, so measured apart they overstate what run
 
 import contextlib
 import json
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -33,53 +32,35 @@ from ml_collections import config_flags
 
 import input_pipeline
 import models
+from benchmarks import harness
 from common import command_line
 from common.errors import ConfigError, UserError
 from train_lib import sharding, train
-from train_lib.state import init_state
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    'config',
-    None,
-    'Experiment config: configs/<name>.py, or configs/<name>.py:<arg>.',
-    lock_config=True,
-)
-flags.DEFINE_integer('batches', 50, 'Pipeline batches per timed window.')
-flags.DEFINE_integer('steps', 20, 'Train steps per timed window.')
-flags.DEFINE_bool('no_model', False, 'Time the input pipeline only.')
-flags.DEFINE_integer('warmup', 5, 'Pipeline batches discarded before timing (at least 1).')
-flags.DEFINE_integer('repeats', 3, 'Timed windows; the best one is reported.')
-flags.DEFINE_integer(
-    'mock_examples',
-    0,
-    'If > 0, time tfds.testing.mock_data with this many '
-    'random examples per split instead of the real dataset (no download).',
-)
-flags.DEFINE_string('json', '', "Also write the figures (benchmark()'s dict) to this JSON file.")
 
 
-def _cpu_cores() -> int:
-  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-
-
-def _windows(
-    run_one: Callable[[], Any], count: int, repeats: int, finish: Callable[[], Any] = lambda: None
-) -> list[float]:
-  """Seconds taken by each of `repeats` windows of `count` calls of `run_one`."""
-  seconds = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    for _ in range(count):
-      run_one()
-    finish()
-    seconds.append(time.perf_counter() - start)
-  return seconds
-
-
-def _rates(seconds: list[float], images_per_window: int) -> tuple[float, float]:
-  """(best, mean) images/s over the windows."""
-  return images_per_window / min(seconds), images_per_window * len(seconds) / sum(seconds)
+def define_flags() -> None:
+  """The command line's flags; defined only when run as a program, so that the benchmarks
+  import one another as libraries."""
+  config_flags.DEFINE_config_file(
+      'config',
+      None,
+      'Experiment config: configs/<name>.py, or configs/<name>.py:<arg>.',
+      lock_config=True,
+  )
+  flags.DEFINE_integer('batches', 50, 'Pipeline batches per timed window.')
+  flags.DEFINE_integer('steps', 20, 'Train steps per timed window.')
+  flags.DEFINE_bool('no_model', False, 'Time the input pipeline only.')
+  flags.DEFINE_integer('warmup', 5, 'Pipeline batches discarded before timing (at least 1).')
+  flags.DEFINE_integer('repeats', 3, 'Timed windows; the best one is reported.')
+  flags.DEFINE_integer(
+      'mock_examples',
+      0,
+      'If > 0, time tfds.testing.mock_data with this many '
+      'random examples per split instead of the real dataset (no download).',
+  )
+  flags.DEFINE_string('json', '', "Also write the figures (benchmark()'s dict) to this JSON file.")
 
 
 def tf_data_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -95,7 +76,7 @@ def tf_data_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
       'min_size': int(d.get('min_size', 0)),
       'tf_inter_op_threads': tf.config.threading.get_inter_op_parallelism_threads() or 'auto',
       'tf_intra_op_threads': tf.config.threading.get_intra_op_parallelism_threads() or 'auto',
-      'cpu_cores': _cpu_cores(),
+      'cpu_cores': harness.cpu_cores(),
   }
 
 
@@ -109,27 +90,11 @@ def verdict(ratio: float, config: ml_collections.ConfigDict) -> str:
   preprocess = config.dataset.train_preprocess
   if 'random_resized_crop' in preprocess and 'decode_and_random_resized_crop' not in preprocess:
     tips.append('a fused decode_and_random_resized_crop')
-  tips.append(f'more CPU cores (this process has {_cpu_cores()})')
+  tips.append(f'more CPU cores (this process has {harness.cpu_cores()})')
   return (
       f'input-bound: the pipeline delivers {ratio:.0%} of what the step consumes; try '
       + ', '.join(tips)
   )
-
-
-def synthetic_batch(
-    like: dict[str, np.ndarray], num_classes: int, seed: int = 0
-) -> dict[str, np.ndarray]:
-  """Random arrays with the keys, shapes and dtypes of the pipeline batch `like`."""
-  rng = np.random.default_rng(seed)
-  batch = {}
-  for key, value in like.items():
-    if value.dtype == np.bool_:
-      batch[key] = np.ones(value.shape, np.bool_)
-    elif np.issubdtype(value.dtype, np.integer):
-      batch[key] = rng.integers(0, num_classes, value.shape).astype(value.dtype)
-    else:
-      batch[key] = rng.random(value.shape).astype(value.dtype)
-  return batch
 
 
 def _time_pipeline(
@@ -138,7 +103,7 @@ def _time_pipeline(
   first = next(batches)  # builds the epoch: fills the shuffle buffer (and the cache)
   for _ in range(warmup - 1):
     next(batches)
-  return first, _windows(lambda: next(batches), count, repeats)
+  return first, harness.windows(lambda: next(batches), count, repeats)
 
 
 def _time_train_step(
@@ -150,35 +115,30 @@ def _time_train_step(
     mesh: jax.sharding.Mesh,
 ) -> dict[str, Any]:
   """Builds the model and the jitted train step as train_and_evaluate does and times it."""
-  _, _, learning_rate_fn = train.learning_rate_schedule(config, data.steps_per_epoch)
-  state = init_state(
-      config, models.from_config(config.model, data.num_classes), data.image_shape, mesh
+  jitted = harness.Steps(
+      config,
+      models.from_config(config.model, data.num_classes),
+      data.image_shape,
+      data.num_classes,
+      harness.synthetic_batch(like, data.num_classes),
+      mesh,
+      data.steps_per_epoch,
   )
-  train_step = train.jit_train_step(config, learning_rate_fn, mesh)
-  batch = sharding.to_global(synthetic_batch(like, data.num_classes), sharding.batch_sharded(mesh))
 
   def run_one() -> None:
-    nonlocal state
-    state, _ = train_step(state, batch)
+    jitted.train()
 
   began = time.perf_counter()
   run_one()  # compiles
-  jax.block_until_ready(state)
+  jax.block_until_ready(jitted.state)
   compile_s = time.perf_counter() - began
   for _ in range(2):
     run_one()
-  jax.block_until_ready(state)
-  seconds = _windows(run_one, steps, repeats, finish=lambda: jax.block_until_ready(state))
+  jax.block_until_ready(jitted.state)
+  seconds = harness.windows(
+      run_one, steps, repeats, finish=lambda: jax.block_until_ready(jitted.state)
+  )
   return {'seconds': seconds, 'compile_s': compile_s, 'mesh_size': mesh.size}
-
-
-def _devices() -> dict[str, Any]:
-  devices = jax.devices()
-  return {
-      'device_kind': devices[0].device_kind,
-      'device_count': len(devices),
-      'platform': devices[0].platform,
-  }
 
 
 def benchmark(
@@ -196,12 +156,12 @@ def benchmark(
         f'batches, steps, warmup and repeats must be at least 1, got {batches}, '
         f'{steps}, {warmup}, {repeats}.'
     )
-  devices = _devices()
+  devices = harness.devices()
   mesh = sharding.make_mesh()
   sharding.check_divisible(config.batch_size, mesh)
   data = train.make_data(config, mesh)
   first, seconds = _time_pipeline(data.train_batches(0), batches, warmup, repeats)
-  pipeline_best, pipeline_mean = _rates(seconds, batches * config.batch_size)
+  pipeline_best, pipeline_mean = harness.rates(seconds, batches * config.batch_size)
   results: dict[str, Any] = {
       'dataset': data.spec.name,
       'num_train_examples': data.num_train_examples,
@@ -224,7 +184,7 @@ def benchmark(
     results['verdict'] = 'train step not measured (--no_model)'
     return results
   step = _time_train_step(config, data, first, steps, repeats, mesh)
-  step_best, step_mean = _rates(step['seconds'], steps * config.batch_size)
+  step_best, step_mean = harness.rates(step['seconds'], steps * config.batch_size)
   ratio = pipeline_best / step_best
   results.update(
       step_images_per_s=step_best,
@@ -299,4 +259,5 @@ def _main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
+  define_flags()
   command_line.run(_main)

@@ -9,6 +9,7 @@ import sys
 import pytest
 from conftest import REPO, load_config
 
+from benchmarks import harness
 from benchmarks import input_feed as benchmark
 
 LENET = os.path.join(REPO, 'configs', 'lenet5_mnist.py')
@@ -41,7 +42,7 @@ def test_synthetic_batch_has_the_pipeline_batch_layout():
       'label': np.zeros(4, np.int32),
       'mask': np.zeros(4, bool),
   }
-  batch = benchmark.synthetic_batch(like, num_classes=5)
+  batch = harness.synthetic_batch(like, num_classes=5)
   assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
       k: (v.shape, v.dtype) for k, v in like.items()
   }
