@@ -117,7 +117,7 @@ def _time_train_step(
   """Builds the model and the jitted train step as train_and_evaluate does and times it."""
   jitted = harness.Steps(
       config,
-      models.from_config(config.model, data.num_classes),
+      models.from_config(config.model, data.num_classes, precision=config.precision),
       data.image_shape,
       data.num_classes,
       harness.synthetic_batch(like, data.num_classes),

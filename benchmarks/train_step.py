@@ -100,7 +100,9 @@ def model_config(name: str, batch_size: int, dtype: str) -> ml_collections.Confi
   cross-entropy) for the registered model `name`."""
   config = default.get_config()
   config.model = ml_collections.ConfigDict({'name': name})
-  if dtype != 'float32':
+  if dtype in models.PRECISIONS:
+    config.precision = dtype
+  else:  # float16: not a training precision, but a model dtype
     config.model.dtype = dtype
   config.batch_size = batch_size
   return config
@@ -143,7 +145,7 @@ def benchmark_model(
   `torch_twin`, a benchmarks.torch_models.TorchStep) torch's rates and the ratios."""
   shape, num_classes = input_shape(name, image_size)
   config = model_config(name, batch_size, dtype)
-  model = models.from_config(config.model, num_classes)
+  model = models.from_config(config.model, num_classes, precision=config.precision)
   macs = summary.model_facts(model, shape)['macs']
   batch = harness.classification_batch(batch_size, shape, num_classes)
   jitted = harness.Steps(config, model, shape, num_classes, batch, mesh)
