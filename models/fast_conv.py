@@ -1,7 +1,7 @@
 """`lax.conv_general_dilated` with depthwise convolutions rewritten for XLA's CPU backend.
 
 XLA on CPU runs a depthwise convolution (`feature_group_count` = input channels, one filter per
-channel) and, worse, its gradients through a generic grouped path: 4–15× slower than the same
+channel) and, worse, its gradients through a generic grouped path: 3–15× slower than the same
 layer written as k·k multiply-adds of shifted windows of the input (benchmarks/conv_grad.py).
 `conv_general_dilated` computes depthwise convs that way when the backend is the CPU; its
 gradients are jax's own of that sum (pads, slices and reductions), so no custom rule is needed.
@@ -9,7 +9,7 @@ Every other conv, and every conv on GPU/TPU, is lax's. The weight-gradient of or
 stays lax's too: on CPU im2col + matmul, shifted-window matmuls and other dimension numbers were
 all slower than lax's (the measured table is in benchmarks/conv_grad.py).
 
-`FAST_CONV_ENV=0` in the environment turns the rewrite off (read at trace time).
+`CNN_LINEAGE_FAST_CONV=0` in the environment turns the rewrite off (read at trace time).
 """
 
 import os
