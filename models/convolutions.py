@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from models import fast_conv
 from models.layers import explicit_padding, pair
 
 IntOrPair = int | Sequence[int]
@@ -72,6 +73,7 @@ def grouped_conv(
       feature_group_count=groups,
       use_bias=use_bias,
       dtype=dtype,
+      conv_general_dilated=fast_conv.conv_general_dilated,
       **kwargs,
   )
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from common.errors import ConfigError
+from models import fast_conv
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     'relu': nn.relu,
@@ -247,6 +248,7 @@ class ConvNormAct(nn.Module):
         bias_init=bias_init or nn.initializers.zeros,
         dtype=self.dtype,
         name=self.conv_name,
+        conv_general_dilated=fast_conv.conv_general_dilated,
     )(x)
     if self.norm:
       x = batch_norm(

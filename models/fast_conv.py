@@ -1,0 +1,123 @@
+"""`lax.conv_general_dilated` with depthwise convolutions rewritten for XLA's CPU backend.
+
+XLA on CPU runs a depthwise convolution (`feature_group_count` = input channels, one filter per
+channel) and, worse, its gradients through a generic grouped path: 3–15× slower than the same
+layer written as k·k multiply-adds of shifted windows of the input (benchmarks/conv_grad.py).
+`conv_general_dilated` computes depthwise convs that way when the backend is the CPU; its
+gradients are jax's own of that sum (pads, slices and reductions), so no custom rule is needed.
+Every other conv, and every conv on GPU/TPU, is lax's. The weight-gradient of ordinary convs
+stays lax's too: on CPU im2col + matmul, shifted-window matmuls and other dimension numbers were
+all slower than lax's (the measured table is in benchmarks/conv_grad.py).
+
+`CNN_LINEAGE_FAST_CONV=0` in the environment turns the rewrite off (read at trace time).
+"""
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+FAST_CONV_ENV = 'CNN_LINEAGE_FAST_CONV'
+_NHWC = lax.ConvDimensionNumbers(
+    lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2)
+)
+
+
+def enabled() -> bool:
+  """Whether the rewrite applies: CPU backend, not switched off by `CNN_LINEAGE_FAST_CONV=0`."""
+  if os.environ.get(FAST_CONV_ENV, '1').strip().lower() in ('0', 'false', 'no', 'off'):
+    return False
+  return jax.default_backend() == 'cpu'
+
+
+def conv_general_dilated(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision: Any = None,
+    preferred_element_type: Any = None,
+) -> jax.Array:
+  """Drop-in for `lax.conv_general_dilated` (nn.Conv's `conv_general_dilated` field)."""
+  args = (lhs, rhs, window_strides, padding)
+  kwargs = dict(
+      lhs_dilation=lhs_dilation,
+      rhs_dilation=rhs_dilation,
+      dimension_numbers=dimension_numbers,
+      feature_group_count=feature_group_count,
+      batch_group_count=batch_group_count,
+      precision=precision,
+      preferred_element_type=preferred_element_type,
+  )
+  if not (enabled() and _is_plain_depthwise(*args, **kwargs)):
+    return lax.conv_general_dilated(*args, **kwargs)
+  strides, dilation = tuple(window_strides), tuple(rhs_dilation or (1, 1))
+  if isinstance(padding, str):
+    effective = [(k - 1) * d + 1 for k, d in zip(rhs.shape[:2], dilation, strict=True)]
+    padding = lax.padtype_to_pads(lhs.shape[1:3], effective, strides, padding)
+  return depthwise_conv(lhs, rhs, strides, tuple(tuple(p) for p in padding), dilation)
+
+
+def _is_plain_depthwise(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    *,
+    lhs_dilation,
+    dimension_numbers,
+    feature_group_count,
+    batch_group_count,
+    preferred_element_type,
+    **_,
+) -> bool:
+  """A 2-D NHWC/HWIO depthwise conv (channel multiplier allowed) the rewrite covers exactly."""
+  if lhs.ndim != 4 or batch_group_count != 1 or preferred_element_type is not None:
+    return False
+  if lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != _NHWC:
+    return False
+  channels = lhs.shape[-1]
+  if feature_group_count != channels or channels == 1 or rhs.shape[2] != 1:
+    return False
+  if rhs.shape[3] % channels or any(d != 1 for d in lhs_dilation or (1, 1)):
+    return False
+  return isinstance(padding, str) or all(lo >= 0 and hi >= 0 for lo, hi in padding)
+
+
+def depthwise_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: tuple[int, int],
+    padding: tuple[tuple[int, int], ...],
+    dilation: tuple[int, int] = (1, 1),
+) -> jax.Array:
+  """Depthwise conv (x: N, H, W, C; kernel: kh, kw, 1, C·m) as kh·kw multiply-adds of strided
+  windows of the padded input; output channel c·m + j reads input channel c (lax's order).
+  Lower-precision inputs are summed in float32, as XLA's conv accumulates."""
+  kh, kw, _, out_channels = kernel.shape
+  multiplier = out_channels // x.shape[-1]
+  if multiplier > 1:
+    x = jnp.repeat(x, multiplier, axis=-1)
+  dtype = jnp.result_type(x.dtype, kernel.dtype)
+  compute = jnp.promote_types(dtype, jnp.float32)
+  x = jnp.pad(x.astype(compute), ((0, 0), *padding, (0, 0)))
+  kernel = kernel.astype(compute)
+  (sh, sw), (dh, dw) = strides, dilation
+  out_h = (x.shape[1] - (kh - 1) * dh - 1) // sh + 1
+  out_w = (x.shape[2] - (kw - 1) * dw - 1) // sw + 1
+  y = None
+  for i in range(kh):
+    for j in range(kw):
+      start = (0, i * dh, j * dw, 0)
+      limit = (x.shape[0], i * dh + (out_h - 1) * sh + 1, j * dw + (out_w - 1) * sw + 1, x.shape[3])
+      term = lax.slice(x, start, limit, (1, sh, sw, 1)) * kernel[i, j, 0]
+      y = term if y is None else y + term
+  return y.astype(dtype)

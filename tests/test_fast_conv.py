@@ -1,0 +1,173 @@
+"""models/fast_conv.py: its convs and their gradients equal lax's, it covers only what it can."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+from model_testing import fast_jit
+
+from models import create_model, fast_conv
+
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _values_and_grads(conv, x, w, **kwargs):
+  """(output, d/dx, d/dw) of sum(conv(x, w) · fixed cotangent)."""
+  out = conv(x, w, **kwargs)
+  cotangent = jax.random.normal(jax.random.key(7), out.shape, jnp.float32).astype(out.dtype)
+  loss = lambda x, w: jnp.sum(conv(x, w, **kwargs).astype(jnp.float32) * cotangent)
+  return (out, *jax.grad(loss, argnums=(0, 1))(x, w))
+
+
+def _assert_close(actual, expected, rtol=1e-5):
+  for a, e in zip(actual, expected, strict=True):
+    a, e = np.asarray(a, np.float32), np.asarray(e, np.float32)
+    np.testing.assert_allclose(a, e, rtol=rtol, atol=rtol * np.abs(e).max())
+
+
+CASES = {  # name: (x shape, kernel shape, conv kwargs)
+    'depthwise 3x3': (
+        (2, 9, 9, 6),
+        (3, 3, 1, 6),
+        dict(window_strides=(1, 1), padding=((1, 1),) * 2),
+    ),
+    'depthwise stride 2': ((2, 9, 8, 6), (3, 3, 1, 6), dict(window_strides=(2, 2), padding='SAME')),
+    'depthwise VALID 5x5': (
+        (2, 9, 9, 4),
+        (5, 5, 1, 4),
+        dict(window_strides=(1, 1), padding='VALID'),
+    ),
+    'depthwise explicit': (
+        (1, 7, 7, 4),
+        (3, 3, 1, 4),
+        dict(window_strides=(2, 1), padding=((0, 2), (1, 0))),
+    ),
+    'depthwise dilated': (
+        (2, 9, 9, 4),
+        (3, 3, 1, 4),
+        dict(window_strides=(1, 1), padding=((2, 2),) * 2, rhs_dilation=(2, 2)),
+    ),
+    'depthwise multiplier 2': (
+        (2, 8, 8, 3),
+        (3, 3, 1, 6),
+        dict(window_strides=(1, 1), padding='SAME'),
+    ),
+    'depthwise 1x7': (
+        (2, 8, 8, 4),
+        (1, 7, 1, 4),
+        dict(window_strides=(1, 1), padding=((0, 0), (3, 3))),
+    ),
+}
+
+
+@pytest.mark.parametrize('case', sorted(CASES))
+def test_depthwise_values_and_gradients_equal_lax(case):
+  x_shape, w_shape, kwargs = CASES[case]
+  x = jax.random.normal(jax.random.key(0), x_shape)
+  w = jax.random.normal(jax.random.key(1), w_shape)
+  kwargs = dict(kwargs, dimension_numbers=NHWC, feature_group_count=x_shape[-1])
+  expected = _values_and_grads(lax.conv_general_dilated, x, w, **kwargs)
+  with jax.default_matmul_precision('highest'):
+    actual = _values_and_grads(fast_conv.conv_general_dilated, x, w, **kwargs)
+  _assert_close(actual, expected)
+
+
+def test_bfloat16_depthwise_is_summed_in_float32():
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 8)).astype(jnp.bfloat16)
+  w = jax.random.normal(jax.random.key(1), (3, 3, 1, 8)).astype(jnp.bfloat16)
+  kwargs = dict(
+      window_strides=(1, 1), padding='SAME', dimension_numbers=NHWC, feature_group_count=8
+  )
+  out = fast_conv.conv_general_dilated(x, w, **kwargs)
+  assert out.dtype == jnp.bfloat16
+  exact = lax.conv_general_dilated(x.astype(jnp.float32), w.astype(jnp.float32), **kwargs)
+  _assert_close([out], [exact], rtol=1e-2)  # one bfloat16 rounding of a float32 sum
+  expected = _values_and_grads(lax.conv_general_dilated, x, w, **kwargs)
+  _assert_close(_values_and_grads(fast_conv.conv_general_dilated, x, w, **kwargs), expected, 2e-2)
+
+
+FALLBACKS = {  # convs the rewrite leaves to lax: (x shape, kernel shape, conv kwargs)
+    '1x1': ((2, 8, 8, 4), (1, 1, 4, 5), dict(window_strides=(1, 1), padding='VALID')),
+    '3x3 stride 2': ((2, 9, 9, 4), (3, 3, 4, 6), dict(window_strides=(2, 2), padding='SAME')),
+    'grouped (ResNeXt)': (
+        (2, 8, 8, 8),
+        (3, 3, 2, 8),
+        dict(window_strides=(1, 1), padding=((1, 1),) * 2, feature_group_count=4),
+    ),
+    'input dilation': (
+        (2, 5, 5, 4),
+        (3, 3, 1, 4),
+        dict(
+            window_strides=(1, 1),
+            padding=((1, 1),) * 2,
+            lhs_dilation=(2, 2),
+            feature_group_count=4,
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize('case', sorted(FALLBACKS))
+def test_other_convs_are_lax_own(case):
+  x_shape, w_shape, kwargs = FALLBACKS[case]
+  x = jax.random.normal(jax.random.key(0), x_shape)
+  w = jax.random.normal(jax.random.key(1), w_shape)
+  kwargs = dict(kwargs, dimension_numbers=NHWC)
+  jaxpr = str(jax.make_jaxpr(lambda x, w: fast_conv.conv_general_dilated(x, w, **kwargs))(x, w))
+  assert 'conv_general_dilated' in jaxpr
+  expected = _values_and_grads(lax.conv_general_dilated, x, w, **kwargs)
+  _assert_close(_values_and_grads(fast_conv.conv_general_dilated, x, w, **kwargs), expected)
+
+
+def _depthwise_jaxpr(x, w):
+  kwargs = dict(
+      window_strides=(1, 1), padding='SAME', dimension_numbers=NHWC, feature_group_count=4
+  )
+  return str(jax.make_jaxpr(lambda x, w: fast_conv.conv_general_dilated(x, w, **kwargs))(x, w))
+
+
+def test_rewrite_only_on_cpu_and_env_switches_it_off(monkeypatch):
+  x, w = jnp.ones((1, 6, 6, 4)), jnp.ones((3, 3, 1, 4))
+  assert 'conv_general_dilated' not in _depthwise_jaxpr(x, w)
+  monkeypatch.setenv(fast_conv.FAST_CONV_ENV, '0')
+  assert 'conv_general_dilated' in _depthwise_jaxpr(x, w)
+  monkeypatch.setenv(fast_conv.FAST_CONV_ENV, '1')
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert 'conv_general_dilated' in _depthwise_jaxpr(x, w)
+
+
+def _sgd_step(name, monkeypatch, enabled, train, **fields):
+  """Loss and SGD-updated params of one step of `name` at 32×32, batch 8."""
+  monkeypatch.setenv(fast_conv.FAST_CONV_ENV, '1' if enabled else '0')
+  model = create_model(name, num_classes=10, **fields)
+  images = jax.random.normal(jax.random.key(0), (8, 32, 32, 3))
+  labels = jnp.arange(8) % 10
+  variables = model.init(jax.random.key(1), images)
+
+  def loss_fn(params):
+    logits, _ = model.apply(
+        {**variables, 'params': params},
+        images,
+        train=train,
+        mutable=['batch_stats'],
+        rngs={'dropout': jax.random.key(2)},
+    )
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
+
+  loss, grads = fast_jit(jax.value_and_grad(loss_fn))(variables['params'])
+  return loss, jax.tree.map(lambda p, g: p - 0.1 * g, variables['params'], grads)
+
+
+# MobileNet v2 is compared with BatchNorm's running statistics: in training mode the batch
+# statistics of its 1×1 late stages amplify float32 rounding (either conv's) to ~1e-3.
+@pytest.mark.parametrize(
+    'name, train, fields',
+    [('resnet20', True, {}), ('mobilenet_v2', False, {'width_mult': 0.35, 'dropout_rate': 0.0})],
+)
+def test_step_same_with_rewrite_on_and_off(name, train, fields, monkeypatch):
+  loss_on, params_on = _sgd_step(name, monkeypatch, True, train, **fields)
+  loss_off, params_off = _sgd_step(name, monkeypatch, False, train, **fields)
+  np.testing.assert_allclose(loss_on, loss_off, rtol=1e-5)
+  for on, off in zip(jax.tree.leaves(params_on), jax.tree.leaves(params_off), strict=True):
+    np.testing.assert_allclose(on, off, rtol=1e-5, atol=1e-5)
