@@ -143,7 +143,7 @@ def _sgd_step(name, monkeypatch, enabled, train, **fields):
   model = create_model(name, num_classes=10, **fields)
   images = jax.random.normal(jax.random.key(0), (8, 32, 32, 3))
   labels = jnp.arange(8) % 10
-  variables = model.init(jax.random.key(1), images)
+  variables = fast_jit(model.init)(jax.random.key(1), images)
 
   def loss_fn(params):
     logits, _ = model.apply(
@@ -161,13 +161,10 @@ def _sgd_step(name, monkeypatch, enabled, train, **fields):
 
 # MobileNet v2 is compared with BatchNorm's running statistics: in training mode the batch
 # statistics of its 1×1 late stages amplify float32 rounding (either conv's) to ~1e-3.
-@pytest.mark.parametrize(
-    'name, train, fields',
-    [('resnet20', True, {}), ('mobilenet_v2', False, {'width_mult': 0.35, 'dropout_rate': 0.0})],
-)
-def test_step_same_with_rewrite_on_and_off(name, train, fields, monkeypatch):
-  loss_on, params_on = _sgd_step(name, monkeypatch, True, train, **fields)
-  loss_off, params_off = _sgd_step(name, monkeypatch, False, train, **fields)
+def test_step_same_with_rewrite_on_and_off(monkeypatch):
+  fields = {'width_mult': 0.35, 'dropout_rate': 0.0}
+  loss_on, params_on = _sgd_step('mobilenet_v2', monkeypatch, True, False, **fields)
+  loss_off, params_off = _sgd_step('mobilenet_v2', monkeypatch, False, False, **fields)
   np.testing.assert_allclose(loss_on, loss_off, rtol=1e-5)
   for on, off in zip(jax.tree.leaves(params_on), jax.tree.leaves(params_off), strict=True):
     np.testing.assert_allclose(on, off, rtol=1e-5, atol=1e-5)
