@@ -18,6 +18,7 @@ from jax.extend import core
 
 from analysis import geometry, rules
 from common import jaxprs
+from models import fast_conv
 
 _NAME = re.compile(r'[\w.\-]+')
 _FOLD_LIMIT = 1 << 16  # constants up to this many elements are computed (pooling matrices)
@@ -152,7 +153,8 @@ def trace(model: nn.Module, variables: Any, images: Any) -> tuple[Any, dict]:
     module_types.setdefault(tuple(context.module.path), type(context.module).__name__)
     return next_fun(*args, **kwargs)
 
-  with nn.override_named_call(True), nn.intercept_methods(record):
+  # lax's convs everywhere (models/fast_conv.py): the network as written, whatever runs faster.
+  with nn.override_named_call(True), nn.intercept_methods(record), fast_conv.plain():
     closed = jax.make_jaxpr(forward(model))(variables, images)
   return closed, module_types
 

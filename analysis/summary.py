@@ -19,6 +19,7 @@ import numpy as np
 from analysis import graph as graph_lib
 from analysis import macs as macs_lib
 from common.errors import ConfigError
+from models import fast_conv
 
 _POOLS = {
     'reduce_window_max': 'max_pool',
@@ -284,7 +285,8 @@ def xla_cost(
   operands = [
       jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for op in counted for v in op.eqn.invars
   ]
-  forward = jax.jit(graph_lib.forward(model)).lower(variables, images)
+  with fast_conv.plain():
+    forward = jax.jit(graph_lib.forward(model)).lower(variables, images)
   return {
       'layer_flops': _flops(jax.jit(replay).lower(*operands)) if counted else 0.0,
       'real_macs': float(sum(l.real_macs for l in layers)),

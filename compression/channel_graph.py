@@ -48,6 +48,7 @@ import numpy as np
 from jax.extend import core
 
 from common import jaxprs
+from models import fast_conv
 
 _ELEMENTWISE = frozenset(
     [
@@ -726,7 +727,7 @@ def _trace(fun: Any, *args: Any) -> tuple[Any, Any, dict[str, type]]:
     types.setdefault('/'.join(context.module.path), type(context.module))
     return next_fun(*call_args, **call_kwargs)
 
-  with nn.intercept_methods(record):
+  with nn.intercept_methods(record), fast_conv.plain():  # convs as lax's, as the rules read them
     closed, shapes = jax.make_jaxpr(fun, return_shape=True)(*args)
   return closed, shapes, types
 

@@ -37,6 +37,7 @@ import numpy as np
 
 from common.errors import ConfigError
 from compression import channel_graph
+from models import fast_conv
 from models.slimming import slim
 
 SALIENCIES = ('l1', 'l2')
@@ -195,7 +196,8 @@ def divergence(
   variables = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), sliced)
   images = jax.ShapeDtypeStruct((2, *image_shape), jnp.float32)
   try:
-    closed = jax.make_jaxpr(lambda v, x: slimmed.apply(v, x, train=False))(variables, images)
+    with fast_conv.plain():
+      closed = jax.make_jaxpr(lambda v, x: slimmed.apply(v, x, train=False))(variables, images)
   except Exception:  # pylint: disable=broad-except  # the narrower model does not build
     return None
   return _divergent_ops(graph.ops, channel_graph.primitives(closed.jaxpr))

@@ -9,11 +9,14 @@ Every other conv, and every conv on GPU/TPU, is lax's. The weight-gradient of or
 stays lax's too: on CPU im2col + matmul, shifted-window matmuls and other dimension numbers were
 all slower than lax's (the measured table is in benchmarks/conv_grad.py).
 
-`CNN_LINEAGE_FAST_CONV=0` in the environment turns the rewrite off (read at trace time).
+`CNN_LINEAGE_FAST_CONV=0` in the environment turns the rewrite off (read at trace time), and
+so does tracing inside `plain()`: the summary counts MACs and receptive fields on lax's convs.
 """
 
+import contextlib
+import contextvars
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
@@ -26,8 +29,24 @@ _NHWC = lax.ConvDimensionNumbers(
 )
 
 
+_PLAIN = contextvars.ContextVar('plain_convs', default=False)
+
+
+@contextlib.contextmanager
+def plain() -> Iterator[None]:
+  """Models traced inside use lax's convs everywhere: the network as written, not as run fast."""
+  token = _PLAIN.set(True)
+  try:
+    yield
+  finally:
+    _PLAIN.reset(token)
+
+
 def enabled() -> bool:
-  """Whether the rewrite applies: CPU backend, not switched off by `CNN_LINEAGE_FAST_CONV=0`."""
+  """Whether the rewrite applies: CPU backend, not switched off by `CNN_LINEAGE_FAST_CONV=0`
+  or `plain()`."""
+  if _PLAIN.get():
+    return False
   if os.environ.get(FAST_CONV_ENV, '1').strip().lower() in ('0', 'false', 'no', 'off'):
     return False
   return jax.default_backend() == 'cpu'
