@@ -22,10 +22,14 @@ import models
 from configs import recipes
 from train_lib import train
 
+# configs/pretrained.py's 41 variants are registered models at their native inputs, which
+# test_every_model traces and the conversion tests run: its default carries it through every
+# dataset here.
+ONE_VARIANT = ('pretrained',)
 CASES = [
     (name, arg)
     for name, (variants, datasets) in configs.arguments().items()
-    for arg in recipes.all_args(variants, datasets)
+    for arg in recipes.all_args(variants[:1] if name in ONE_VARIANT else variants, datasets)
 ]
 CHEAP = {
     ('lenet5_mnist', 'lenet5_1998'),
