@@ -12,14 +12,13 @@ mock data (benchmarks.input_feed; needs TensorFlow, and is reported as not measu
 """
 
 import importlib
-import json
 import time
 from typing import Any
 
 from absl import flags, logging
 
 from benchmarks import train_step
-from common import command_line
+from common import command_line, files
 from common.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -139,8 +138,7 @@ def _main(argv: list[str]) -> None:
   print(format_table(rows))
   print(f'({time.perf_counter() - began:.0f} s in all)')
   if FLAGS.json:
-    with open(FLAGS.json, 'w') as f:
-      json.dump(rows, f, indent=2)
+    files.write_json_atomic(FLAGS.json, rows)
 
 
 if __name__ == '__main__':

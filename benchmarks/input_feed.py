@@ -18,7 +18,6 @@ pipeline and the step share the cores, so measured apart they overstate what run
 """
 
 import contextlib
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -33,7 +32,7 @@ from ml_collections import config_flags
 import input_pipeline
 import models
 from benchmarks import harness
-from common import command_line
+from common import command_line, files
 from common.errors import ConfigError, UserError
 from train_lib import sharding, train
 
@@ -254,8 +253,7 @@ def _main(argv: list[str]) -> None:
     results['dataset'] += f' (mock data: {FLAGS.mock_examples:,} random examples)'
   print(format_report(results))
   if FLAGS.json:
-    with open(FLAGS.json, 'w') as f:
-      json.dump(results, f, indent=2)
+    files.write_json_atomic(FLAGS.json, results)
 
 
 if __name__ == '__main__':

@@ -20,7 +20,6 @@ and reports JAX's images/s over torch's. `--threads=1` pins the process, and bot
 to one core: set before jax starts its CPU client.
 """
 
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +33,7 @@ from absl import flags
 import models
 from analysis import summary
 from benchmarks import harness
-from common import command_line
+from common import command_line, files
 from common.errors import ConfigError, UserError
 from configs import default
 from train_lib import sharding
@@ -356,8 +355,7 @@ def _main(argv: list[str]) -> None:
   print(format_table(results))
   print(f'({time.perf_counter() - began:.0f} s in all)')
   if FLAGS.json:
-    with open(FLAGS.json, 'w') as f:
-      json.dump(results, f, indent=2)
+    files.write_json_atomic(FLAGS.json, results)
 
 
 if __name__ == '__main__':

@@ -69,6 +69,18 @@ def _torch_fixture(model_name: str, source: sources.Source) -> dict:
   return _fixture(model_name, source, spec, logits, f'torch {torch.__version__}, {version}')
 
 
+def _redraw_statistics(spec, index, names, mean: float, var: float) -> dict[str, np.ndarray]:
+  """One BatchNorm's running mean and variance, their ranges in `spec` set around the `mean`
+  and `var` its input really has, drawn again; `names` maps (mean leaf, variance leaf), in that
+  order, to the tensors' names in `spec`. Returns {leaf: values}."""
+  ranges = ((mean - 0.2 * var**0.5, mean + 0.2 * var**0.5), (0.5 * var, 1.5 * var))
+  drawn = {}
+  for (leaf, name), (low, high) in zip(names.items(), ranges, strict=True):
+    spec[index[name]] = (name, spec[index[name]][1], *_rounded((low, high)))
+    drawn[leaf] = seeded.uniform(SEED, *spec[index[name]])
+  return drawn
+
+
 def _calibrate_batch_norm(model, images, spec) -> None:
   """Redraws each BatchNorm's running statistics, in forward order, around the mean and variance
   its input really has on the seeded images (a range per layer, in `spec`), so that activations
@@ -80,15 +92,9 @@ def _calibrate_batch_norm(model, images, spec) -> None:
   def redraw(module, args, prefix):
     x = args[0].double()
     mean, var = float(x.mean((0, 2, 3)).mean()), float(x.var((0, 2, 3)).mean())
-    ranges = {
-        'running_mean': (mean - 0.2 * var**0.5, mean + 0.2 * var**0.5),
-        'running_var': (0.5 * var, 1.5 * var),
-    }
-    for leaf, (low, high) in ranges.items():
-      name = f'{prefix}.{leaf}'
-      shape = spec[index[name]][1]
-      spec[index[name]] = (name, shape, *_rounded((low, high)))
-      getattr(module, leaf).copy_(torch.from_numpy(seeded.uniform(SEED, *spec[index[name]])))
+    names = {leaf: f'{prefix}.{leaf}' for leaf in ('running_mean', 'running_var')}
+    for leaf, value in _redraw_statistics(spec, index, names, mean, var).items():
+      getattr(module, leaf).copy_(torch.from_numpy(value))
 
   hooks = [
       module.register_forward_pre_hook(lambda m, a, p=prefix: redraw(m, a, p))
@@ -133,14 +139,9 @@ def _calibrate_keras_batch_norm(model, images, spec) -> None:
       continue
     x = np.asarray(keras.Model(model.inputs, layer.input)(images, training=False), np.float64)
     mean, var = float(x.mean((0, 1, 2)).mean()), float(x.var((0, 1, 2)).mean())
-    ranges = {
-        'moving_mean': (mean - 0.2 * var**0.5, mean + 0.2 * var**0.5),
-        'moving_variance': (0.5 * var, 1.5 * var),
-    }
-    for leaf, (low, high) in ranges.items():
-      name = f'{layer.name}/{leaf}'
-      spec[index[name]] = (name, spec[index[name]][1], *_rounded((low, high)))
-      getattr(layer, leaf).assign(seeded.uniform(SEED, *spec[index[name]]))
+    names = {leaf: f'{layer.name}/{leaf}' for leaf in ('moving_mean', 'moving_variance')}
+    for leaf, value in _redraw_statistics(spec, index, names, mean, var).items():
+      getattr(layer, leaf).assign(value)
 
 
 def _check_keras_readers(model, weights) -> None:
