@@ -36,9 +36,12 @@ import argparse
 import functools
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from models import fast_conv
 
 DN = ('NHWC', 'HWIO', 'NHWC')
 
@@ -183,6 +186,13 @@ REGULAR = [  # (H, C_in, C_out, kernel, stride): ResNet-20's convs at batch 128
     (8, 64, 64, 3, 1),
     (16, 32, 64, 1, 2),
 ]
+MAX_POOLS = [  # (batch, H, C, window, stride, padding): LeNet-5, AlexNet, VGG, ResNet, GoogLeNet
+    (128, 28, 6, 2, 2, 0),
+    (32, 55, 64, 3, 2, 0),
+    (32, 56, 128, 2, 2, 0),
+    (32, 112, 64, 3, 2, 1),
+    (32, 28, 192, 3, 1, 1),
+]
 DEPTHWISE = [  # (H, C, kernel, stride): MobileNet v2's depthwise convs
     (32, 96, 3, 1),
     (32, 144, 3, 2),
@@ -235,6 +245,20 @@ def main():
       best = time_variants(variants, (x, w, ct), a.rounds, a.reps)
       row = '  '.join(f'{n} {t * 1e3:7.2f}ms ({best["lax"] / t:4.2f}x)' for n, t in best.items())
       print(f'depthwise {h}x{h}x{c} k{k} s{s}: {row}', flush=True)
+  if a.only in ('', 'maxpool'):
+    for n, h, c, k, s, p in MAX_POOLS:
+      x = jax.random.normal(key, (n, h, h, c))
+      pool_args = ((k, k), (s, s), ((p, p), (p, p)))
+      ho = (h + 2 * p - k) // s + 1
+      ct = jax.random.normal(key, (n, ho, ho, c))
+      variants = {
+          name: grad_fn(lambda x, _, fn=fn: fn(x, *pool_args))
+          for name, fn in (('lax', nn.max_pool), ('shifted', fast_conv.max_pool))
+      }
+      check(variants, (x, None, ct))
+      best = time_variants(variants, (x, None, ct), a.rounds, a.reps)
+      row = '  '.join(f'{n} {t * 1e3:7.2f}ms ({best["lax"] / t:4.2f}x)' for n, t in best.items())
+      print(f'max pool {n}x{h}x{h}x{c} {k}x{k}/{s} pad {p}: {row}', flush=True)
 
 
 if __name__ == '__main__':

@@ -108,13 +108,13 @@ def pool(
     if isinstance(padding, str):
       if ceil_mode:
         raise ConfigError('ceil_mode needs numeric padding.')
-      fn = nn.max_pool if kind == 'max' else nn.avg_pool
+      fn = fast_conv.max_pool if kind == 'max' else nn.avg_pool
       return fn(x, shape, strides, padding)
     explicit = explicit_padding(padding)
     extra = _ceil_extension(x, window, stride, explicit) if ceil_mode else [(0, 0)] * 2
     total = [(lo, hi + e) for (lo, hi), (_, e) in zip(explicit, extra)]
     if kind == 'max':
-      return nn.max_pool(x, shape, strides, total)
+      return fast_conv.max_pool(x, shape, strides, total)
     dims, steps = (1, window, window, 1), (1, stride, stride, 1)
     summed = jax.lax.reduce_window(
         x, np.zeros((), x.dtype), jax.lax.add, dims, steps, [(0, 0), *total, (0, 0)]

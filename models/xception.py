@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models import layers
+from models import fast_conv, layers
 from models.convolutions import SeparableConv
 from models.registry import INPUT_299, register
 
@@ -53,7 +53,7 @@ class XceptionBlock(nn.Module):
     if self.strides != 1:
       # Keras pools with padding 'same' (pads the bottom/right only on even sizes); timm's port
       # pads 1 all round, which moves the windows on even maps (74×74 at 299 px).
-      x = nn.max_pool(x, (3, 3), (self.strides, self.strides), 'SAME')
+      x = fast_conv.max_pool(x, (3, 3), (self.strides, self.strides), 'SAME')
     if self.features != in_features or self.strides != 1:
       inputs = layers.conv_norm_act(
           inputs,

@@ -1,5 +1,7 @@
-"""models/fast_conv.py: its convs and their gradients equal lax's, it covers only what it can."""
+"""models/fast_conv.py: its convs, max pools and their gradients equal lax's; it covers only what it
+can."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -168,3 +170,50 @@ def test_step_same_with_rewrite_on_and_off(monkeypatch):
   np.testing.assert_allclose(loss_on, loss_off, rtol=1e-5)
   for on, off in zip(jax.tree.leaves(params_on), jax.tree.leaves(params_off), strict=True):
     np.testing.assert_allclose(on, off, rtol=1e-5, atol=1e-5)
+
+
+MAX_POOLS = {  # name: (x shape, window, strides, padding)
+    'LeNet 2x2/2': ((2, 8, 8, 3), (2, 2), (2, 2), 'VALID'),
+    'AlexNet 3x3/2': ((2, 13, 13, 3), (3, 3), (2, 2), 'VALID'),
+    'ResNet stem 3x3/2 pad 1': ((2, 12, 12, 3), (3, 3), (2, 2), ((1, 1), (1, 1))),
+    'GoogLeNet 3x3/1 same': ((2, 7, 7, 3), (3, 3), (1, 1), 'SAME'),
+    'ceil mode (extra bottom/right)': ((1, 8, 8, 2), (3, 3), (2, 2), ((0, 1), (0, 1))),
+}
+
+
+@pytest.mark.parametrize('case', sorted(MAX_POOLS))
+def test_max_pool_values_and_gradients_are_lax_bit_for_bit(case):
+  """Small integers make many windows tie: the gradient must go to the first maximum of each
+  window, as lax's select-and-scatter sends it, not be split."""
+  shape, window, strides, padding = MAX_POOLS[case]
+  x = jax.random.randint(jax.random.key(0), shape, 0, 3).astype(jnp.float32)
+
+  def values_and_grad(pool):
+    out, vjp = jax.vjp(lambda x: pool(x, window, strides, padding), x)
+    cotangent = jax.random.normal(jax.random.key(1), out.shape)
+    return out, vjp(cotangent)[0]
+
+  jaxpr = str(jax.make_jaxpr(lambda x: fast_conv.max_pool(x, window, strides, padding))(x))
+  assert 'reduce_window' not in jaxpr
+  expected = values_and_grad(nn.max_pool)
+  actual = values_and_grad(fast_conv.max_pool)
+  assert np.count_nonzero(expected[1]) < x.size  # ties: some inputs get no gradient
+  for a, e in zip(actual, expected, strict=True):
+    np.testing.assert_array_equal(a, e)
+
+
+def test_max_pool_propagates_nan_and_keeps_bfloat16():
+  x = jnp.arange(16.0).reshape(1, 4, 4, 1).at[0, 1, 1, 0].set(jnp.nan)
+  out = fast_conv.max_pool(x, (2, 2), (2, 2))
+  np.testing.assert_array_equal(out, nn.max_pool(x, (2, 2), (2, 2)))
+  assert np.isnan(out[0, 0, 0, 0]) and not np.isnan(out[0, 1, 1, 0])
+  assert fast_conv.max_pool(x.astype(jnp.bfloat16), (2, 2), (2, 2)).dtype == jnp.bfloat16
+
+
+def test_max_pool_is_lax_own_when_switched_off(monkeypatch):
+  x = jnp.ones((1, 4, 4, 1))
+  pooled_jaxpr = lambda: str(jax.make_jaxpr(lambda x: fast_conv.max_pool(x, (2, 2)))(x))
+  with fast_conv.plain():
+    assert 'reduce_window_max' in pooled_jaxpr()
+  monkeypatch.setenv(fast_conv.FAST_CONV_ENV, '0')
+  assert 'reduce_window_max' in pooled_jaxpr()
