@@ -252,7 +252,7 @@ def main():
       ho = (h + 2 * p - k) // s + 1
       ct = jax.random.normal(key, (n, ho, ho, c))
       variants = {
-          name: grad_fn(lambda x, _, fn=fn: fn(x, *pool_args))
+          name: grad_fn(lambda x, _, fn=fn, pool_args=pool_args: fn(x, *pool_args))
           for name, fn in (('lax', nn.max_pool), ('shifted', fast_conv.max_pool))
       }
       check(variants, (x, None, ct))
