@@ -104,8 +104,8 @@ def test_equals_the_formulas_in_numpy(train, unbiased):
 
 def test_unbiased_variance_is_flax_times_m_over_m_minus_1():
   """From a zero running variance one step stores (1 − momentum)·σ²_B; the unbiased option
-  stores m/(m − 1) = 120/119 times as much (to float32 rounding), and normalises the batch exactly as flax does.
-  """
+  stores m/(m − 1) = 120/119 times as much (to float32 rounding), and normalises the batch
+  exactly as flax does."""
   x = _batch()
   variables = _variables()
   variables['batch_stats']['var'] = np.zeros(3, np.float32)
