@@ -95,7 +95,7 @@ def test_the_notes_parameter_arithmetic_for_a_megapixel_image():
 
   dense = weights(nn.Dense(10**6, use_bias=False), jax.ShapeDtypeStruct((1, 10**6), jnp.float32))
   local = weights(conv.LocallyConnected(1, 10, padding=same, use_bias=False), image)
-  shared = weights(nn.Conv(1, (10, 10), padding=same, use_bias=False), image)
+  shared = weights(conv.grouped_conv(1, 10, padding=same, use_bias=False), image)
   assert dense == (10**12, 10**6)
   assert local == (10**8, 10**6)
   assert shared == (100, 10**6)
