@@ -316,3 +316,43 @@ def im2col_conv(
   oh = (x.shape[1] + sum(pads[0]) - dh * (kh - 1) - 1) // sh + 1
   ow = (x.shape[2] + sum(pads[1]) - dw * (kw - 1) - 1) // sw + 1
   return y.reshape(n, oh, ow, cout)
+
+
+class LocallyConnected(nn.Module):
+  """A convolution without weight sharing: every output position has its own k×k×C_in×C_out
+  kernel and its own bias (DeepFace's locally connected layers, where faces are aligned and
+  each region should learn its own features).
+
+  Strides, padding and dilation as `conv2d`. The kernel is (out_h, out_w, k, k, C_in, C_out), one
+  HWIO kernel per output position, so the layer holds out_h·out_w·(k·k·C_in·C_out + C_out)
+  parameters where a conv holds k·k·C_in·C_out + C_out; the output size follows from the input
+  size at init, and the layer takes only that size afterwards. Computed as im2col rows, each
+  multiplied by its own position's kernel.
+  """
+
+  features: int
+  kernel_size: IntOrPair = 3
+  strides: IntOrPair = 1
+  padding: Padding = 0
+  dilation: IntOrPair = 1
+  use_bias: bool = True
+  # LeCun normal over each position's fan-in k·k·C_in, as a conv's default.
+  kernel_init: Callable[..., jax.Array] = nn.initializers.lecun_normal(
+      in_axis=(2, 3, 4), out_axis=5, batch_axis=(0, 1)
+  )
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    (kh, kw), (sh, sw), (dh, dw) = pair(self.kernel_size), pair(self.strides), pair(self.dilation)
+    (top, bottom), (left, right) = explicit_padding(self.padding)
+    oh = (x.shape[1] + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    ow = (x.shape[2] + left + right - dw * (kw - 1) - 1) // sw + 1
+    channels = x.shape[-1]
+    kernel = self.param('kernel', self.kernel_init, (oh, ow, kh, kw, channels, self.features))
+    patches = im2col(x.astype(self.dtype), (kh, kw), self.strides, self.padding, self.dilation)
+    weights = kernel.astype(self.dtype).reshape(oh * ow, kh * kw * channels, self.features)
+    y = jnp.einsum('npk,pko->npo', patches, weights).reshape(x.shape[0], oh, ow, self.features)
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros, (oh, ow, self.features)).astype(self.dtype)
+    return y

@@ -11,6 +11,7 @@ import numpy as np
 
 from common.errors import ConfigError
 from models import fast_conv
+from models.batch_norm import FormulaBatchNorm
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     'relu': nn.relu,
@@ -287,10 +288,16 @@ def batch_norm(
     dtype: Any = jnp.float32,
     epsilon: float = 1e-5,
     momentum: float = 0.9,
+    from_formulas: bool = False,
     **kwargs: Any,
-) -> nn.BatchNorm:
-  """BatchNorm, by default with PyTorch's constants (its momentum 0.1 is flax's 0.9; eps 1e-5)."""
-  return nn.BatchNorm(
+) -> nn.Module:
+  """BatchNorm, by default with PyTorch's constants (its momentum 0.1 is flax's 0.9; eps 1e-5).
+
+  `from_formulas` builds `batch_norm.FormulaBatchNorm`, the same function and variables written
+  out by hand, which also takes `unbiased_variance=True`.
+  """
+  module = FormulaBatchNorm if from_formulas else nn.BatchNorm
+  return module(
       use_running_average=not train, momentum=momentum, epsilon=epsilon, dtype=dtype, **kwargs
   )
 
