@@ -24,7 +24,7 @@ CONFIGS = {
 # Configuration C: the third conv of stages 3, 4 and 5 is 1×1 (conv1-256, conv1-512, conv1-512).
 C_1X1_STAGES = (3, 4, 5)
 # Krizhevsky et al. 2012's LRN constants (k=2, n=5, α=1e-4 on the raw sum, β=0.75), which the
-# VGG paper's A-LRN takes over (§2.3): `layers.local_response_norm`'s defaults, as AlexNet's.
+# VGG paper's A-LRN takes over (§2.1): `layers.local_response_norm`'s defaults, as AlexNet's.
 LRN = dict(size=5, k=2.0, alpha=1e-4, beta=0.75, alpha_over_size=False)
 
 # torchvision's init: kaiming_normal_(mode='fan_out', nonlinearity='relu') (not truncated),
