@@ -365,12 +365,8 @@ def test_naive_blocks_pass_their_input_on_and_grow():
 
 
 def test_the_summary_shows_what_the_reductions_save():
-  naive = summary.summarize(
-      models.create_model('googlenet_naive', num_classes=1000), (224,) * 2 + (3,)
-  )
-  paper = summary.summarize(
-      models.create_model('googlenet_paper', num_classes=1000), (224,) * 2 + (3,)
-  )
+  naive = summary.summarize(models.create_model('googlenet_naive', num_classes=1000), (224, 224, 3))
+  paper = summary.summarize(models.create_model('googlenet_paper', num_classes=1000), (224, 224, 3))
   assert [naive.layer(f'inception{b}/concat').output_shape[-1] for b in BLOCKS] == NAIVE_WIDTHS
   assert (naive.total_params, paper.total_params) == (104_274_376, 13_378_280)
   assert (naive.total_macs, paper.total_macs) == (12_568_061_056, 1_582_671_872)  # 7.9×
