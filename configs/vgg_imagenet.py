@@ -14,17 +14,29 @@ its multi-crop, multi-scale evaluation is close to
   --config.dataset.eval_preprocess="ten_crop(224, scales=(256, 384, 512))|normalize('imagenet')".
 
 Paper, Table 3 (S = 256, one test scale Q = 256; top-1 / top-5 val. error): A (vgg11)
-29.6 / 10.4 %, B (vgg13) 28.7 / 9.9 %, D (vgg16) 27.0 / 8.8 %, E (vgg19) 27.3 / 9.0 %. Its best
-single model, D or E trained with S in [256, 512] and evaluated multi-crop & dense at three
-scales, reaches 24.4 / 7.2 % (D) and 24.4 / 7.1 % (E) (Table 5). The `_bn` variants are
-torchvision's and not in the paper. Not measured here.
+29.6 / 10.4 %, A-LRN (vgg11_lrn) 29.7 / 10.5 % (LRN did not help), B (vgg13) 28.7 / 9.9 %,
+C (vgg16_c, 1×1 convs) 28.1 / 9.4 %, D (vgg16, 3×3s in their place) 27.0 / 8.8 %, E (vgg19)
+27.3 / 9.0 %. Its best single model, D or E trained with S in [256, 512] and evaluated
+multi-crop & dense at three scales, reaches 24.4 / 7.2 % (D) and 24.4 / 7.1 % (E) (Table 5).
+The `_bn` variants are torchvision's and not in the paper. Not measured here.
 """
 
 import ml_collections
 
 from configs import default, recipes
 
-VARIANTS = ('vgg16', 'vgg11', 'vgg13', 'vgg19', 'vgg11_bn', 'vgg13_bn', 'vgg16_bn', 'vgg19_bn')
+VARIANTS = (
+    'vgg16',
+    'vgg11',
+    'vgg13',
+    'vgg19',
+    'vgg11_bn',
+    'vgg13_bn',
+    'vgg16_bn',
+    'vgg19_bn',
+    'vgg11_lrn',
+    'vgg16_c',
+)
 DATASETS = ('imagenet2012',)
 
 

@@ -56,10 +56,14 @@ class Inception(nn.Module):
 
   torchvision's "5×5" branch is a 3×3 conv (a bug kept for compatibility with its weights);
   `style='paper'` uses the true 5×5. Names follow torchvision (branch2_0 = branch2.0).
+  `naive=True` is the paper's Fig. 2a: no 1×1 reductions (branch2_0, branch3_0) and no pool
+  projection (branch4_1), so the 3×3 and 5×5 convs see every input channel and the pooled input
+  passes whole: the output has c1 + c3 + c5 + input channels.
   """
 
   widths: tuple[int, int, int, int, int, int]
   style: str = 'torchvision'
+  naive: bool = False
   bn_epsilon: float = 1e-3
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
@@ -69,12 +73,15 @@ class Inception(nn.Module):
     c1, c3r, c3, c5r, c5, proj = self.widths
     conv = conv_unit(self)
     k5 = 5 if self.style == 'paper' else 3
+
+    def reduced(x: jax.Array, width: int, name: str) -> jax.Array:
+      """`x` through the 1×1 reduction (or pool projection) `name`; `x` itself when naive."""
+      return x if self.naive else conv(width, 1, name=name)(x, train)
+
     b1 = conv(c1, 1, name='branch1')(x, train)
-    b2 = conv(c3, 3, name='branch2_1')(conv(c3r, 1, name='branch2_0')(x, train), train)
-    b3 = conv(c5, k5, name='branch3_1')(conv(c5r, 1, name='branch3_0')(x, train), train)
-    b4 = conv(proj, 1, name='branch4_1')(
-        layers.pool(x, 'max', 3, 1, padding=1, ceil_mode=True), train
-    )
+    b2 = conv(c3, 3, name='branch2_1')(reduced(x, c3r, 'branch2_0'), train)
+    b3 = conv(c5, k5, name='branch3_1')(reduced(x, c5r, 'branch3_0'), train)
+    b4 = reduced(layers.pool(x, 'max', 3, 1, padding=1, ceil_mode=True), proj, 'branch4_1')
     return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
 
@@ -133,10 +140,18 @@ class GoogLeNet(nn.Module):
   dropout 0.4, Caffe "xavier" weights. Max pools round up (ceil_mode) in both. The auxiliary
   heads after 4a and 4d run in training only (`aux_logits=True`); eval returns the main head's
   logits. Layer names follow torchvision (conv1–conv3, inception3a…, aux1/aux2, fc).
+
+  `naive=True` builds every block as the paper's naive module (Fig. 2a, `Inception`), keeping
+  Table 1's branch widths: each block passes its whole input on through the pool branch, so the
+  widths grow block by block (3a 416 … 5b 4,944 channels instead of 256 … 1,024) and with them
+  the next block's 3×3 and 5×5 convs: the blow-up §4 gives as the reason for the reductions.
+  `googlenet_naive` is `googlenet_paper` so built; its summary beside googlenet_paper's shows
+  what the 1×1 reductions save.
   """
 
   num_classes: int = 1000
   style: str = 'torchvision'  # 'torchvision' | 'paper'
+  naive: bool = False  # Fig. 2a blocks: no 1×1 reductions, no pool projections
   aux_logits: bool = True
   dropout_rate: float = 0.2
   aux_dropout_rate: float = 0.7
@@ -155,7 +170,7 @@ class GoogLeNet(nn.Module):
     shared = dict(
         style=self.style, bn_epsilon=self.bn_epsilon, bn_momentum=self.bn_momentum, dtype=self.dtype
     )
-    block = functools.partial(Inception, **shared)
+    block = functools.partial(Inception, naive=self.naive, **shared)
     aux = functools.partial(InceptionAux, self.num_classes, self.aux_dropout_rate, **shared)
     max_pool = functools.partial(layers.pool, kind='max', padding=0, ceil_mode=True)
     lrn = functools.partial(
@@ -207,5 +222,14 @@ register(
     reference='Szegedy et al. 2015 Table 1, Caffe bvlc_googlenet with its two aux heads',
     params=13_378_280,
     style='paper',
+    dropout_rate=0.4,
+)
+register(
+    'googlenet_naive',
+    GoogLeNet,
+    reference='Szegedy et al. 2015 Fig. 2a naive modules at Table 1 widths, no published count',
+    params=104_274_376,
+    style='paper',
+    naive=True,
     dropout_rate=0.4,
 )

@@ -1,16 +1,20 @@
-"""GoogLeNet / Inception v1: torchvision's layout and the paper's (Caffe bvlc_googlenet)."""
+"""GoogLeNet / Inception v1: torchvision's layout, the paper's (Caffe bvlc_googlenet), and the
+paper's with naive modules (no 1×1 reductions)."""
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from model_testing import host_state
+from model_testing import fast_jit, host_state
 
 import models
-from models import googlenet
+from analysis import summary
+from input_pipeline import offline_digits
+from models import googlenet, layers
 from train_lib import losses, steps
 from train_lib import state as state_lib
 
@@ -306,3 +310,93 @@ def test_paper_aux_heads_need_5x5_maps():
         jax.random.key(0),
         jnp.zeros((1, 64, 64, 3)),
     )
+
+
+class _FiveByFive(nn.Module):
+  """The notes' 256 5×5 filters, after a 1×1 reduction to `reduce` channels when it is > 0;
+  no biases, as the notes count weights only."""
+
+  reduce: int = 0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    conv = functools.partial(layers.ConvNormAct, use_bias=False, norm=False)
+    if self.reduce:
+      x = conv(self.reduce, 1, name='reduce')(x, train)
+    return conv(256, 5, name='conv5x5')(x, train)
+
+
+def test_the_notes_1x1_reduction_before_a_5x5_conv():
+  # The notes' example: a 100×100×128 input, 256 5×5 filters, directly or after a 1×1 to 32.
+  direct = summary.summarize(_FiveByFive(), (100, 100, 128))
+  reduced = summary.summarize(_FiveByFive(reduce=32), (100, 100, 128))
+  assert direct.total_params == 128 * 5 * 5 * 256 == 819_200
+  assert reduced.total_params == 128 * 1 * 1 * 32 + 32 * 5 * 5 * 256 == 208_896  # 3.9× fewer
+  # Every weight meets each of the 100×100 output positions once (padding taps included).
+  assert direct.total_macs == 819_200 * 100 * 100 == 8_192_000_000
+  assert reduced.total_macs == 208_896 * 100 * 100 == 2_088_960_000
+  assert reduced.layer('reduce/conv').output_shape == (100, 100, 32)
+  assert direct.layer('conv5x5/conv').output_shape == reduced.layer('conv5x5/conv').output_shape
+
+
+NAIVE_WIDTHS = [416, 832, 1280, 1728, 2176, 2640, 3344, 4048, 4944]
+
+
+def test_naive_blocks_pass_their_input_on_and_grow():
+  variables = _shapes('googlenet_naive')
+  params = variables['params']
+  for block in BLOCKS:
+    assert sorted(params[f'inception{block}']) == ['branch1', 'branch2_1', 'branch3_1']
+  # 3a sees conv3's 192 channels whole: 192·64 + 9·192·128 + 25·192·32 weights, 224 biases.
+  assert state_lib.num_params(params['inception3a']) == 12_288 + 221_184 + 153_600 + 224
+  assert params['inception3a']['branch3_1']['conv']['kernel'].shape == (5, 5, 192, 32)
+  # Each block's output: its three convs' widths plus every input channel (the pool branch).
+  widths, previous = [], 192
+  for block in BLOCKS:
+    c1, _, c3, _, c5, _ = googlenet.INCEPTION_BLOCKS[block]
+    previous = c1 + c3 + c5 + previous
+    widths.append(previous)
+  assert widths == NAIVE_WIDTHS
+  assert params['fc']['kernel'].shape == (4944, 1000)
+  assert params['aux1']['conv']['conv']['kernel'].shape == (1, 1, 1280, 128)  # after 4a
+  assert params['aux2']['conv']['conv']['kernel'].shape == (1, 1, 2640, 128)  # after 4d
+  assert _count('googlenet_naive') == 104_274_376  # the pinned count, aux heads included
+  assert _count('googlenet_naive', aux_logits=False) == 97_526_008
+
+
+def test_the_summary_shows_what_the_reductions_save():
+  naive = summary.summarize(models.create_model('googlenet_naive', num_classes=1000), (224, 224, 3))
+  paper = summary.summarize(models.create_model('googlenet_paper', num_classes=1000), (224, 224, 3))
+  assert [naive.layer(f'inception{b}/concat').output_shape[-1] for b in BLOCKS] == NAIVE_WIDTHS
+  assert (naive.total_params, paper.total_params) == (104_274_376, 13_378_280)
+  assert (naive.total_macs, paper.total_macs) == (12_568_061_056, 1_582_671_872)  # 7.9×
+  # 5b's 5×5 convs: 25·4048·128 weights on the naive net's 7×7 maps, 25·48·128 after the 1×1.
+  assert naive.layer('inception5b/branch3_1/conv').macs == 25 * 4048 * 128 * 49
+  assert paper.layer('inception5b/branch3_1/conv').macs == 25 * 48 * 128 * 49
+
+
+def test_googlenet_naive_trains_on_the_offline_digits():
+  """Two train steps (aux heads on) on two digits padded to 80 px, enough for the paper's 5×5
+  aux pools at 4a and 4d; one compiled step, run twice."""
+  model = models.create_model('googlenet_naive', num_classes=10)
+  images, labels = offline_digits.load_arrays()
+  pad = (80 - 28) // 2
+  batch = {
+      'image': np.pad(images[:2] / np.float32(255), ((0, 0), (pad, pad), (pad, pad), (0, 0))),
+      'label': labels[:2].astype(np.int32),
+      'mask': np.ones(2, bool),
+  }
+  state = host_state(model, batch['image'].shape[1:])
+  step = fast_jit(
+      functools.partial(
+          steps.train_step, loss_fn=LOSS, learning_rate_fn=optax.constant_schedule(1e-3)
+      )
+  )
+  first, first_metrics = step(state, batch)
+  second, metrics = jax.device_get(step(first, batch))
+  assert int(second.step) == 2 and metrics['finite'] == 1
+  assert metrics['loss'] > metrics['main_loss']  # the aux heads' losses, weighted 0.3, count
+  assert metrics['loss'] < float(first_metrics['loss'])  # the same two digits, fitted better
+  for layer in ('inception3a', 'inception5b', 'aux1'):
+    moved = zip(jax.tree.leaves(state.params[layer]), jax.tree.leaves(second.params[layer]))
+    assert any(not np.array_equal(a, b) for a, b in moved), layer

@@ -1,16 +1,20 @@
-"""VGG: torchvision's parameter counts, layout, adaptive pooling, init, and a train step."""
+"""VGG: torchvision's parameter counts, layout, adaptive pooling, init, and a train step; the
+paper's A-LRN and C configurations."""
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from model_testing import shapes
+from model_testing import FAST_KEY, count, fast_jit, host_state, shapes
 
 import models
+from common.errors import ConfigError
 from configs import default
+from input_pipeline import offline_digits
 from train_lib import losses, optim, steps
 from train_lib import state as state_lib
 from train_lib.state import num_params
@@ -162,3 +166,91 @@ def test_a_stage_of_n_3x3_convs_becomes_one_conv_of_the_same_receptive_field(sta
   assert sum(stage2) == n * 9 * c * c and single['params']['conv2_1']['kernel'].size == (
       kernel * kernel * c * c
   )
+
+
+# Simonyan & Zisserman 2015, Table 2: parameters in millions, for configurations A, A-LRN, B, C,
+# D and E at 224 px, 1000 classes.
+@pytest.mark.parametrize(
+    'name, millions',
+    [('vgg11', 133), ('vgg11_lrn', 133), ('vgg13', 133), ('vgg16_c', 134), ('vgg16', 138)]
+    + [('vgg19', 144)],
+)
+def test_counts_round_to_the_papers_table2(name, millions):
+  assert round(count(name, 224) / 1e6) == millions
+
+
+def test_c_is_b_plus_three_1x1_convs():
+  c, _ = shapes('vgg16_c', 224)
+  kernels = {k: p['kernel'].shape[:2] for k, p in c['params'].items() if k.startswith('conv')}
+  assert [k for k, size in kernels.items() if size == (1, 1)] == ['conv3_3', 'conv4_3', 'conv5_3']
+  assert all(size in ((1, 1), (3, 3)) for size in kernels.values()) and len(kernels) == 13
+  # conv1-256 after 256 channels, conv1-512 after 512 twice: weights + biases.
+  one_by_one = (256 * 256 + 256) + 2 * (512 * 512 + 512)
+  assert one_by_one == 591_104
+  assert count('vgg16_c', 224) - count('vgg13', 224) == one_by_one
+  assert count('vgg16_c', 224) == 133_638_952  # the pinned count: 134 M in Table 2
+  # D has 3×3s where C has its 1×1s: 8 · (256² + 2 · 512²) more weights.
+  assert count('vgg16', 224) - count('vgg16_c', 224) == 8 * (256**2 + 2 * 512**2)
+
+
+def test_a_lrn_normalises_conv1_1_with_krizhevskys_constants_before_pool1():
+  model = models.create_model('vgg11_lrn', **SMALL)
+  x = 30.0 * jax.random.normal(jax.random.key(0), (1, 32, 32, 3))  # big enough for α to matter
+  variables = fast_jit(model.init)(FAST_KEY, x)
+  apply = functools.partial(model.apply, capture_intermediates=True, mutable=['intermediates'])
+  _, state = fast_jit(apply)(variables, x)
+  seen = {k: v['__call__'][0] for k, v in state['intermediates'].items() if k.startswith('conv')}
+  # b_c = a_c / (2 + 1e-4 · Σ a² over the 5 nearest channels)^0.75 (AlexNet §3.3), on the ReLU.
+  a = np.maximum(np.asarray(seen['conv1_1']), 0.0)
+  padded = np.pad(a**2, ((0, 0), (0, 0), (0, 0), (2, 2)))
+  window = sum(padded[..., i : i + a.shape[-1]] for i in range(5))
+  lrn = a / (2.0 + 1e-4 * window) ** 0.75
+  assert float(np.max(1e-4 * window)) > 0.1  # the α term is not negligible against k
+  pool1 = lrn.reshape(1, 16, 2, 16, 2, 8).max(axis=(2, 4))
+  conv2_1 = nn.Conv(16, (3, 3), padding=1).apply({'params': variables['params']['conv2_1']}, pool1)
+  np.testing.assert_allclose(seen['conv2_1'], conv2_1, rtol=1e-4, atol=1e-4)
+  # A (no LRN) shares every variable and sees pool1 unnormalised: conv2_1 differs.
+  plain = models.create_model('vgg11', **SMALL)
+  plain_apply = functools.partial(plain.apply, capture_intermediates=True, mutable=True)
+  _, plain_state = fast_jit(plain_apply)(variables, x)
+  assert not np.allclose(plain_state['intermediates']['conv2_1']['__call__'][0], conv2_1)
+
+
+@pytest.mark.parametrize(
+    'fields, message',
+    [
+        (dict(conv1x1_stages=(3, 6)), 'names a stage that is not one of 1..5'),
+        (dict(conv1x1_stages=(3,), stacked_3x3=False), 'needs stacked_3x3=True'),
+    ],
+)
+def test_bad_1x1_stages_are_config_errors(fields, message):
+  model = models.create_model('vgg16', num_classes=10, **fields)
+  with pytest.raises(ConfigError, match=message):
+    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+
+
+@functools.cache
+def _digits(n: int = 4) -> dict[str, np.ndarray]:
+  """The first `n` offline digits in [0, 1], padded to 32 px (five 2×2 pools leave 1×1)."""
+  images, labels = offline_digits.load_arrays()
+  image = np.pad(images[:n] / np.float32(255), ((0, 0), (2, 2), (2, 2), (0, 0)))
+  return {'image': image, 'label': labels[:n].astype(np.int32), 'mask': np.ones(n, bool)}
+
+
+@pytest.mark.parametrize('name, layer', [('vgg11_lrn', 'conv1_1'), ('vgg16_c', 'conv3_3')])
+def test_a_lrn_and_c_train_on_the_offline_digits(name, layer):
+  """Two train steps on four digits; the gradient reaches conv1_1 through the LRN, and C's 1×1s."""
+  model = models.create_model(name, pool_size=1, **SMALL)
+  batch = _digits()
+  state = host_state(model, batch['image'].shape[1:])
+  step = functools.partial(
+      steps.train_step,
+      loss_fn=losses.get_loss('softmax_xent'),
+      learning_rate_fn=optax.constant_schedule(0.01),
+  )
+  new, metrics = jax.device_get(fast_jit(lambda s: step(step(s, batch)[0], batch))(state))
+  assert int(new.step) == 2 and metrics['finite'] == 1 and np.isfinite(metrics['loss'])
+  assert metrics['grad_norm'] > 0
+  assert not np.array_equal(new.params[layer]['kernel'], state.params[layer]['kernel'])
+  if name == 'vgg16_c':  # 1×1 in stages 3-5 at SMALL widths 32, 32, 32
+    assert [new.params[f'conv{s}_3']['kernel'].shape for s in (3, 4, 5)] == [(1, 1, 32, 32)] * 3
