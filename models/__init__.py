@@ -5,6 +5,7 @@ from models import (
     alexnet,
     densenet,
     googlenet,
+    highway,
     inception,
     inception_v4,
     lenet,
