@@ -55,7 +55,41 @@ def test_equal_channel_width_minimises_memory_access(widths):
   accesses = [access for access, _ in counted]
   assert accesses == sorted(accesses) and len(set(accesses)) == len(accesses)
   assert accesses[0] == 819_200  # 56·56·256 + 128²
+  if widths[-1] == (36, 432):
+    assert accesses[-1] == 1_483_200  # 56·56·468 + 36·432: 1.81× for 5% fewer FLOPs
   assert max(macs for _, macs in counted) <= 1.06 * min(macs for _, macs in counted)
+
+
+class _Grouped(nn.Module):
+  """One 1×1 convolution to `width` channels in `groups` groups, no bias: G2's layer."""
+
+  width: int
+  groups: int
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    conv = nn.Conv(self.width, (1, 1), feature_group_count=self.groups, use_bias=False)
+    return conv(x)
+
+
+def test_more_groups_cost_more_memory_access():
+  """§2 G2, Table 2's ×1 column: c1 = c2 = 128, 180, 256, 360 in 1, 2, 4, 8 groups keep the
+  FLOPs (c²/g ≈ 16,384) while the memory access h·w·2c + c²/g grows with the width."""
+  rows = []
+  for c, g in ((128, 1), (180, 2), (256, 4), (360, 8)):
+    layer = summary.summarize(_Grouped(c, g), (56, 56, c)).layer('Conv_0')
+    assert layer.macs == HW * c * c // g
+    assert layer.memory_access == HW * 2 * c + c * c // g
+    rows.append(layer.memory_access)
+  assert rows == sorted(rows) and rows[-1] > 2.7 * rows[0]
+  # The zoo's ShuffleNet v1 widens its channels with its groups to keep its MACs: within 5%
+  # of each other, while its memory access at 224×224 grows by about half at each step.
+  zoo = [
+      summary.summarize(models.create_model(f'shufflenet_v1_g{g}', num_classes=1000), (224, 224, 3))
+      for g in (1, 3, 8)
+  ]
+  assert [s.total_memory_access for s in zoo] == [5_299_840, 7_806_880, 11_635_792]
+  assert max(s.total_macs for s in zoo) < 1.05 * min(s.total_macs for s in zoo)
 
 
 class _Convs(nn.Module):
