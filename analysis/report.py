@@ -68,8 +68,8 @@ def _totals(summary: Summary) -> list[str]:
   )
   lines.append(
       f'Activations per image: {summary.activation_bytes:,} bytes '
-      f'({_si(summary.activation_bytes)}B) in the outputs of every layer (what training keeps '
-      f'for the backward pass, roughly); at most {summary.peak_live_bytes:,} bytes '
+      f'({_si(summary.activation_bytes)}B) in the outputs of every layer (a floor for what '
+      f'training keeps for the backward pass); at most {summary.peak_live_bytes:,} bytes '
       f'({_si(summary.peak_live_bytes)}B) live at once in the eval pass, at '
       f'{summary.peak_live_at or "the input"} (each array freed after its last use; a residual '
       "block's input stays live until its add)."

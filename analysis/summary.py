@@ -76,7 +76,7 @@ class Summary:
   unused_params: int  # in modules the eval pass does not call (auxiliary heads)
   xla: dict[str, float] = dataclasses.field(default_factory=dict)
   total_memory_access: int = 0  # elements, one image
-  activation_bytes: int = 0  # every row's output, one image: what training keeps, roughly
+  activation_bytes: int = 0  # every row's output, one image: a floor for what training keeps
   peak_live_bytes: int = 0  # the most activation bytes alive at once in the eval pass, one image
   peak_live_at: str = ''  # the row (or inline operation) where they are
 
