@@ -6,7 +6,21 @@ from typing import Any
 from analysis.summary import Summary
 from common.errors import ConfigError
 
-COLUMNS = ('layer', 'kind', 'output', 'neurons', 'params', 'MACs', 'RF', 'jump', 'start')
+# MACs are multiply-accumulates; mem_access is ShuffleNet v2's "MAC", memory access in elements.
+COLUMNS = (
+    'layer',
+    'kind',
+    'output',
+    'neurons',
+    'params',
+    'MACs',
+    'mem_access',
+    'act_bytes',
+    'live_bytes',
+    'RF',
+    'jump',
+    'start',
+)
 FORMATS = ('table', 'markdown', 'json')
 
 
@@ -24,6 +38,9 @@ def _cells(layer) -> list[str]:
       f'{layer.neurons:,}',
       f'{layer.params:,}',
       f'{layer.macs:,}',
+      f'{layer.memory_access:,}',
+      f'{layer.activation_bytes:,}',
+      f'{layer.live_bytes:,}',
       _pair(layer.receptive_field),
       _pair(layer.jump),
       _pair(layer.start),
@@ -44,6 +61,19 @@ def _totals(summary: Summary) -> list[str]:
       f'{summary.total_macs:,} MACs ({_si(summary.total_macs)} multiply-accumulates = '
       f'{_si(2 * summary.total_macs)} FLOPs).'
   ]
+  lines.append(
+      f'Memory access (ShuffleNet v2\'s "MAC", not MACs): {summary.total_memory_access:,} '
+      f'elements ({_si(summary.total_memory_access)}) of conv/matmul inputs, weights and '
+      'outputs, each read or written once per image.'
+  )
+  lines.append(
+      f'Activations per image: {summary.activation_bytes:,} bytes '
+      f'({_si(summary.activation_bytes)}B) in the outputs of every layer (a floor for what '
+      f'training keeps for the backward pass); at most {summary.peak_live_bytes:,} bytes '
+      f'({_si(summary.peak_live_bytes)}B) live at once in the eval pass, at '
+      f'{summary.peak_live_at or "the input"} (each array freed after its last use; a residual '
+      "block's input stays live until its add)."
+  )
   if summary.unused_params:
     lines.append(
         f'{summary.unused_params:,} of the parameters sit in modules the eval forward '
@@ -64,7 +94,7 @@ def _totals(summary: Summary) -> list[str]:
 def table(summary: Summary) -> str:
   rows = [list(COLUMNS)] + [_cells(l) for l in summary.layers]
   widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-  right = {3, 4, 5, 6, 7, 8}
+  right = set(range(3, len(COLUMNS)))
   lines = [
       '  '.join(
           c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))
@@ -93,6 +123,10 @@ def as_dict(summary: Summary) -> dict[str, Any]:
       'total_params': summary.total_params,
       'total_macs': summary.total_macs,
       'unused_params': summary.unused_params,
+      'total_memory_access': summary.total_memory_access,
+      'activation_bytes': summary.activation_bytes,
+      'peak_live_bytes': summary.peak_live_bytes,
+      'peak_live_at': summary.peak_live_at,
       'xla': summary.xla,
       'layers': [
           {
@@ -102,6 +136,9 @@ def as_dict(summary: Summary) -> dict[str, Any]:
               'neurons': l.neurons,
               'params': l.params,
               'macs': l.macs,
+              'memory_access': l.memory_access,
+              'activation_bytes': l.activation_bytes,
+              'live_bytes': l.live_bytes,
               'receptive_field': _list(l.receptive_field),
               'jump': _list(l.jump),
               'start': _list(l.start),

@@ -1,9 +1,13 @@
-"""Per-layer summary of any model: output shape, neurons, parameters, MACs and receptive field.
+"""Per-layer summary of any model: output shape, neurons, parameters, MACs, memory and receptive
+field.
 
 Rows come from the forward pass's graph (`analysis.graph`): one per innermost flax module or
 named function scope (Conv, BatchNorm, Dense, `lrn`, `max_pool`, ...), plus one per notable
 operation written inline in a bigger module (pooling, flatten, concatenation, a residual add).
 Names are flax module paths, e.g. `layer1_0/conv2`, and `layer1_0/add` for the block's merge.
+Memory (`analysis.memory`) is per image: a row's output bytes at the dtype the model computes in,
+the activation bytes alive while it runs, and ShuffleNet v2's memory access of its convolutions
+and matrix products, in elements.
 """
 
 import collections
@@ -18,6 +22,7 @@ import numpy as np
 
 from analysis import graph as graph_lib
 from analysis import macs as macs_lib
+from analysis import memory
 from common.errors import ConfigError
 from models import fast_conv
 
@@ -52,6 +57,9 @@ class Layer:
   receptive_field: tuple[float, ...] | None
   jump: tuple[float, ...] | None
   start: tuple[float, ...] | None
+  memory_access: int = 0  # elements of the conv/matmul inputs, weights and outputs (not MACs)
+  activation_bytes: int = 0  # of the output, one image
+  live_bytes: int = 0  # activations alive while the row runs, one image
   path: tuple[str, ...] = dataclasses.field(repr=False, default=())
   output_id: int = dataclasses.field(repr=False, default=0)
   real_macs: int = dataclasses.field(repr=False, default=0)
@@ -67,6 +75,10 @@ class Summary:
   total_macs: int
   unused_params: int  # in modules the eval pass does not call (auxiliary heads)
   xla: dict[str, float] = dataclasses.field(default_factory=dict)
+  total_memory_access: int = 0  # elements, one image
+  activation_bytes: int = 0  # every row's output, one image: a floor for what training keeps
+  peak_live_bytes: int = 0  # the most activation bytes alive at once in the eval pass, one image
+  peak_live_at: str = ''  # the row (or inline operation) where they are
 
   def layer(self, name: str) -> Layer:
     for layer in self.layers:
@@ -189,6 +201,7 @@ def _layer(name: str, kind: str, path: tuple, out, ops: list) -> Layer:
       neurons=int(np.prod(out.shape[1:])),
       params=0,
       macs=sum(c[0] for c in counts),
+      memory_access=sum(memory.memory_access(op) for op in ops),
       receptive_field=tuple(_number(a.rf) for a in geom) if geom else None,
       jump=tuple(_number(a.jump) for a in geom) if spatial else None,
       start=tuple(_number(a.start) for a in geom) if geom else None,
@@ -241,6 +254,7 @@ def summarize(
   layers = _group_rows(graph.ops, graph.module_types, graph.output_ids)
   params = variables.get('params', {})
   unused = _attribute_params(layers, params)
+  peak, peak_at = _add_memory(layers, graph, images)
   summary = Summary(
       model=name or type(model).__name__,
       input_shape=tuple(input_shape),
@@ -248,10 +262,35 @@ def summarize(
       total_params=sum(int(np.size(x)) for x in jax.tree.leaves(params)),
       total_macs=sum(l.macs for l in layers),
       unused_params=unused,
+      total_memory_access=sum(l.memory_access for l in layers),
+      activation_bytes=sum(l.activation_bytes for l in layers),
+      peak_live_bytes=peak,
+      peak_live_at=peak_at,
   )
   if cross_check:
     summary.xla = xla_cost(model, variables, images, layers)
   return summary
+
+
+def _add_memory(layers: list[Layer], graph: graph_lib.Graph, images: Any) -> tuple[int, str]:
+  """Fills each row's output and live bytes; returns the peak live bytes and where they are."""
+  image_bytes = int(np.prod(images.shape)) * np.dtype(images.dtype).itemsize
+  sizes = memory.activation_bytes(graph.ops, graph.input_id, image_bytes)
+  live = memory.live_bytes(graph.ops, sizes, graph.output_ids)
+  index = {id(op): i for i, op in enumerate(graph.ops)}
+  row_of = {}
+  for layer in layers:
+    layer.activation_bytes = sizes.get(layer.output_id, 0)
+    layer.live_bytes = max((live[index[id(op)]] for op in layer.ops), default=0)
+    row_of.update((id(op), layer.name) for op in layer.ops)
+  if not live:
+    return image_bytes, ''
+  i = int(np.argmax(live))
+  op = graph.ops[i]
+  if id(op) in row_of:
+    return live[i], row_of[id(op)]
+  before = next((row_of[id(o)] for o in reversed(graph.ops[:i]) if id(o) in row_of), 'input')
+  return live[i], '/'.join(op.scope[1:] + (op.eqn.primitive.name,)) + f' after {before}'
 
 
 def model_facts(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
