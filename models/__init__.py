@@ -4,6 +4,7 @@
 from models import (
     alexnet,
     densenet,
+    encoder_decoder,
     googlenet,
     inception,
     inception_v4,
