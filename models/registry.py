@@ -72,9 +72,7 @@ def register(
   if name in _MODELS:
     raise ValueError(f'Model {name!r} is registered twice.')
   _check_fields(name, module, fields)
-  _MODELS[name] = ModelEntry(
-      name, module, dict(fields), reference, params, native_input, per_pixel
-  )
+  _MODELS[name] = ModelEntry(name, module, dict(fields), reference, params, native_input, per_pixel)
 
 
 def list_models() -> list[str]:

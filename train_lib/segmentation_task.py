@@ -41,7 +41,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     )
   if 'mixup' in config.dataset.train_preprocess:
     raise ConfigError(
-        "mixup blends two digits, whose pixels then have no single class: remove it from "
+        'mixup blends two digits, whose pixels then have no single class: remove it from '
         "dataset.train_preprocess for task='segmentation'."
     )
   if 'ten_crop' in config.dataset.eval_preprocess:
