@@ -1,9 +1,10 @@
 """Every registered model, at its native input (`jax.make_jaxpr`: no compute).
 
 Its parameter count is the one its registry entry is pinned to, its logits have one entry per
-class (at every pixel, for a model registered `per_pixel`), and its parameter tree (every variable's path and shape) is pinned by a digest recorded in
-`param_trees.json`, so that a refactor cannot rename or reshape a variable unnoticed: renamed
-paths would orphan every checkpoint written before, and published counts live in the shapes.
+class (at every pixel, for a model registered `per_pixel`), and its parameter tree (every
+variable's path and shape) is pinned by a digest recorded in `param_trees.json`, so that a
+refactor cannot rename or reshape a variable unnoticed: renamed paths would orphan every
+checkpoint written before, and published counts live in the shapes.
 The one trace is taken at precision=bfloat16, so it also shows mixed precision holding for every
 model (tests/test_mixed_precision.py has the rest): convolutions and matrix multiplies in
 bfloat16, parameters, BatchNorm statistics and logits in float32.
