@@ -7,7 +7,11 @@ context, transposed convs back up) labels every pixel as background or the digit
 Targets come from each (augmented) image and its label in the step (train_lib/segmentation_task.py):
 label + 1 on the stroke (above the midpoint of the image's own min and max), 0 elsewhere; a
 random crop moves image and target together. Measured here on the offline digits (4,000 train /
-1,000 test, 2 CPU cores): RESULT.
+1,000 test, 2 CPU cores, 15 epochs = 930 steps): eval_pixel_accuracy 0.9946 and eval_miou 0.944
+(eval_loss 0.034), in 159 s of training; with --config.seed=1 and =2, 0.9952 / 0.950 and
+0.9952 / 0.951, in 148 and 144 s. mIoU lags at first: after 5 epochs (seed 0) pixel accuracy is
+0.92 but mIoU only 0.27, since telling strokes from background comes long before telling which
+digit a stroke belongs to.
 """
 
 import ml_collections

@@ -8,10 +8,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from conftest import read_json
 
 import models
-from analysis import summary
-from common.errors import ConfigError
+from analysis import predict, summary, workdirs
+from common.errors import ConfigError, UserError
 from configs import segmentation_digits
 from train_lib import reporting, segmentation_task, train
 
@@ -117,12 +118,13 @@ def test_a_short_run_learns_and_resumes_exactly(tmp_path, data_dir):
     assert resumed[key] == pytest.approx(straight[key], rel=1e-6, abs=1e-7), key
 
 
-def test_the_run_records_eleven_pixel_classes(tmp_path, data_dir):
-  from conftest import read_json  # pylint: disable=import-outside-toplevel
-
+def test_the_run_records_eleven_pixel_classes_and_is_not_taken_for_a_classifier(tmp_path, data_dir):
   train.train_and_evaluate(_small(data_dir, total_steps=1), str(tmp_path))
   derived = read_json(tmp_path / 'config.json')['derived']
   assert derived['num_classes'] == 11 and derived['num_params'] == 180_843
+  assert workdirs.run_facts(str(tmp_path))['metric'] == 'eval_miou'  # what --mode=compare plots
+  with pytest.raises(UserError, match='holds a segmentation run'):
+    predict.top_classes(str(tmp_path), 'digit.png')
 
 
 @pytest.mark.parametrize(
