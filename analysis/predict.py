@@ -4,6 +4,7 @@ import jax
 import numpy as np
 
 from analysis.workdirs import load_trained
+from common.errors import UserError
 
 
 def top_classes(workdir: str, image: str, k: int = 5) -> list[tuple[str, int, float]]:
@@ -13,6 +14,11 @@ def top_classes(workdir: str, image: str, k: int = 5) -> list[tuple[str, int, fl
   import input_pipeline  # pylint: disable=import-outside-toplevel  (TensorFlow)
 
   trained = load_trained(workdir)
+  if trained.config.get('task', 'classification') == 'segmentation':
+    raise UserError(
+        f'{workdir} holds a segmentation run, which labels pixels, not images: --mode=predict '
+        'ranks the classes of a classifier; --mode=evaluate scores this run.'
+    )
   model_image, _ = input_pipeline.model_input(trained.config.dataset, image, trained.image_shape)
   logits = trained.model.apply(trained.variables, model_image[None], train=False)
   probabilities = np.asarray(jax.nn.softmax(logits[0]))

@@ -106,8 +106,11 @@ def load_trained(workdir: str) -> Trained:
 
 
 def headline_metric(workdir: str, config: dict[str, Any]) -> str:
-  """The eval score a run is compared by: top-1, or for metric learning the N-way K-shot
-  accuracy (on held-out classes, or on seen ones where nothing was held out)."""
+  """The eval score a run is compared by: top-1, mean IoU for segmentation, or for metric
+  learning the N-way K-shot accuracy (on held-out classes, or on seen ones where nothing was
+  held out)."""
+  if config.get('task', 'classification') == 'segmentation':
+    return 'eval_miou'
   if config.get('task', 'classification') != 'metric_learning':
     return 'eval_top1'
   metric = config['metric']

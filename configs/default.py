@@ -43,7 +43,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
 
   # 'classification', or 'metric_learning': an embedding (config.model.embedding_dim > 0)
   # trained on pairs, triplets or P×K batches, evaluated by verification, retrieval and N-way
-  # K-shot accuracy on classes held out of training (docs/metric_learning.md).
+  # K-shot accuracy on classes held out of training (docs/metric_learning.md); or
+  # 'segmentation': a per-pixel model (encoder_decoder) labels each digit's stroke pixels with
+  # its class and the rest as background, scored by pixel accuracy and mean IoU
+  # (docs/segmentation.md).
   config.task = 'classification'
   config.metric = ml_collections.ConfigDict()
   config.metric.sampling = 'classes'  # pairs | triplets | classes (P×K batches, for mining)

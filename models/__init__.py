@@ -4,6 +4,7 @@
 from models import (
     alexnet,
     densenet,
+    encoder_decoder,
     googlenet,
     highway,
     inception,

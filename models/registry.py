@@ -40,6 +40,7 @@ class ModelEntry:
   reference: str  # the implementation it follows (torchvision, timm, Keras, a paper's table)
   params: int  # trainable parameters on `native_input`, as `reference` publishes them
   native_input: NativeInput
+  per_pixel: bool = False  # logits [batch, H, W, num_classes] (segmentation), not [batch, classes]
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -59,17 +60,19 @@ def register(
     reference: str,
     params: int,
     native_input: NativeInput = IMAGENET,
+    per_pixel: bool = False,
     **fields: Any,
 ) -> None:
   """Registers `module` with `fields` under `name`; one class can back several names.
 
   `reference` names the implementation the variant follows and `params` the parameter count
   it is pinned to, on `native_input` (the paper's image size, channels and classes).
+  `per_pixel` marks a model whose logits are [batch, H, W, num_classes] (task='segmentation').
   """
   if name in _MODELS:
     raise ValueError(f'Model {name!r} is registered twice.')
   _check_fields(name, module, fields)
-  _MODELS[name] = ModelEntry(name, module, dict(fields), reference, params, native_input)
+  _MODELS[name] = ModelEntry(name, module, dict(fields), reference, params, native_input, per_pixel)
 
 
 def list_models() -> list[str]:

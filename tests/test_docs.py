@@ -62,6 +62,7 @@ def test_nothing_points_outside_the_repository():
         'docs/published_figures.md',
         'docs/compression.md',
         'docs/studies.md',
+        'docs/segmentation.md',
     ],
 )
 def test_every_repository_path_a_doc_names_exists(doc):

@@ -1,9 +1,10 @@
 """Every registered model, at its native input (`jax.make_jaxpr`: no compute).
 
 Its parameter count is the one its registry entry is pinned to, its logits have one entry per
-class, and its parameter tree (every variable's path and shape) is pinned by a digest recorded in
-`param_trees.json`, so that a refactor cannot rename or reshape a variable unnoticed: renamed
-paths would orphan every checkpoint written before, and published counts live in the shapes.
+class (at every pixel, for a model registered `per_pixel`), and its parameter tree (every
+variable's path and shape) is pinned by a digest recorded in `param_trees.json`, so that a
+refactor cannot rename or reshape a variable unnoticed: renamed paths would orphan every
+checkpoint written before, and published counts live in the shapes.
 The one trace is taken at precision=bfloat16, so it also shows mixed precision holding for every
 model (tests/test_mixed_precision.py has the rest): convolutions and matrix multiplies in
 bfloat16, parameters, BatchNorm statistics and logits in float32.
@@ -45,6 +46,12 @@ def native_variables(name: str):
   return logits, {k: v for k, v in variables.items() if k != 'intermediates'}
 
 
+def logits_shape(name: str) -> tuple[int, ...]:
+  """One native image's logits: a score per class, at every pixel for a per-pixel model."""
+  size, _, classes = models.native_input(name)
+  return (1, size, size, classes) if models.entry(name).per_pixel else (1, classes)
+
+
 def tree_digest(variables) -> str:
   """sha256 of the sorted (path, shape) pairs of every variable, first 16 hex digits."""
   leaves = sorted(
@@ -65,7 +72,7 @@ def test_parameter_tree_is_unchanged(name):
     recorded = json.load(f)[name]
   logits, variables = native_variables(name)
   assert tree_digest(variables) == recorded
-  assert logits.shape == (1, models.native_input(name).num_classes)
+  assert logits.shape == logits_shape(name)
 
 
 @pytest.mark.parametrize('name', models.list_models())

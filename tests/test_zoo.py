@@ -114,7 +114,9 @@ def test_config_model_takes_its_input_and_gives_one_logit_per_class(config_name,
       functools.partial(model.init_with_output, train=True), rngs, jnp.zeros((2, *train_shape))
   )
   width = config.model.get('embedding_dim') or classes  # metric learning: the embedding
-  assert logits.shape == (2, width) and logits.dtype == jnp.float32
+  per_pixel = models.entry(config.model.name).per_pixel  # segmentation: a score map per class
+  assert logits.shape == ((2, *train_shape[:2], width) if per_pixel else (2, width))
+  assert logits.dtype == jnp.float32
 
 
 def _train_two_steps(config_name, arg, data_dir, workdir):

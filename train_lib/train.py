@@ -35,6 +35,7 @@ from train_lib import (
     preemption,
     reporting,
     schedules,
+    segmentation_task,
     sharding,
     steps,
     workdir_lock,
@@ -66,7 +67,7 @@ def _eval_batch_size(config: ml_collections.ConfigDict, num_devices: int) -> int
   return -(-size // num_devices) * num_devices
 
 
-TASKS = ('classification', 'metric_learning')
+TASKS = ('classification', 'metric_learning', 'segmentation')
 
 
 def _recorded_config(workdir: str) -> dict[str, Any] | None:
@@ -90,6 +91,12 @@ def check_task(config: ml_collections.ConfigDict, workdir: str, trains: bool = T
     raise ConfigError(
         'dataset.holdout_classes and model.embedding_dim are for '
         "task='metric_learning'; a classifier trains on every class."
+    )
+  if config.task == 'segmentation':
+    segmentation_task.check_config(config)
+  elif config.model.name in models.list_models() and models.entry(config.model.name).per_pixel:
+    raise ConfigError(
+        f"{config.model.name} gives a class per pixel, not per image: set task='segmentation'."
     )
   if config.init_from:
     init_from.check_workdir(config.init_from, 'init_from')
@@ -131,6 +138,8 @@ def make_data(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Dat
   """This process's input pipeline for `config.dataset`, with batch sizes that fit the mesh."""
   if config.task == 'metric_learning':
     return metric_task.make_data(config, _eval_batch_size(config, mesh.size))
+  if config.task == 'segmentation':
+    return segmentation_task.make_data(config, _eval_batch_size(config, mesh.size))
   import input_pipeline  # pylint: disable=import-outside-toplevel  (the only TensorFlow user)
 
   return input_pipeline.InputPipeline(
@@ -147,6 +156,8 @@ def _eval_scores(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The eval results a plateau schedule may watch."""
   if config.task == 'metric_learning':
     return metric_eval.score_names(config.metric)
+  if config.task == 'segmentation':
+    return segmentation_task.SCORES
   return schedules.PLATEAU_METRICS
 
 
@@ -176,6 +187,8 @@ def jit_train_step(
   replicated = sharding.replicated(mesh)
   if config.task == 'metric_learning':
     step = metric_task.train_step(config, learning_rate_fn)
+  elif config.task == 'segmentation':
+    step = segmentation_task.train_step(config, learning_rate_fn)
   else:
     step = functools.partial(
         steps.train_step,
@@ -217,6 +230,8 @@ def make_evaluator(
   """state → the task's eval results over the whole eval split."""
   if config.task == 'metric_learning':
     return metric_task.Evaluator(config, data, mesh)
+  if config.task == 'segmentation':
+    return segmentation_task.Evaluator(config, data, mesh)
   batch_sharding = sharding.batch_sharded(mesh)
   eval_step = jax.jit(
       functools.partial(
