@@ -13,7 +13,7 @@ Max pooling is the same story: lax's `reduce_window` max differentiates through 
 select-and-scatter, which the CPU runs as a variadic reduce-window over iotas plus a scatter.
 `max_pool` takes the running maximum of the k·k strided windows instead, with a select whose
 gradient goes to the first maximum of each window, as select-and-scatter's does: values and
-gradients are lax's bit for bit, ties included, at 1.2–3.9× the speed (`max_pool`'s docstring).
+gradients are lax's bit for bit, ties included, at 1.2–5× the speed (`max_pool`'s docstring).
 
 `CNN_LINEAGE_FAST_CONV=0` in the environment turns both rewrites off (read at trace time), and
 so does tracing inside `plain()`: the summary counts MACs and receptive fields on lax's ops.
@@ -157,9 +157,10 @@ def max_pool(
 ) -> jax.Array:
   """Drop-in for `flax.linen.max_pool` on NHWC inputs, rewritten on the CPU (see the module).
 
-  Measured, forward + gradient, one core (`python -m benchmarks.pool_grad`), lax → rewrite:
-  LeNet-5's 2×2/2 pool of 128×28×28×6 5.1 → 1.3 ms; ResNet's 3×3/2 stem pool of 32×112×112×64
-  953 → 477 ms; GoogLeNet's 3×3/1 of 32×28×28×192 386 → 153 ms.
+  Measured, forward + gradient, one core (`python -m benchmarks.conv_grad --only=maxpool
+  --rounds=5 --reps=2`, load average 2–3), lax → rewrite: LeNet-5's 2×2/2 pool of 128×28×28×6
+  6.6 → 1.8 ms; AlexNet's 3×3/2 of 32×55×55×64 152 → 29 ms; ResNet's 3×3/2 stem pool of
+  32×112×112×64 949 → 231 ms; GoogLeNet's 3×3/1 of 32×28×28×192 343 → 295 ms.
   """
   strides = tuple(strides or window_shape)
   if not enabled() or x.ndim != 4:
