@@ -156,6 +156,7 @@ def test_the_fixtures_catch_a_wrong_batch_norm_statistic_or_flatten_order(monkey
   assert pretrained_testing.relative_difference('alexnet', variables) > 1e-2
 
 
+@pytest.mark.slow  # ~24 s: a full-size GoogLeNet conversion
 def test_auxiliary_heads_missing_from_a_file_are_left_initialised():
   tensors = pretrained_testing.reference_tensors('googlenet')
   without_aux = {k: v for k, v in tensors.items() if not k.startswith('aux')}

@@ -135,6 +135,7 @@ def test_imagenet_labels_are_refused_for_a_dataset_of_other_classes():
   assert input_pipeline.pipeline.imagenet_classes('imagenette')[1] == 217  # English springer
 
 
+@pytest.mark.slow  # ~40 s: main.py end to end; the library calls are tested above
 def test_the_command_line_converts_predicts_and_refuses_in_one_line(tmp_path):
   from conftest import run_main
 
