@@ -2,7 +2,8 @@
 formulated several ways, to find where the backward pass of a CNN's train step loses.
 
   XLA_FLAGS='--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1' \
-      taskset -c 0 python -m benchmarks.conv_grad [--rounds=7] [--reps=5] [--only=regular|depthwise|maxpool]
+      taskset -c 0 python -m benchmarks.conv_grad [--rounds=7] [--reps=5] \
+      [--only=regular|depthwise|maxpool]
 
 Each variant is jitted, warmed up, then timed in interleaved rounds (every variant once per
 round, `reps` calls each); the best round per variant is kept, and the ratio to lax's own
