@@ -41,7 +41,9 @@ def _small(data_dir, variant='triplet', **fields):
   return config
 
 
-@pytest.mark.parametrize('variant', ['siamese', 'triplet', 'softmax'])
+@pytest.mark.parametrize(
+    'variant', ['siamese', 'triplet', pytest.param('softmax', marks=pytest.mark.slow)]
+)
 def test_a_run_leaves_the_scores_the_curves_and_the_embedding_picture(tmp_path, data_dir, variant):
   results = train.train_and_evaluate(_small(data_dir, variant), str(tmp_path))
   assert results['step'] == 8 and results['eval_count'] == 1000

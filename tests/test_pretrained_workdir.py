@@ -94,6 +94,7 @@ def test_predict_gives_the_top5_imagenet_classes(converted, tmp_path):
 SMALL = "to_rgb|resize(32)|normalize('imagenet')"  # the digits at 32×32: a quick run
 
 
+@pytest.mark.slow  # ~50 s end to end; tests/test_optim.py tests freezing by lr_multipliers
 def test_fine_tuning_with_a_frozen_backbone_trains_only_the_new_classifier(
     converted, data_dir, tmp_path
 ):

@@ -164,6 +164,7 @@ def test_main_runs_a_sweep_and_reports_it(data_dir, tmp_path):
   )
 
 
+@pytest.mark.slow  # ~70 s: sweeps, devices and precision are each tested alone above
 def test_mixed_precision_points_on_several_devices_run_as_single_runs_do(data_dir, tmp_path):
   config = tmp_path / 'precisions.py'
   config.write_text(

@@ -33,9 +33,8 @@ CASES = [
 ]
 CHEAP = {
     ('lenet5_mnist', 'lenet5_1998'),
-    ('alexnet_imagenet', 'alexnet_paper'),
     ('nin_cifar10', 'nin_cifar10'),
-}  # offline, ImageNet (ten-view eval), CIFAR data
+}  # offline and CIFAR data; ImageNet's ten-view eval is tested in test_steps.py and under -m slow
 
 
 def _load(config_name, arg, *overrides):
