@@ -9,18 +9,24 @@ Every other conv, and every conv on GPU/TPU, is lax's. The weight-gradient of or
 stays lax's too: on CPU im2col + matmul, shifted-window matmuls and other dimension numbers were
 all slower than lax's (the measured table is in benchmarks/conv_grad.py).
 
+Narrow convs are the third case. XLA's CPU backend hands a conv to YNNPACK only when one of its
+channel counts exceeds 16; a network's first layer (1 or 3 input channels into 6 or 16) falls to
+Eigen at 1–6 GMAC/s. `few_channel_conv` computes such a conv's forward pass as one matrix product
+over the stacked shifted windows, and takes lax's gradients (`custom_vjp`).
+
 Max pooling is the same story: lax's `reduce_window` max differentiates through XLA's
 select-and-scatter, which the CPU runs as a variadic reduce-window over iotas plus a scatter.
 `max_pool` takes the running maximum of the k·k strided windows instead, with a select whose
 gradient goes to the first maximum of each window, as select-and-scatter's does: values and
 gradients are lax's bit for bit, ties included, at 1.2–5× the speed (`max_pool`'s docstring).
 
-`CNN_LINEAGE_FAST_CONV=0` in the environment turns both rewrites off (read at trace time), and
+`CNN_LINEAGE_FAST_CONV=0` in the environment turns the rewrites off (read at trace time), and
 so does tracing inside `plain()`: the summary counts MACs and receptive fields on lax's ops.
 """
 
 import contextlib
 import contextvars
+import functools
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -35,6 +41,10 @@ _NHWC = lax.ConvDimensionNumbers(
     lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2)
 )
 
+
+# XLA's CPU backend sends a conv to YNNPACK only when max(in, out channels) > 16; narrower convs
+# run through Eigen, at 1–6 GMAC/s where YNNPACK's run at 20–35 (xla/backends/cpu/ynn_support.cc).
+YNNPACK_MIN_WIDTH = 16
 
 _PLAIN = contextvars.ContextVar('plain_convs', default=False)
 
@@ -83,16 +93,24 @@ def conv_general_dilated(
       precision=precision,
       preferred_element_type=preferred_element_type,
   )
-  if not (enabled() and _is_plain_depthwise(*args, **kwargs)):
+  if not enabled() or not _is_plain_nhwc(*args, **kwargs):
+    return lax.conv_general_dilated(*args, **kwargs)
+  channels, out_channels = lhs.shape[-1], rhs.shape[-1]
+  depthwise = feature_group_count == channels > 1 and rhs.shape[2] == 1
+  few_channels = feature_group_count == 1 and channels <= 3 and out_channels <= YNNPACK_MIN_WIDTH
+  if not (depthwise or few_channels):
     return lax.conv_general_dilated(*args, **kwargs)
   strides, dilation = tuple(window_strides), tuple(rhs_dilation or (1, 1))
   if isinstance(padding, str):
     effective = [(k - 1) * d + 1 for k, d in zip(rhs.shape[:2], dilation, strict=True)]
     padding = lax.padtype_to_pads(lhs.shape[1:3], effective, strides, padding)
-  return depthwise_conv(lhs, rhs, strides, tuple(tuple(p) for p in padding), dilation)
+  padding = tuple(tuple(p) for p in padding)
+  if depthwise:
+    return depthwise_conv(lhs, rhs, strides, padding, dilation)
+  return few_channel_conv(lhs, rhs, strides, padding, dilation)
 
 
-def _is_plain_depthwise(
+def _is_plain_nhwc(
     lhs,
     rhs,
     window_strides,
@@ -103,17 +121,18 @@ def _is_plain_depthwise(
     feature_group_count,
     batch_group_count,
     preferred_element_type,
+    precision,
     **_,
 ) -> bool:
-  """A 2-D NHWC/HWIO depthwise conv (channel multiplier allowed) the rewrite covers exactly."""
+  """A 2-D NHWC/HWIO conv of the kind the rewrites cover exactly: no input dilation, no batch
+  groups, no negative padding, lax's default precision and output type."""
   if lhs.ndim != 4 or batch_group_count != 1 or preferred_element_type is not None:
+    return False
+  if precision is not None or any(d != 1 for d in lhs_dilation or (1, 1)):
     return False
   if lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != _NHWC:
     return False
-  channels = lhs.shape[-1]
-  if feature_group_count != channels or channels == 1 or rhs.shape[2] != 1:
-    return False
-  if rhs.shape[3] % channels or any(d != 1 for d in lhs_dilation or (1, 1)):
+  if lhs.shape[-1] % feature_group_count or rhs.shape[3] % feature_group_count:
     return False
   return isinstance(padding, str) or all(lo >= 0 and hi >= 0 for lo, hi in padding)
 
@@ -147,6 +166,60 @@ def depthwise_conv(
       term = lax.slice(x, start, limit, (1, sh, sw, 1)) * kernel[i, j, 0]
       y = term if y is None else y + term
   return y.astype(dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def few_channel_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: tuple[int, int],
+    padding: tuple[tuple[int, int], ...],
+    dilation: tuple[int, int] = (1, 1),
+) -> jax.Array:
+  """A conv of ≤ 3 input channels and ≤ 16 output channels (x: N, H, W, C; kernel: kh, kw, C, O),
+  which XLA's CPU backend runs through Eigen at 1–6 GMAC/s, as im2col in channel-major order: the
+  C·kh·kw shifted windows of the (C, N, H, W) planes stacked, one matrix product with the taps,
+  transposed back to NHWC. LeNet-5's conv1 forward (128×28×28×1 → 6, 5×5) goes from 15.9 ms to
+  1.7 ms. Its gradients are lax's own (`custom_vjp`): in a train step the input is data, and only
+  the weight gradient, which XLA runs well, is computed. Lower-precision operands are multiplied
+  as they are and summed in float32, as XLA's conv does."""
+  kh, kw, channels, _ = kernel.shape
+  dtype = jnp.result_type(x.dtype, kernel.dtype)
+  planes = jnp.pad(jnp.moveaxis(x.astype(dtype), -1, 0), ((0, 0), (0, 0), *padding))
+  (sh, sw), (dh, dw) = strides, dilation
+  out_h = (planes.shape[2] - (kh - 1) * dh - 1) // sh + 1
+  out_w = (planes.shape[3] - (kw - 1) * dw - 1) // sw + 1
+  windows = []
+  for c in range(channels):
+    for i in range(kh):
+      for j in range(kw):
+        limit = (planes.shape[1], i * dh + (out_h - 1) * sh + 1, j * dw + (out_w - 1) * sw + 1)
+        windows.append(lax.slice(planes[c], (0, i * dh, j * dw), limit, (1, sh, sw)))
+  # One matrix product (O, C·kh·kw) @ (C·kh·kw, N·H'·W'): as a dot, XLA materialises the result
+  # once; written as sums of products it fused them into every consumer and recomputed them.
+  taps = jnp.transpose(kernel.astype(dtype), (3, 2, 0, 1)).reshape(kernel.shape[3], -1)
+  sum_type = jnp.promote_types(dtype, jnp.float32)
+  y = jnp.tensordot(taps, jnp.stack(windows), 1, preferred_element_type=sum_type)  # (O, N, H', W')
+  return jnp.moveaxis(y, 0, -1).astype(dtype)
+
+
+def _few_channel_forward(x, kernel, strides, padding, dilation):
+  return few_channel_conv(x, kernel, strides, padding, dilation), (x, kernel)
+
+
+def _few_channel_backward(strides, padding, dilation, residuals, grad):
+  x, kernel = residuals
+  conv = functools.partial(
+      lax.conv_general_dilated,
+      window_strides=strides,
+      padding=padding,
+      rhs_dilation=dilation,
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+  )
+  return jax.vjp(conv, x, kernel)[1](grad)
+
+
+few_channel_conv.defvjp(_few_channel_forward, _few_channel_backward)
 
 
 def max_pool(

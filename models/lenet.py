@@ -2,6 +2,7 @@
 Caffe's 20-50-500 network (`lenet_caffe`), the "LeNet-5" of the pruning and Deep Compression papers.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from common.errors import ConfigError
-from models import layers
+from models import fast_conv, layers
 from models.registry import NativeInput, register
 
 
@@ -46,9 +47,12 @@ class LeNet5(nn.Module):
       return layers.batch_norm(train, self.dtype, name=name)(y)
 
     x = x.astype(self.dtype)
-    x = act(norm(nn.Conv(6, (5, 5), padding=2, dtype=self.dtype, name='conv1')(x), 'bn1'))
+    conv = functools.partial(
+        nn.Conv, dtype=self.dtype, conv_general_dilated=fast_conv.conv_general_dilated
+    )
+    x = act(norm(conv(6, (5, 5), padding=2, name='conv1')(x), 'bn1'))
     x = layers.pool(x, self.pooling, self.pool_window, self.pool_stride)
-    x = act(norm(nn.Conv(16, (5, 5), padding='VALID', dtype=self.dtype, name='conv2')(x), 'bn2'))
+    x = act(norm(conv(16, (5, 5), padding='VALID', name='conv2')(x), 'bn2'))
     x = layers.pool(x, self.pooling, self.pool_window, self.pool_stride)
     x = x.reshape(x.shape[0], -1)
     for i, width in enumerate((120, 84), start=1):

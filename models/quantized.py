@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import qwix
 
 from common.errors import ConfigError
+from models import fast_conv
 from models.intercepted import Intercepted, layer_call
 
 SUPPORTED_BITS = (4, 8)  # jnp.int4, jnp.int8; qwix's 2-7-bit 'intN' types are not offered
@@ -52,12 +53,14 @@ def qtype(bits: int) -> Any:
 
 
 def _mark_layers(next_fun: Callable[..., Any], args, kwargs, context) -> Any:
-  """Runs an nn.Conv's or nn.Dense's __call__ with _IN_LAYER set, anything else unchanged."""
+  """Runs an nn.Conv's or nn.Dense's __call__ with _IN_LAYER set and lax's convs (qwix replaces
+  `lax.conv_general_dilated`; fast_conv's CPU rewrites would bypass it), anything else unchanged."""
   if layer_call(context) is None:
     return next_fun(*args, **kwargs)
   token = _IN_LAYER.set(True)
   try:
-    return next_fun(*args, **kwargs)
+    with fast_conv.plain():
+      return next_fun(*args, **kwargs)
   finally:
     _IN_LAYER.reset(token)
 

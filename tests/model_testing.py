@@ -1,6 +1,8 @@
 """Helpers for the model tests: shapes and counts without compute, and cheap compiles."""
 
 import functools
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,18 +27,24 @@ fast_jit = functools.partial(
 FAST_KEY = jax.random.key(0, impl='rbg')
 
 
-def operand_dtypes(jaxpr) -> set:
-  """The dtypes of every convolution's and matrix multiply's operands in `jaxpr`, nested
-  jaxprs (jit, remat, custom gradients, control flow) included."""
-  found = set()
+def equations(jaxpr) -> Iterator[Any]:
+  """Every equation of `jaxpr`, nested jaxprs (jit, remat, custom gradients, control flow)
+  included."""
   for eqn in jaxpr.eqns:
-    if eqn.primitive.name in ('conv_general_dilated', 'dot_general'):
-      found |= {v.aval.dtype for v in eqn.invars}
+    yield eqn
     for param in eqn.params.values():
       for sub in param if isinstance(param, (tuple, list)) else (param,):
         if isinstance(sub, (jax.extend.core.ClosedJaxpr, jax.extend.core.Jaxpr)):
-          found |= operand_dtypes(sub)
-  return found
+          yield from equations(sub)
+
+
+def operand_dtypes(jaxpr) -> set:
+  """The dtypes of every convolution's and matrix multiply's operands in `jaxpr`, nested
+  jaxprs included."""
+  contractions = ('conv_general_dilated', 'dot_general')
+  return {
+      v.aval.dtype for e in equations(jaxpr) if e.primitive.name in contractions for v in e.invars
+  }
 
 
 @functools.cache

@@ -7,11 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from model_testing import equations, operand_dtypes
 
 import models
 from common.errors import ConfigError
 from compression import encoding, quantization
-from models import quantized
+from models import convolutions, quantized
 
 
 def fake_quantize(x: np.ndarray, bits: int, axis: int) -> np.ndarray:
@@ -108,6 +109,26 @@ def test_qat_forward_is_the_fake_quantized_network(bits, activations):
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
   float_out = model.apply(variables, x)
   assert not np.allclose(got, float_out, atol=1e-4)  # the rounding did change something
+
+
+class NarrowThenDepthwise(nn.Module):
+  """The two convs models/fast_conv.py rewrites on the CPU: 1 → 6 channels, then depthwise."""
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = convolutions.grouped_conv(6, 3, name='narrow')(x)
+    return convolutions.grouped_conv(6, 3, groups=6, name='depthwise')(x)
+
+
+def test_qat_quantizes_the_convs_fast_conv_rewrites():
+  model = NarrowThenDepthwise()
+  x = jnp.ones((2, 8, 8, 1))
+  variables = jax.eval_shape(model.init, jax.random.key(0), x)
+  qat = quantized.quantization_aware(model, 8)
+  jaxpr = jax.make_jaxpr(qat.apply)(variables, x)
+  convs = [e for e in equations(jaxpr.jaxpr) if e.primitive.name == 'conv_general_dilated']
+  assert len(convs) == 2  # qwix's, not the CPU rewrites' slices and products
+  assert operand_dtypes(jaxpr.jaxpr) == {jnp.dtype(jnp.int8)}
 
 
 @pytest.mark.parametrize('name,image', [('lenet5', 28), ('lenet5_1998', 32)])
