@@ -79,8 +79,13 @@ def test_max_pool_padding_never_wins_and_avg_pool_counts_it():
   assert float(corner) == pytest.approx(4 / 9)  # PyTorch's count_include_pad=True
 
 
+CONV_TOLERANCE = dict(rtol=1e-6, atol=1e-6)
+
+
 def _conv(x, kernel, strides, padding):
-  """A plain bias-free nn.Conv with the given kernel and explicit padding: the reference."""
+  """A plain bias-free nn.Conv with the given kernel and explicit padding: the reference. Narrow
+  convs through ConvNormAct are a matrix product on the CPU (models/fast_conv.py), summed in
+  another order: compare with CONV_TOLERANCE."""
   conv = nn.Conv(kernel.shape[-1], kernel.shape[:2], strides, padding=padding, use_bias=False)
   return conv.apply({'params': {'kernel': kernel}}, x)
 
@@ -95,8 +100,8 @@ def test_conv_norm_act_pads_as_pytorch_by_default_and_as_keras_with_same():
   kernel = variables['params']['conv']['kernel']
   torch_out, keras_out = torch_rule.apply(variables, x), keras_rule.apply(variables, x)
   assert torch_out.shape == keras_out.shape == (1, 4, 4, 4)
-  np.testing.assert_allclose(torch_out, _conv(x, kernel, 2, [(1, 1), (1, 1)]), rtol=1e-6)
-  np.testing.assert_allclose(keras_out, _conv(x, kernel, 2, [(0, 1), (0, 1)]), rtol=1e-6)
+  np.testing.assert_allclose(torch_out, _conv(x, kernel, 2, [(1, 1), (1, 1)]), **CONV_TOLERANCE)
+  np.testing.assert_allclose(keras_out, _conv(x, kernel, 2, [(0, 1), (0, 1)]), **CONV_TOLERANCE)
   assert not np.allclose(torch_out, keras_out, atol=1e-3)  # the windows sit one pixel apart
 
 
@@ -109,7 +114,7 @@ def test_conv_norm_act_default_padding_keeps_factorised_kernels_same_size():
   assert kernel.shape == (1, 7, 3, 4)
   out = unit.apply(variables, x)
   assert out.shape == (1, 5, 9, 4)
-  np.testing.assert_allclose(out, _conv(x, kernel, 1, [(0, 0), (3, 3)]), rtol=1e-6)
+  np.testing.assert_allclose(out, _conv(x, kernel, 1, [(0, 0), (3, 3)]), **CONV_TOLERANCE)
   explicit = layers.ConvNormAct(4, (1, 7), padding=(0, 3), norm=False, act=None)
   np.testing.assert_array_equal(explicit.apply(variables, x), out)
 
