@@ -154,18 +154,31 @@ def depthwise_conv(
   dtype = jnp.result_type(x.dtype, kernel.dtype)
   compute = jnp.promote_types(dtype, jnp.float32)
   x = jnp.pad(x.astype(compute), ((0, 0), *padding, (0, 0)))
-  kernel = kernel.astype(compute)
-  (sh, sw), (dh, dw) = strides, dilation
+  taps = kernel.astype(compute).reshape(kh * kw, out_channels)  # row-major, as _windows yields
+  y = None
+  for window, tap in zip(_windows(x, (kh, kw), strides, dilation), taps, strict=True):
+    term = window * tap
+    y = term if y is None else y + term
+  return y.astype(dtype)
+
+
+def _windows(
+    x: jax.Array,
+    window: tuple[int, int],
+    strides: tuple[int, int],
+    dilation: tuple[int, int] = (1, 1),
+) -> Iterator[jax.Array]:
+  """The kh·kw strided windows of a padded `x` (spatial axes 1 and 2), one per tap (i, j) in
+  row-major order: window (i, j) holds what every output position reads at tap (i, j)."""
+  (kh, kw), (sh, sw), (dh, dw) = window, strides, dilation
   out_h = (x.shape[1] - (kh - 1) * dh - 1) // sh + 1
   out_w = (x.shape[2] - (kw - 1) * dw - 1) // sw + 1
-  y = None
+  rest = x.shape[3:]
   for i in range(kh):
     for j in range(kw):
-      start = (0, i * dh, j * dw, 0)
-      limit = (x.shape[0], i * dh + (out_h - 1) * sh + 1, j * dw + (out_w - 1) * sw + 1, x.shape[3])
-      term = lax.slice(x, start, limit, (1, sh, sw, 1)) * kernel[i, j, 0]
-      y = term if y is None else y + term
-  return y.astype(dtype)
+      start = (0, i * dh, j * dw, *(0,) * len(rest))
+      limit = (x.shape[0], i * dh + (out_h - 1) * sh + 1, j * dw + (out_w - 1) * sw + 1, *rest)
+      yield lax.slice(x, start, limit, (1, sh, sw, *(1,) * len(rest)))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -186,15 +199,7 @@ def few_channel_conv(
   kh, kw, channels, _ = kernel.shape
   dtype = jnp.result_type(x.dtype, kernel.dtype)
   planes = jnp.pad(jnp.moveaxis(x.astype(dtype), -1, 0), ((0, 0), (0, 0), *padding))
-  (sh, sw), (dh, dw) = strides, dilation
-  out_h = (planes.shape[2] - (kh - 1) * dh - 1) // sh + 1
-  out_w = (planes.shape[3] - (kw - 1) * dw - 1) // sw + 1
-  windows = []
-  for c in range(channels):
-    for i in range(kh):
-      for j in range(kw):
-        limit = (planes.shape[1], i * dh + (out_h - 1) * sh + 1, j * dw + (out_w - 1) * sw + 1)
-        windows.append(lax.slice(planes[c], (0, i * dh, j * dw), limit, (1, sh, sw)))
+  windows = [w for c in range(channels) for w in _windows(planes[c], (kh, kw), strides, dilation)]
   # One matrix product (O, C·kh·kw) @ (C·kh·kw, N·H'·W'): as a dot, XLA materialises the result
   # once; written as sums of products it fused them into every consumer and recomputed them.
   taps = jnp.transpose(kernel.astype(dtype), (3, 2, 0, 1)).reshape(kernel.shape[3], -1)
@@ -242,13 +247,9 @@ def max_pool(
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(x.shape[1:3], (kh, kw), (sh, sw), padding)
   x = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
-  out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
   y = None
-  for i in range(kh):
-    for j in range(kw):
-      limit = (x.shape[0], i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1, x.shape[3])
-      window = lax.slice(x, (0, i, j, 0), limit, (1, sh, sw, 1))
-      # A later window wins only if strictly larger (or NaN, which max propagates), so the
-      # gradient goes to the first maximum, as select-and-scatter sends it.
-      y = window if y is None else jnp.where((window > y) | jnp.isnan(window), window, y)
+  for window in _windows(x, (kh, kw), (sh, sw)):
+    # A later window wins only if strictly larger (or NaN, which max propagates), so the
+    # gradient goes to the first maximum, as select-and-scatter sends it.
+    y = window if y is None else jnp.where((window > y) | jnp.isnan(window), window, y)
   return y
