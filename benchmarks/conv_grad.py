@@ -23,14 +23,19 @@ gradients, ratio to lax; `--rounds 5 --reps 3`, depthwise `--rounds 5 --reps 2`)
   depthwise 16x16x192 s1   780.0                    270.0 (2.89x)
   depthwise 56x56x144 s1 12884.9                   1768.6 (7.29x)
 
+`sliced` (fast_conv.sliced_weight_grad_conv: lax's, the weight gradient summed over slices of 16
+images), a later run (`--only=regular --rounds=5 --reps=3`, a test run on the other core), ms and
+ratio to that run's lax: 34.97 (1.08x), 23.54 (1.21x), 24.71 (1.08x), 20.56 (1.16x), 4.84 (1.20x).
+
 PyTorch 2.14 eager, channels-last, one thread, same layers: 19.8, 16.1, 18.7, 13.2, 3.0 ms;
-depthwise 119.5, 85.6, 27.4, 525.3 ms. So for full convs lax's weight gradient is already the
-fastest formulation here (im2col materialises 9× the activation; XLA's dot with a huge
-contraction and 16-wide outputs runs at ~6 GMAC/s); what a ResNet-20 step loses is outside the
-layer: in the step, XLA fuses the recomputation of several blocks' BN + ReLU + residual chain into
-the transposes that feed the weight-gradient convs (one such `transpose_copy_fusion` took 73 ms of
-a 725 ms step), and `lax.optimization_barrier` cannot stop it (XLA's CPU pipeline expands barriers
-into control edges before fusion). Depthwise convs are the clear win: models/fast_conv.py.
+depthwise 119.5, 85.6, 27.4, 525.3 ms. So for full convs lax's weight gradient, summed over
+slices of the batch, is the fastest formulation here (im2col materialises 9× the activation;
+XLA's dot with a huge contraction and 16-wide outputs runs at ~6 GMAC/s); the rest of what a
+ResNet-20 step loses is outside the layer: in the step, XLA fuses the recomputation of several
+blocks' BN + ReLU + residual chain into the transposes that feed the weight-gradient convs (one
+such `transpose_copy_fusion` took 73 ms of a 725 ms step), and `lax.optimization_barrier`
+cannot stop it (XLA's CPU pipeline expands barriers into control edges before fusion).
+Depthwise convs are the clear win: models/fast_conv.py.
 """
 
 import argparse
@@ -224,6 +229,9 @@ def main():
           'im2col': grad_fn(custom_conv(dw_im2col, strides, padding)),
           'shifted': grad_fn(custom_conv(dw_shifted, strides, padding)),
           'stacked': grad_fn(custom_conv(dw_dot_general, strides, padding)),
+          'sliced': grad_fn(
+              lambda x, w, s=strides, p=padding: fast_conv.sliced_weight_grad_conv(x, w, s, p)
+          ),
       }
       check(variants, (x, w, ct))
       best = time_variants(variants, (x, w, ct), a.rounds, a.reps)

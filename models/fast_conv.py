@@ -5,14 +5,18 @@ channel) and, worse, its gradients through a generic grouped path: 3–15× slow
 layer written as k·k multiply-adds of shifted windows of the input (benchmarks/conv_grad.py).
 `conv_general_dilated` computes depthwise convs that way when the backend is the CPU; its
 gradients are jax's own of that sum (pads, slices and reductions), so no custom rule is needed.
-Every other conv, and every conv on GPU/TPU, is lax's. The weight-gradient of ordinary convs
-stays lax's too: on CPU im2col + matmul, shifted-window matmuls and other dimension numbers were
-all slower than lax's (the measured table is in benchmarks/conv_grad.py).
+Every conv on GPU/TPU is lax's.
+
+Ordinary convs keep lax's forward pass and input gradient; their weight gradient is lax's summed
+over slices of 16 images (`sliced_weight_grad_conv`), faster per layer than XLA's one
+convolution over the whole batch (its docstring has the figures). im2col + matmul,
+shifted-window matmuls and other dimension numbers were all slower than lax's (the measured table
+is in benchmarks/conv_grad.py).
 
 Narrow convs are the third case. XLA's CPU backend hands a conv to YNNPACK only when one of its
 channel counts exceeds 16; a network's first layer (1 or 3 input channels into 6 or 16) falls to
 Eigen at 1–6 GMAC/s. `few_channel_conv` computes such a conv's forward pass as one matrix product
-over the stacked shifted windows, and takes lax's gradients (`custom_vjp`).
+over the stacked shifted windows; its gradients are the ordinary convs' (`custom_vjp`).
 
 Max pooling is the same story: lax's `reduce_window` max differentiates through XLA's
 select-and-scatter, which the CPU runs as a variadic reduce-window over iotas plus a scatter.
@@ -45,6 +49,8 @@ _NHWC = lax.ConvDimensionNumbers(
 # XLA's CPU backend sends a conv to YNNPACK only when max(in, out channels) > 16; narrower convs
 # run through Eigen, at 1–6 GMAC/s where YNNPACK's run at 20–35 (xla/backends/cpu/ynn_support.cc).
 YNNPACK_MIN_WIDTH = 16
+WEIGHT_GRAD_BATCH = 16
+_NHWC_NAMES = ('NHWC', 'HWIO', 'NHWC')
 
 _PLAIN = contextvars.ContextVar('plain_convs', default=False)
 
@@ -98,7 +104,8 @@ def conv_general_dilated(
   channels, out_channels = lhs.shape[-1], rhs.shape[-1]
   depthwise = feature_group_count == channels > 1 and rhs.shape[2] == 1
   few_channels = feature_group_count == 1 and channels <= 3 and out_channels <= YNNPACK_MIN_WIDTH
-  if not (depthwise or few_channels):
+  sliced = feature_group_count == 1 and _weight_grad_slice(lhs) < lhs.shape[0]
+  if not (depthwise or few_channels or sliced):
     return lax.conv_general_dilated(*args, **kwargs)
   strides, dilation = tuple(window_strides), tuple(rhs_dilation or (1, 1))
   if isinstance(padding, str):
@@ -107,7 +114,9 @@ def conv_general_dilated(
   padding = tuple(tuple(p) for p in padding)
   if depthwise:
     return depthwise_conv(lhs, rhs, strides, padding, dilation)
-  return few_channel_conv(lhs, rhs, strides, padding, dilation)
+  if few_channels:
+    return few_channel_conv(lhs, rhs, strides, padding, dilation)
+  return sliced_weight_grad_conv(lhs, rhs, strides, padding, dilation)
 
 
 def _is_plain_nhwc(
@@ -193,9 +202,10 @@ def few_channel_conv(
   which XLA's CPU backend runs through Eigen at 1–6 GMAC/s, as im2col in channel-major order: the
   C·kh·kw shifted windows of the (C, N, H, W) planes stacked, one matrix product with the taps,
   transposed back to NHWC. LeNet-5's conv1 forward (128×28×28×1 → 6, 5×5) goes from 15.9 ms to
-  1.7 ms. Its gradients are lax's own (`custom_vjp`): in a train step the input is data, and only
-  the weight gradient, which XLA runs well, is computed. Lower-precision operands are multiplied
-  as they are and summed in float32, as XLA's conv does."""
+  1.7 ms. Its gradients are lax's, the weight gradient summed over slices of the batch as
+  `sliced_weight_grad_conv`'s (`custom_vjp`; in a train step the input is data, and its gradient
+  is never computed). Lower-precision operands are multiplied as they are and summed in float32,
+  as XLA's conv does."""
   kh, kw, channels, _ = kernel.shape
   dtype = jnp.result_type(x.dtype, kernel.dtype)
   planes = jnp.pad(jnp.moveaxis(x.astype(dtype), -1, 0), ((0, 0), (0, 0), *padding))
@@ -212,19 +222,61 @@ def _few_channel_forward(x, kernel, strides, padding, dilation):
   return few_channel_conv(x, kernel, strides, padding, dilation), (x, kernel)
 
 
-def _few_channel_backward(strides, padding, dilation, residuals, grad):
-  x, kernel = residuals
-  conv = functools.partial(
-      lax.conv_general_dilated,
-      window_strides=strides,
-      padding=padding,
-      rhs_dilation=dilation,
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+def _nhwc_conv(x, kernel, strides, padding, dilation):
+  return lax.conv_general_dilated(
+      x, kernel, strides, padding, rhs_dilation=dilation, dimension_numbers=_NHWC_NAMES
   )
-  return jax.vjp(conv, x, kernel)[1](grad)
 
 
-few_channel_conv.defvjp(_few_channel_forward, _few_channel_backward)
+def _weight_grad_slice(x: jax.Array) -> int:
+  """Images per slice of the weight gradient: `WEIGHT_GRAD_BATCH` in float32; all of them in a
+  lower precision, where each slice's sum would be rounded before they are added."""
+  return WEIGHT_GRAD_BATCH if x.dtype == jnp.float32 else x.shape[0]
+
+
+def _sliced_backward(strides, padding, dilation, residuals, grad):
+  """lax's input gradient, and lax's weight gradient summed over slices of the batch."""
+  x, kernel = residuals
+  conv = functools.partial(_nhwc_conv, strides=strides, padding=padding, dilation=dilation)
+  # A conv is linear in each operand: its transposes are lax's gradients, with no forward pass.
+  (dx,) = jax.linear_transpose(lambda x: conv(x, kernel), x)(grad)
+  size = _weight_grad_slice(x)
+  dw = None
+  for start in range(0, x.shape[0], size):
+    x_part, grad_part = x[start : start + size], grad[start : start + size]
+    (term,) = jax.linear_transpose(lambda k, x_part=x_part: conv(x_part, k), kernel)(grad_part)
+    dw = term if dw is None else dw + term
+  return dx, dw
+
+
+few_channel_conv.defvjp(_few_channel_forward, _sliced_backward)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def sliced_weight_grad_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: tuple[int, int],
+    padding: tuple[tuple[int, int], ...],
+    dilation: tuple[int, int] = (1, 1),
+) -> jax.Array:
+  """lax's conv, whose weight gradient is summed over slices of `WEIGHT_GRAD_BATCH` images.
+
+  XLA's CPU backend computes a conv's weight gradient as one convolution with the batch as its
+  contracted feature dimension and the output gradient as a kernel the size of the image
+  (ResNet-20's 16→16 layers: a 32×32 kernel over 128 features, at 5–12 GMAC/s in YNNPACK).
+  Over slices of 16 images the same sum runs faster: a layer's forward pass and both gradients
+  1.08–1.21× (`python -m benchmarks.conv_grad --only=regular`, one core, batch 128: 16→16 at
+  32×32 37.9 → 35.0 ms, 64→64 at 8×8 23.9 → 20.6), ResNet-20's train step 1.27×. The forward
+  pass and the input gradient are lax's."""
+  return _nhwc_conv(x, kernel, strides, padding, dilation)
+
+
+def _sliced_forward(x, kernel, strides, padding, dilation):
+  return _nhwc_conv(x, kernel, strides, padding, dilation), (x, kernel)
+
+
+sliced_weight_grad_conv.defvjp(_sliced_forward, _sliced_backward)
 
 
 def max_pool(

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
-from model_testing import fast_jit, operand_dtypes
+from model_testing import equations, fast_jit, operand_dtypes
 
 from models import create_model, fast_conv
 
@@ -17,11 +17,17 @@ NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
 def _values_and_grads(conv, x, w, **kwargs):
-  """(output, d/dx, d/dw) of sum(conv(x, w) · fixed cotangent)."""
-  out = conv(x, w, **kwargs)
-  cotangent = jax.random.normal(jax.random.key(7), out.shape, jnp.float32).astype(out.dtype)
-  loss = lambda x, w: jnp.sum(conv(x, w, **kwargs).astype(jnp.float32) * cotangent)
-  return (out, *jax.grad(loss, argnums=(0, 1))(x, w))
+  """(output, d/dx, d/dw) of sum(conv(x, w) · fixed cotangent), as one compiled program (run
+  op by op, the rewrites' many slices compile one by one)."""
+
+  @fast_jit
+  def values_and_grads(x, w):
+    out = conv(x, w, **kwargs)
+    cotangent = jax.random.normal(jax.random.key(7), out.shape, jnp.float32).astype(out.dtype)
+    loss = lambda x, w: jnp.sum(conv(x, w, **kwargs).astype(jnp.float32) * cotangent)
+    return (out, *jax.grad(loss, argnums=(0, 1))(x, w))
+
+  return values_and_grads(x, w)
 
 
 def _assert_close(actual, expected, rtol=1e-5):
@@ -176,6 +182,56 @@ def test_other_convs_are_lax_own(case):
   assert 'conv_general_dilated' in jaxpr
   expected = _values_and_grads(lax.conv_general_dilated, x, w, **kwargs)
   _assert_close(_values_and_grads(fast_conv.conv_general_dilated, x, w, **kwargs), expected)
+
+
+SLICED = {  # convs whose weight gradient is summed over slices of the batch: (x, kernel, kwargs)
+    'ResNet 3x3 16->16, 40 images (slices of 16, 16, 8)': (
+        (40, 6, 6, 16),
+        (3, 3, 16, 16),
+        dict(window_strides=(1, 1), padding='SAME'),
+    ),
+    '1x1 stride 2, 33 images': (
+        (33, 6, 6, 8),
+        (1, 1, 8, 12),
+        dict(window_strides=(2, 2), padding='VALID'),
+    ),
+    'dilated 3x3, uneven padding, 32 images': (
+        (32, 7, 7, 5),
+        (3, 3, 5, 20),
+        dict(window_strides=(1, 1), padding=((2, 1), (0, 2)), rhs_dilation=(2, 2)),
+    ),
+}
+
+
+def _weight_grad_convs(x, w, kwargs) -> int:
+  """How many convs the gradient's jaxpr computes with `w`'s cotangent shape."""
+  loss = lambda x, w: jnp.sum(fast_conv.conv_general_dilated(x, w, **kwargs))
+  jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(x, w).jaxpr
+  convs = [e for e in equations(jaxpr) if e.primitive.name == 'conv_general_dilated']
+  return sum(e.outvars[0].aval.shape == w.shape for e in convs)
+
+
+@pytest.mark.parametrize('case', sorted(SLICED))
+def test_weight_gradient_summed_over_batch_slices_equals_lax(case):
+  x_shape, w_shape, kwargs = SLICED[case]
+  x = jax.random.normal(jax.random.key(0), x_shape)
+  w = jax.random.normal(jax.random.key(1), w_shape)
+  kwargs = dict(kwargs, dimension_numbers=NHWC)
+  slices = -(-x_shape[0] // fast_conv.WEIGHT_GRAD_BATCH)
+  assert _weight_grad_convs(x, w, kwargs) == slices > 1
+  expected = _values_and_grads(lax.conv_general_dilated, x, w, **kwargs)
+  actual = _values_and_grads(fast_conv.conv_general_dilated, x, w, **kwargs)
+  for a, e in zip(actual[:2], expected[:2], strict=True):  # lax's forward and input gradient
+    np.testing.assert_array_equal(a, e)
+  _assert_close(actual[2:], expected[2:])  # the same sum, in another order
+
+
+def test_weight_gradient_is_one_conv_for_small_batches_and_bfloat16():
+  kwargs = dict(window_strides=(1, 1), padding='SAME', dimension_numbers=NHWC)
+  w = jnp.ones((3, 3, 16, 16))
+  assert _weight_grad_convs(jnp.ones((16, 6, 6, 16)), w, kwargs) == 1
+  bf16 = jnp.bfloat16  # rounding each slice's sum to bfloat16 would lose what lax keeps
+  assert _weight_grad_convs(jnp.ones((40, 6, 6, 16), bf16), w.astype(bf16), kwargs) == 1
 
 
 def _depthwise_jaxpr(x, w):

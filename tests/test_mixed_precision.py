@@ -19,7 +19,6 @@ from conftest import read_json
 import models
 from common.errors import ConfigError
 from configs import default
-from models import fast_conv
 from train_lib import checkpoint, config_checks, losses, steps, train
 from train_lib.state import create_train_state
 
@@ -82,9 +81,9 @@ def test_train_step_computes_gradients_in_bfloat16_and_keeps_float32_state():
   assert model_testing.operand_dtypes(jaxpr) == {BF16}
   convs = [e for e in jaxpr.eqns if e.primitive.name == 'conv_general_dilated']
   # Each conv's forward and two gradients, less the image's gradient. On the CPU the stem's
-  # forward is a matrix product and its VJP lax's, traced whole: forward and image gradient
-  # included, which XLA drops unused.
-  assert len(convs) == (3 * 19 if fast_conv.enabled() else 3 * 19 - 1)
+  # forward is a matrix product, and its custom gradient traces the image's too, which XLA
+  # drops unused.
+  assert len(convs) == 3 * 19 - 1
   for tree in (new_state.params, new_state.opt_state, new_state.batch_stats):
     assert {leaf.dtype for leaf in jax.tree.leaves(tree)} == {F32}
   assert metrics['loss'].dtype == F32 and metrics['grad_norm'].dtype == F32
