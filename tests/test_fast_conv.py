@@ -190,10 +190,10 @@ SLICED = {  # convs whose weight gradient is summed over slices of the batch: (x
         (3, 3, 16, 16),
         dict(window_strides=(1, 1), padding='SAME'),
     ),
-    '1x1 stride 2, 33 images': (
-        (33, 6, 6, 8),
-        (1, 1, 8, 12),
-        dict(window_strides=(2, 2), padding='VALID'),
+    '1x7 (Inception), 33 images': (
+        (33, 6, 7, 4),
+        (1, 7, 4, 6),
+        dict(window_strides=(1, 1), padding=((0, 0), (3, 3))),
     ),
     'dilated 3x3, uneven padding, 32 images': (
         (32, 7, 7, 5),
@@ -219,9 +219,22 @@ def test_weight_gradient_summed_over_batch_slices_equals_lax(case):
   kwargs = dict(kwargs, dimension_numbers=NHWC)
   slices = -(-x_shape[0] // fast_conv.WEIGHT_GRAD_BATCH)
   assert _weight_grad_convs(x, w, kwargs) == slices > 1
+  _assert_lax_forward_and_input_grad_and_close_weight_grad(x, w, kwargs)
+
+
+@pytest.mark.parametrize('strides, padding', [((1, 1), 'VALID'), ((2, 2), 'SAME')])
+def test_pointwise_weight_gradient_is_a_matrix_product_equal_to_lax(strides, padding):
+  x = jax.random.normal(jax.random.key(0), (33, 7, 7, 8))
+  w = jax.random.normal(jax.random.key(1), (1, 1, 8, 12))
+  kwargs = dict(window_strides=strides, padding=padding, dimension_numbers=NHWC)
+  assert _weight_grad_convs(x, w, kwargs) == 0
+  _assert_lax_forward_and_input_grad_and_close_weight_grad(x, w, kwargs)
+
+
+def _assert_lax_forward_and_input_grad_and_close_weight_grad(x, w, kwargs):
   expected = _values_and_grads(lax.conv_general_dilated, x, w, **kwargs)
   actual = _values_and_grads(fast_conv.conv_general_dilated, x, w, **kwargs)
-  for a, e in zip(actual[:2], expected[:2], strict=True):  # lax's forward and input gradient
+  for a, e in zip(actual[:2], expected[:2], strict=True):
     np.testing.assert_array_equal(a, e)
   _assert_close(actual[2:], expected[2:])  # the same sum, in another order
 
