@@ -9,9 +9,9 @@ Every conv on GPU/TPU is lax's.
 
 Ordinary convs keep lax's forward pass and input gradient; their weight gradient is lax's summed
 over slices of 16 images (`sliced_weight_grad_conv`), faster per layer than XLA's one
-convolution over the whole batch (its docstring has the figures). im2col + matmul,
-shifted-window matmuls and other dimension numbers were all slower than lax's (the measured table
-is in benchmarks/conv_grad.py).
+convolution over the whole batch (its docstring has the figures); a 1×1 conv's is one matrix
+product. For k×k kernels, im2col + matmul, shifted-window matmuls and other dimension numbers
+were all slower than lax's (the measured table is in benchmarks/conv_grad.py).
 
 Narrow convs are the third case. XLA's CPU backend hands a conv to YNNPACK only when one of its
 channel counts exceeds 16; a network's first layer (1 or 3 input channels into 6 or 16) falls to
@@ -50,7 +50,6 @@ _NHWC = lax.ConvDimensionNumbers(
 # run through Eigen, at 1–6 GMAC/s where YNNPACK's run at 20–35 (xla/backends/cpu/ynn_support.cc).
 YNNPACK_MIN_WIDTH = 16
 WEIGHT_GRAD_BATCH = 16
-_NHWC_NAMES = ('NHWC', 'HWIO', 'NHWC')
 
 _PLAIN = contextvars.ContextVar('plain_convs', default=False)
 
@@ -224,7 +223,7 @@ def _few_channel_forward(x, kernel, strides, padding, dilation):
 
 def _nhwc_conv(x, kernel, strides, padding, dilation):
   return lax.conv_general_dilated(
-      x, kernel, strides, padding, rhs_dilation=dilation, dimension_numbers=_NHWC_NAMES
+      x, kernel, strides, padding, rhs_dilation=dilation, dimension_numbers=_NHWC
   )
 
 
@@ -272,7 +271,8 @@ def sliced_weight_grad_conv(
     padding: tuple[tuple[int, int], ...],
     dilation: tuple[int, int] = (1, 1),
 ) -> jax.Array:
-  """lax's conv, whose weight gradient is summed over slices of `WEIGHT_GRAD_BATCH` images.
+  """lax's conv, whose weight gradient is summed over slices of `WEIGHT_GRAD_BATCH` images (for a
+  1×1 kernel, one matrix product).
 
   XLA's CPU backend computes a conv's weight gradient as one convolution with the batch as its
   contracted feature dimension and the output gradient as a kernel the size of the image
