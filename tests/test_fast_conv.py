@@ -30,6 +30,13 @@ def _values_and_grads(conv, x, w, **kwargs):
   return values_and_grads(x, w)
 
 
+def _operands(x_shape, w_shape, kwargs, dtype=jnp.float32):
+  """A test case's seeded input and kernel, and its conv kwargs in NHWC (stride 1 unless given)."""
+  x = jax.random.normal(jax.random.key(0), x_shape).astype(dtype)
+  w = jax.random.normal(jax.random.key(1), w_shape).astype(dtype)
+  return x, w, dict({'window_strides': (1, 1), 'dimension_numbers': NHWC}, **kwargs)
+
+
 def _assert_close(actual, expected, rtol=1e-5):
   for a, e in zip(actual, expected, strict=True):
     a, e = np.asarray(a, np.float32), np.asarray(e, np.float32)
@@ -73,10 +80,8 @@ CASES = {  # name: (x shape, kernel shape, conv kwargs)
 
 @pytest.mark.parametrize('case', sorted(CASES))
 def test_depthwise_values_and_gradients_equal_lax(case):
-  x_shape, w_shape, kwargs = CASES[case]
-  x = jax.random.normal(jax.random.key(0), x_shape)
-  w = jax.random.normal(jax.random.key(1), w_shape)
-  kwargs = dict(kwargs, dimension_numbers=NHWC, feature_group_count=x_shape[-1])
+  x, w, kwargs = _operands(*CASES[case])
+  kwargs = dict(kwargs, feature_group_count=x.shape[-1])
   expected = _values_and_grads(lax.conv_general_dilated, x, w, **kwargs)
   with jax.default_matmul_precision('highest'):
     actual = _values_and_grads(fast_conv.conv_general_dilated, x, w, **kwargs)
@@ -110,16 +115,9 @@ FEW_CHANNELS = {  # name: (x shape, kernel shape, conv kwargs)
 }
 
 
-def _few_channel_case(case, dtype=jnp.float32):
-  x_shape, w_shape, kwargs = FEW_CHANNELS[case]
-  x = jax.random.normal(jax.random.key(0), x_shape).astype(dtype)
-  w = jax.random.normal(jax.random.key(1), w_shape).astype(dtype)
-  return x, w, dict({'window_strides': (1, 1), 'dimension_numbers': NHWC}, **kwargs)
-
-
 @pytest.mark.parametrize('case', sorted(FEW_CHANNELS))
 def test_few_channel_conv_values_equal_lax_and_gradients_are_lax_own(case):
-  x, w, kwargs = _few_channel_case(case)
+  x, w, kwargs = _operands(*FEW_CHANNELS[case])
   jaxpr = str(jax.make_jaxpr(lambda x, w: fast_conv.conv_general_dilated(x, w, **kwargs))(x, w))
   assert 'conv_general_dilated' not in jaxpr.split('custom_vjp')[0]  # the forward is rewritten
   expected = _values_and_grads(lax.conv_general_dilated, x, w, **kwargs)
@@ -130,7 +128,7 @@ def test_few_channel_conv_values_equal_lax_and_gradients_are_lax_own(case):
 
 
 def test_bfloat16_few_channel_conv_multiplies_bfloat16_and_sums_float32():
-  x, w, kwargs = _few_channel_case('CIFAR ResNet stem 3x3 SAME', jnp.bfloat16)
+  x, w, kwargs = _operands(*FEW_CHANNELS['CIFAR ResNet stem 3x3 SAME'], jnp.bfloat16)
   conv = functools.partial(fast_conv.conv_general_dilated, **kwargs)
   assert operand_dtypes(jax.make_jaxpr(conv)(x, w).jaxpr) == {jnp.dtype(jnp.bfloat16)}
   out = conv(x, w)
@@ -174,10 +172,7 @@ FALLBACKS = {  # convs the rewrite leaves to lax: (x shape, kernel shape, conv k
 
 @pytest.mark.parametrize('case', sorted(FALLBACKS))
 def test_other_convs_are_lax_own(case):
-  x_shape, w_shape, kwargs = FALLBACKS[case]
-  x = jax.random.normal(jax.random.key(0), x_shape)
-  w = jax.random.normal(jax.random.key(1), w_shape)
-  kwargs = dict(kwargs, dimension_numbers=NHWC)
+  x, w, kwargs = _operands(*FALLBACKS[case])
   jaxpr = str(jax.make_jaxpr(lambda x, w: fast_conv.conv_general_dilated(x, w, **kwargs))(x, w))
   assert 'conv_general_dilated' in jaxpr
   expected = _values_and_grads(lax.conv_general_dilated, x, w, **kwargs)
@@ -213,20 +208,17 @@ def _weight_grad_convs(x, w, kwargs) -> int:
 
 @pytest.mark.parametrize('case', sorted(SLICED))
 def test_weight_gradient_summed_over_batch_slices_equals_lax(case):
-  x_shape, w_shape, kwargs = SLICED[case]
-  x = jax.random.normal(jax.random.key(0), x_shape)
-  w = jax.random.normal(jax.random.key(1), w_shape)
-  kwargs = dict(kwargs, dimension_numbers=NHWC)
-  slices = -(-x_shape[0] // fast_conv.WEIGHT_GRAD_BATCH)
+  x, w, kwargs = _operands(*SLICED[case])
+  slices = -(-x.shape[0] // fast_conv.WEIGHT_GRAD_BATCH)
   assert _weight_grad_convs(x, w, kwargs) == slices > 1
   _assert_lax_forward_and_input_grad_and_close_weight_grad(x, w, kwargs)
 
 
 @pytest.mark.parametrize('strides, padding', [((1, 1), 'VALID'), ((2, 2), 'SAME')])
 def test_pointwise_weight_gradient_is_a_matrix_product_equal_to_lax(strides, padding):
-  x = jax.random.normal(jax.random.key(0), (33, 7, 7, 8))
-  w = jax.random.normal(jax.random.key(1), (1, 1, 8, 12))
-  kwargs = dict(window_strides=strides, padding=padding, dimension_numbers=NHWC)
+  x, w, kwargs = _operands(
+      (33, 7, 7, 8), (1, 1, 8, 12), dict(window_strides=strides, padding=padding)
+  )
   assert _weight_grad_convs(x, w, kwargs) == 0
   _assert_lax_forward_and_input_grad_and_close_weight_grad(x, w, kwargs)
 
