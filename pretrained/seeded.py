@@ -15,11 +15,23 @@ import numpy as np
 Spec = Sequence[tuple[str, Sequence[int], float, float]]  # (name, shape, low, high)
 
 
+_CHUNK = 1 << 20  # values drawn at a time: VGG's 103M-weight fc6 in 0.9 s instead of 18 s
+
+
 def uniform(seed: int, name: str, shape: Sequence[int], low: float, high: float) -> np.ndarray:
-  """float32 values in [low, high) for the tensor `name`, the same on every machine."""
-  bits = np.random.PCG64([seed, zlib.crc32(name.encode())]).random_raw(int(np.prod(shape)))
-  unit = (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
-  return (low + (high - low) * unit).astype(np.float32).reshape(shape)
+  """float32 values in [low, high) for the tensor `name`, the same on every machine.
+
+  Drawn a chunk at a time into the result: whole-tensor float64 temporaries (0.8 GB for VGG's
+  fc6) spent most of their time faulting in fresh pages. The stream, and so every value, is
+  the same as one draw of the whole tensor."""
+  size = int(np.prod(shape))
+  stream = np.random.PCG64([seed, zlib.crc32(name.encode())])
+  values = np.empty(size, np.float32)
+  for start in range(0, size, _CHUNK):
+    bits = stream.random_raw(min(_CHUNK, size - start))
+    unit = (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    values[start : start + bits.size] = low + (high - low) * unit  # rounded to float32 here
+  return values.reshape(shape)
 
 
 def tensors(spec: Spec, seed: int) -> dict[str, np.ndarray]:

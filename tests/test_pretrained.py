@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import zipfile
+import zlib
 
 import h5py
 import jax
@@ -17,7 +18,7 @@ from safetensors.numpy import save_file
 
 from common.errors import ConfigError
 from configs import pretrained as pretrained_config
-from pretrained import convert, sources, weight_files
+from pretrained import convert, seeded, sources, weight_files
 
 
 @pytest.fixture(scope='module')
@@ -171,3 +172,14 @@ def test_every_source_has_its_config_entry_and_a_fixture():
   assert set(sources.SOURCES) == {
       f.removesuffix('.json') for f in os.listdir(pretrained_testing.FIXTURES)
   }
+
+
+def test_seeded_values_are_one_stream_whatever_the_chunk(monkeypatch):
+  """A tensor drawn a chunk at a time is the one draw of the whole tensor: the fixtures'
+  recorded logits depend on every value."""
+  whole = seeded.uniform(3, 'features.0.weight', (5, 11), -0.5, 0.5)
+  monkeypatch.setattr(seeded, '_CHUNK', 7)
+  assert np.array_equal(seeded.uniform(3, 'features.0.weight', (5, 11), -0.5, 0.5), whole)
+  bits = np.random.PCG64([3, zlib.crc32(b'features.0.weight')]).random_raw(55)
+  expected = (-0.5 + ((bits >> np.uint64(11)) * 2.0**-53)).astype(np.float32)
+  assert np.array_equal(whole.ravel(), expected)
