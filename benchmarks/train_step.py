@@ -312,8 +312,8 @@ def format_table(results: dict[str, Any]) -> str:
         f'{h}×{w}×{c}',
         str(r['batch_size']),
         f'{r["compile_s"]:.1f}',
-        f'{r["train_images_per_s"]:,.0f}',
-        f'{r["eval_images_per_s"]:,.0f}',
+        harness.images_per_s(r['train_images_per_s']),
+        harness.images_per_s(r['eval_images_per_s']),
         f'{r["macs_per_image"] / 1e6:,.2f}',
         f'{r["train_flops_per_s"] / 1e9:,.1f}',
         f'{100 * r["train_fraction_of_peak"]:.1f}',
@@ -322,9 +322,9 @@ def format_table(results: dict[str, Any]) -> str:
     ]
     if compare:
       cells += [
-          f'{r["torch_train_images_per_s"]:,.0f}',
+          harness.images_per_s(r['torch_train_images_per_s']),
           f'{r["train_ratio_to_torch"]:.2f}',
-          f'{r["torch_eval_images_per_s"]:,.0f}',
+          harness.images_per_s(r['torch_eval_images_per_s']),
           f'{r["eval_ratio_to_torch"]:.2f}',
       ]
     lines.append('| ' + ' | '.join(cells) + ' |')

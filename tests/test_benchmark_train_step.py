@@ -8,7 +8,7 @@ import sys
 import pytest
 from conftest import REPO
 
-from benchmarks import gpu_check, train_step
+from benchmarks import gpu_check, harness, train_step
 from common.errors import UserError
 
 FIELDS = {
@@ -105,3 +105,12 @@ def test_gpu_check_dry_run_prints_one_table():
   table = gpu_check.format_table(rows).splitlines()
   assert table[4].startswith('| lenet5 | 32×32×1 | float32 | 2 |')
   assert table[4].endswith(f'| 100 | {100 / rows[0]["train_images_per_s"]:.2f} |')
+
+
+def test_slow_rates_keep_three_significant_figures():
+  assert [harness.images_per_s(r) for r in (5.634, 99.96, 142.4, 35957.2)] == [
+      '5.63',
+      '100',
+      '142',
+      '35,957',
+  ]
