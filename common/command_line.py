@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from absl import app, flags, logging
 
+from common import host_memory
 from common.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -116,7 +117,9 @@ _WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 def run(main: Callable[[list[str]], None]) -> None:
   """`app.run(main)` with this module's flag parsing, and a `UserError` or a failed write from
-  `main` printed as one line (`--show_traceback` prints its traceback too)."""
+  `main` printed as one line (`--show_traceback` prints its traceback too). On a CPU-only Linux
+  machine, malloc first keeps freed memory for XLA's next step (`host_memory`)."""
+  host_memory.keep_freed_memory()
 
   def main_reporting_user_errors(argv: list[str]) -> None:
     try:
