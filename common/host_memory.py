@@ -18,10 +18,10 @@ DenseNet-BC-100's step slower than with neither.
 
 `main.py` and the benchmarks apply it before JAX starts its threads (`command_line.run`), on
 a machine without an accelerator for JAX (JAX_PLATFORMS=cpu, or no GPU or TPU plugin
-installed): there the scratch lives on the device, and one arena for all of tf.data's threads
-would gain nothing (not measured). A `MALLOC_*` variable or `GLIBC_TUNABLES` in the environment means
-you chose your own settings (`MALLOC_ARENA_MAX=8` turns this off): they are left alone.
-Elsewhere than glibc on Linux nothing changes.
+installed): there the scratch lives on the device, and one arena for all of tf.data's
+threads would gain nothing (not measured). A `MALLOC_*` variable or `GLIBC_TUNABLES` in the
+environment means you chose your own settings (`MALLOC_ARENA_MAX=8` turns this off): they are
+left alone. Elsewhere than glibc on Linux nothing changes.
 """
 
 import ctypes
