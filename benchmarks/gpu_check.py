@@ -17,7 +17,7 @@ from typing import Any
 
 from absl import flags, logging
 
-from benchmarks import train_step
+from benchmarks import harness, train_step
 from common import command_line, files
 from common.errors import UserError
 
@@ -115,10 +115,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     pipeline = r['pipeline_images_per_s']
     lines.append(
         f'| {r["model"]} | {h}×{w}×{c} | {r["dtype"]} | {r["batch_size"]} | '
-        f'{r["compile_s"]:.0f} | {r["train_images_per_s"]:,.0f} | '
-        f'{100 * r["train_fraction_of_peak"]:.1f} | {r["eval_images_per_s"]:,.0f} | '
+        f'{r["compile_s"]:.0f} | {harness.images_per_s(r["train_images_per_s"])} | '
+        f'{100 * r["train_fraction_of_peak"]:.1f} | '
+        f'{harness.images_per_s(r["eval_images_per_s"])} | '
         + (
-            f'{pipeline:,.0f} | {pipeline / r["train_images_per_s"]:.2f} |'
+            f'{harness.images_per_s(pipeline)} | {pipeline / r["train_images_per_s"]:.2f} |'
             if pipeline
             else 'not measured | |'
         )
