@@ -1,4 +1,5 @@
-"""The accelerator measurement, prepared to run in under 8 minutes where a GPU is at hand.
+"""The accelerator measurement, prepared to run in under 8 minutes where a GPU is at hand
+(125 s in all on one H200).
 
   python -m benchmarks.gpu_check [--json=gpu.json]
   python -m benchmarks.gpu_check --dry_run    # the same program at toy sizes, on any machine
@@ -6,12 +7,16 @@
 One table: the train and eval steps of ResNet-50 at 224×224 in bfloat16, batch 256 (images/s
 and fraction of the device's bf16 matmul peak; the first bar is 3,000 images/s on one
 H100/H200, MLPerf's ≈ 7,200 per H100 the aim), ResNet-20 on 32×32 (float32 at batch 128, its
-recipe, and bfloat16 at batch 1024), each measured by benchmarks.train_step; and beside them the
+recipe, and bfloat16 at batch 1024), each measured by benchmarks.train_step; beside them the
+training loop's own images/s (train_lib.train.train_and_evaluate fed random host batches: the
+host-to-device copies, prefetching, logging and the step together, without tf.data), and the
 training input pipeline's images/s on this host's CPUs for the same configs, on tfds's random
 mock data (benchmarks.input_feed; needs TensorFlow, and is reported as not measured without it).
 """
 
 import importlib
+import itertools
+import tempfile
 import time
 from typing import Any
 
@@ -20,6 +25,7 @@ from absl import flags, logging
 from benchmarks import harness, train_step
 from common import command_line, files
 from common.errors import UserError
+from train_lib import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool('dry_run', False, 'Toy sizes (batch 2, 32×32, one step): checks the script.')
@@ -53,6 +59,38 @@ def measure_steps(
     )
     rows.append({**results['models'][0], 'device_kind': results['device_kind']})
   return rows
+
+
+class _HostBatches:
+  """A train.DataSource of two random host batches in turn: the loop copies each to the devices
+  as it copies tf.data's, at no input cost of its own."""
+
+  def __init__(self, batch_size: int, image_shape: tuple[int, ...], num_classes: int):
+    self.batches = [
+        harness.classification_batch(batch_size, image_shape, num_classes, seed) for seed in (0, 1)
+    ]
+    self.num_classes, self.image_shape = num_classes, image_shape
+    self.steps_per_epoch = 1_000  # longer than a measurement: eval and saving only at its end
+
+  def train_batches(self, start_step: int):
+    for step in itertools.count(start_step):
+      yield self.batches[step % 2]
+
+  def eval_batches(self):
+    yield self.batches[0]
+
+
+def measure_loop(name: str, size: int, dtype: str, batch: int, steps: int) -> float:
+  """images/s of train_and_evaluate over its last `steps` steps (its final log window), after
+  `steps` steps that compile and warm up."""
+  config = train_step.model_config(name, batch, dtype)
+  config.total_steps = 2 * steps
+  config.log_every_steps = steps
+  config.optimizer.lr = 1e-3  # random labels: the default 0.1 can diverge, which stops the loop
+  shape, num_classes = train_step.input_shape(name, size)
+  with tempfile.TemporaryDirectory() as workdir:
+    results = train.train_and_evaluate(config, workdir, _HostBatches(batch, shape, num_classes))
+  return results['images_per_s']
 
 
 def measure_pipeline(config_name: str, batch_size: int, dry_run: bool) -> dict[str, Any]:
@@ -90,10 +128,12 @@ def measure_pipeline(config_name: str, batch_size: int, dry_run: bool) -> dict[s
 
 
 def measure(cases: tuple[tuple[Any, ...], ...] = CASES, dry_run: bool = False) -> list[dict]:
-  """Every case's step row with its input pipeline's rate beside it."""
+  """Every case's step row with the training loop's and its input pipeline's rates beside it."""
   rows = measure_steps(cases, dry_run)
   pipelines = {}
   for row, case in zip(rows, cases):
+    size, steps = row['image_shape'][0], 2 if dry_run else 2 * case[4]
+    row['loop_images_per_s'] = measure_loop(case[0], size, case[2], row['batch_size'], steps)
     key = (case[5], row['batch_size'])
     if key not in pipelines:
       pipelines[key] = measure_pipeline(case[5], row['batch_size'], dry_run)
@@ -107,8 +147,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
       f'device: {rows[0]["device_kind"]}',
       '',
       '| model | input | dtype | batch | compile s | train img/s | train % peak | eval img/s '
-      '| pipeline img/s | pipeline / train |',
-      '|---|---|---|---|---|---|---|---|---|---|',
+      '| loop img/s | loop / train | pipeline img/s | pipeline / train |',
+      '|---|---|---|---|---|---|---|---|---|---|---|---|',
   ]
   for r in rows:
     h, w, c = r['image_shape']
@@ -118,6 +158,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         f'{r["compile_s"]:.0f} | {harness.images_per_s(r["train_images_per_s"])} | '
         f'{100 * r["train_fraction_of_peak"]:.1f} | '
         f'{harness.images_per_s(r["eval_images_per_s"])} | '
+        f'{harness.images_per_s(r["loop_images_per_s"])} | '
+        f'{r["loop_images_per_s"] / r["train_images_per_s"]:.2f} | '
         + (
             f'{harness.images_per_s(pipeline)} | {pipeline / r["train_images_per_s"]:.2f} |'
             if pipeline

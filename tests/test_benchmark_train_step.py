@@ -1,10 +1,12 @@
 """benchmarks.train_step: the zoo's train and eval steps timed, FLOP/s from the summary's MACs;
 benchmarks.gpu_check's dry run; both without TensorFlow or torch."""
 
+import itertools
 import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import REPO
 
@@ -100,11 +102,28 @@ def test_an_unknown_model_or_dtype_fails_before_any_work():
 def test_gpu_check_dry_run_prints_one_table():
   case = ('lenet5', 28, 'float32', 128, 20, 'lenet5_mnist')
   rows = gpu_check.measure_steps((case,), dry_run=True)
-  rows[0].update(pipeline_images_per_s=100.0, pipeline_note='configs/lenet5_mnist.py on mock')
+  loop = gpu_check.measure_loop('lenet5', 32, 'float32', batch=2, steps=2)
+  rows[0].update(
+      loop_images_per_s=loop,
+      pipeline_images_per_s=100.0,
+      pipeline_note='configs/lenet5_mnist.py on mock',
+  )
   assert rows[0]['batch_size'] == 2 and rows[0]['image_shape'] == (32, 32, 1)
+  train = rows[0]['train_images_per_s']
   table = gpu_check.format_table(rows).splitlines()
   assert table[4].startswith('| lenet5 | 32×32×1 | float32 | 2 |')
-  assert table[4].endswith(f'| 100 | {100 / rows[0]["train_images_per_s"]:.2f} |')
+  assert table[4].endswith(
+      f'| {harness.images_per_s(loop)} | {loop / train:.2f} | 100 | {100 / train:.2f} |'
+  )
+
+
+def test_gpu_check_host_batches_alternate_like_a_pipeline():
+  data = gpu_check._HostBatches(4, (8, 8, 1), num_classes=3)
+  first, second, third = itertools.islice(data.train_batches(start_step=0), 3)
+  assert first['image'].shape == (4, 8, 8, 1) and first['mask'].all()
+  assert not np.array_equal(first['image'], second['image'])
+  assert third is first
+  assert next(data.train_batches(start_step=1)) is second
 
 
 def test_slow_rates_keep_three_significant_figures():
