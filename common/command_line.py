@@ -17,7 +17,6 @@ from typing import NoReturn
 
 from absl import app, flags, logging
 
-from common import host_memory
 from common.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -117,9 +116,7 @@ _WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 def run(main: Callable[[list[str]], None]) -> None:
   """`app.run(main)` with this module's flag parsing, and a `UserError` or a failed write from
-  `main` printed as one line (`--show_traceback` prints its traceback too). On a CPU-only Linux
-  machine, malloc first keeps freed memory for XLA's next step (`host_memory`)."""
-  host_memory.keep_freed_memory()
+  `main` printed as one line (`--show_traceback` prints its traceback too)."""
 
   def main_reporting_user_errors(argv: list[str]) -> None:
     try:
