@@ -132,8 +132,10 @@ def measure(cases: tuple[tuple[Any, ...], ...] = CASES, dry_run: bool = False) -
   rows = measure_steps(cases, dry_run)
   pipelines = {}
   for row, case in zip(rows, cases):
-    size, steps = row['image_shape'][0], 2 if dry_run else 2 * case[4]
-    row['loop_images_per_s'] = measure_loop(case[0], size, case[2], row['batch_size'], steps)
+    loop_steps = 2 if dry_run else 2 * case[4]  # a log window: longer than the timed steps
+    row['loop_images_per_s'] = measure_loop(
+        case[0], row['image_shape'][0], case[2], row['batch_size'], loop_steps
+    )
     key = (case[5], row['batch_size'])
     if key not in pipelines:
       pipelines[key] = measure_pipeline(case[5], row['batch_size'], dry_run)
@@ -142,7 +144,8 @@ def measure(cases: tuple[tuple[Any, ...], ...] = CASES, dry_run: bool = False) -
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-  """One markdown table: the steps' rates and fractions of peak, the pipeline's rate beside."""
+  """One markdown table: the steps' rates and fractions of peak, the loop's and the pipeline's
+  rates beside."""
   lines = [
       f'device: {rows[0]["device_kind"]}',
       '',
