@@ -40,7 +40,7 @@ def rates(seconds: list[float], images_per_window: int) -> tuple[float, float]:
 
 def images_per_s(rate: float) -> str:
   """A rate for a table: whole images/s from 100 up, three significant figures below (a
-  DenseNet-BC-100 step on one CPU core reads 7.78, not 8)."""
+  DenseNet-BC-100 step on one CPU core reads 2.19, not 2)."""
   return f'{rate:,.0f}' if rate >= 100 else f'{rate:.3g}'
 
 
