@@ -2,6 +2,7 @@
 TensorFlow here, so that a benchmark on synthetic arrays runs where it is not installed."""
 
 import os
+import resource
 import time
 from collections.abc import Callable
 from typing import Any
@@ -49,6 +50,16 @@ def timed(run_one: Callable[[], Any]) -> float:
   start = time.perf_counter()
   jax.block_until_ready(run_one())
   return time.perf_counter() - start
+
+
+def page_faults_per_call(run_one: Callable[[], Any], calls: int = 1) -> float:
+  """Minor page faults of the whole process per call of `run_one` (waited for): pages mapped
+  afresh, e.g. a scratch buffer that malloc took from the system and gave back
+  (common/cpu_scratch.py)."""
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  for _ in range(calls):
+    jax.block_until_ready(run_one())
+  return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
 
 
 def synthetic_batch(

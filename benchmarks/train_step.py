@@ -33,7 +33,7 @@ from absl import flags
 import models
 from analysis import summary
 from benchmarks import harness
-from common import command_line, files
+from common import command_line, cpu_scratch, files
 from common.errors import ConfigError, UserError
 from configs import default
 from train_lib import sharding
@@ -163,6 +163,7 @@ def benchmark_model(
       torch_twin.eval()
   eval_runs = [jitted.eval] + ([torch_twin.eval] if torch_twin is not None else [])
   eval_seconds = _interleaved(eval_runs, steps)
+  faults = harness.page_faults_per_call(jitted.train)
   train_s, eval_s = _best(train_seconds[0]), _best(eval_seconds[0])
   row = {
       'model': name,
@@ -182,6 +183,7 @@ def benchmark_model(
       'eval_images_per_s': batch_size / eval_s,
       'eval_flops_per_s': 2 * macs * batch_size / eval_s,
       'eval_fraction_of_peak': 2 * macs * batch_size / eval_s / peak,
+      'page_faults_per_train_step': faults,
   }
   if torch_twin is not None:
     torch_train_s, torch_eval_s = _best(train_seconds[1]), _best(eval_seconds[1])
@@ -273,6 +275,7 @@ def benchmark(
           + ('; JAX and torch steps alternated' if compare else '')
       ),
       'compare': compare,
+      'reuse_cpu_scratch': cpu_scratch.applied(),
       'models': rows,
   }
 
@@ -292,6 +295,7 @@ def format_table(results: dict[str, Any]) -> str:
       'train % peak',
       'eval GFLOP/s',
       'eval % peak',
+      'faults/step',
   ]
   if compare:
     header += ['torch train img/s', 'JAX/torch train', 'torch eval img/s', 'JAX/torch eval']
@@ -300,7 +304,8 @@ def format_table(results: dict[str, Any]) -> str:
       f'threads: {results["threads"]}, load average: '
       + ', '.join(f'{x:.2f}' for x in results['load_average'])
       + f'; peak {results["peak_flops_per_s"] / 1e9:,.1f} GFLOP/s ({results["peak_measure"]}); '
-      f'{results["dtype"]}; {results["timing"]}',
+      f'{results["dtype"]}; {results["timing"]}'
+      + ('; --reuse_cpu_scratch' if results['reuse_cpu_scratch'] else ''),
       '',
       '| ' + ' | '.join(header) + ' |',
       '|' + '|'.join('---' for _ in header) + '|',
@@ -319,6 +324,7 @@ def format_table(results: dict[str, Any]) -> str:
         f'{100 * r["train_fraction_of_peak"]:.1f}',
         f'{r["eval_flops_per_s"] / 1e9:,.1f}',
         f'{100 * r["eval_fraction_of_peak"]:.1f}',
+        f'{r["page_faults_per_train_step"]:,.0f}',
     ]
     if compare:
       cells += [

@@ -31,6 +31,7 @@ FIELDS = {
     'eval_images_per_s',
     'eval_flops_per_s',
     'eval_fraction_of_peak',
+    'page_faults_per_train_step',
 }
 # Runs the command line with TensorFlow and torch unimportable: the benchmark needs neither.
 WITHOUT_TF = (
@@ -53,6 +54,7 @@ def test_command_line_writes_the_table_and_consistent_json_without_tensorflow(tm
           '--steps=2',
           '--warmup=1',
           '--matmul_size=256',
+          '--reuse_cpu_scratch',
           f'--json={out}',
       ],
       cwd=REPO,
@@ -64,6 +66,7 @@ def test_command_line_writes_the_table_and_consistent_json_without_tensorflow(tm
   assert run.returncode == 0, run.stderr[-2000:]
   results = json.loads(out.read_text())
   assert results['platform'] == 'cpu' and results['peak_flops_per_s'] > 0
+  assert results['reuse_cpu_scratch']  # the shared command line applied the flag
   rows = results['models']
   assert [r['model'] for r in rows] == ['lenet5', 'lenet_caffe']
   lenet = rows[0]

@@ -1,0 +1,66 @@
+"""common.cpu_scratch: with `--reuse_cpu_scratch` a CPU program's large scratch buffer is
+reused from step to step instead of being faulted in anew."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+from conftest import REPO
+
+from common import cpu_scratch
+
+# A jitted program whose scratch (the 128 MB product, read by two reductions) is over the 64 MB
+# that a worker thread's malloc arena serves from its heap; prints its scratch bytes and page
+# faults in each of four later calls.
+PROGRAM = """
+import json, resource, sys
+from common import cpu_scratch
+if sys.argv[1] == 'reuse':
+  assert cpu_scratch.reuse_scratch()
+import jax, jax.numpy as jnp
+f = jax.jit(lambda a, w: (lambda y: y.max() - y.min())(a @ w))
+a, w = jnp.ones((1 << 21, 16)), jnp.ones((16, 16))
+scratch = f.lower(a, w).compile().memory_analysis().temp_size_in_bytes
+faults = []
+for _ in range(6):
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  f(a, w).block_until_ready()
+  faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+faults = faults[2:]
+print(json.dumps({'scratch': scratch, 'faults': faults, 'applied': cpu_scratch.applied()}))
+"""
+
+
+def _run(mode: str) -> dict:
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  run = subprocess.run(
+      [sys.executable, '-c', PROGRAM, mode],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=120,
+      check=False,
+  )
+  assert run.returncode == 0, run.stderr[-2000:]
+  return json.loads(run.stdout.splitlines()[-1])
+
+
+@pytest.mark.skipif(cpu_scratch._glibc() is None, reason='the page faults are glibc malloc')
+def test_a_large_scratch_buffer_is_faulted_in_every_call_unless_reused():
+  default, reused = _run('default'), _run('reuse')
+  assert default['scratch'] >= 128 << 20 and not default['applied'] and reused['applied']
+  pages = default['scratch'] / 4096
+  assert min(default['faults']) > 0.9 * pages  # the whole buffer mapped afresh, every call
+  # Kept by malloc: once the heap has room beside what else it holds, a call faults nothing.
+  assert min(reused['faults']) < 0.05 * pages
+
+
+def test_it_refuses_once_jax_has_started():
+  jax.devices()
+  with pytest.raises(RuntimeError, match='before JAX starts'):
+    cpu_scratch.reuse_scratch()
+  assert not cpu_scratch.applied()
