@@ -2,7 +2,6 @@
 TensorFlow here, so that a benchmark on synthetic arrays runs where it is not installed."""
 
 import os
-import resource
 import time
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +9,11 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+
+try:
+  import resource  # Unix only
+except ImportError:
+  resource = None
 
 from train_lib import sharding, train
 from train_lib.state import TrainState, init_state
@@ -55,7 +59,9 @@ def timed(run_one: Callable[[], Any]) -> float:
 def page_faults_per_call(run_one: Callable[[], Any], calls: int = 1) -> float:
   """Minor page faults of the whole process per call of `run_one` (waited for): pages mapped
   afresh, e.g. a scratch buffer that malloc took from the system and gave back
-  (common/cpu_scratch.py)."""
+  (common/cpu_scratch.py); NaN where the system does not count them."""
+  if resource is None:
+    return float('nan')
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   for _ in range(calls):
     jax.block_until_ready(run_one())
