@@ -56,16 +56,15 @@ def timed(run_one: Callable[[], Any]) -> float:
   return time.perf_counter() - start
 
 
-def page_faults_per_call(run_one: Callable[[], Any], calls: int = 1) -> float:
-  """Minor page faults of the whole process per call of `run_one` (waited for): pages mapped
-  afresh, e.g. a scratch buffer that malloc took from the system and gave back
+def page_faults(run_one: Callable[[], Any]) -> float:
+  """Minor page faults of the whole process during one call of `run_one` (waited for): pages
+  mapped afresh, e.g. a scratch buffer that malloc took from the system and gave back
   (common/cpu_scratch.py); NaN where the system does not count them."""
   if resource is None:
     return float('nan')
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-  for _ in range(calls):
-    jax.block_until_ready(run_one())
-  return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
+  jax.block_until_ready(run_one())
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
 def synthetic_batch(

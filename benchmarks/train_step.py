@@ -163,7 +163,7 @@ def benchmark_model(
       torch_twin.eval()
   eval_runs = [jitted.eval] + ([torch_twin.eval] if torch_twin is not None else [])
   eval_seconds = _interleaved(eval_runs, steps)
-  faults = harness.page_faults_per_call(jitted.train)
+  faults = harness.page_faults(jitted.train)
   train_s, eval_s = _best(train_seconds[0]), _best(eval_seconds[0])
   row = {
       'model': name,

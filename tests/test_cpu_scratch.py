@@ -16,20 +16,16 @@ from common import cpu_scratch
 # that a worker thread's malloc arena serves from its heap; prints its scratch bytes and page
 # faults in each of four later calls.
 PROGRAM = """
-import json, resource, sys
+import json, sys
 from common import cpu_scratch
 if sys.argv[1] == 'reuse':
   assert cpu_scratch.reuse_scratch()
 import jax, jax.numpy as jnp
+from benchmarks import harness
 f = jax.jit(lambda a, w: (lambda y: y.max() - y.min())(a @ w))
 a, w = jnp.ones((1 << 21, 16)), jnp.ones((16, 16))
 scratch = f.lower(a, w).compile().memory_analysis().temp_size_in_bytes
-faults = []
-for _ in range(6):
-  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-  f(a, w).block_until_ready()
-  faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-faults = faults[2:]
+faults = [harness.page_faults(lambda: f(a, w)) for _ in range(6)][2:]
 print(json.dumps({'scratch': scratch, 'faults': faults, 'applied': cpu_scratch.applied()}))
 """
 
