@@ -23,7 +23,7 @@ gradients, ratio to lax; `--rounds 5 --reps 3`, depthwise `--rounds 5 --reps 2`)
   depthwise 16x16x192 s1   780.0                    270.0 (2.89x)
   depthwise 56x56x144 s1 12884.9                   1768.6 (7.29x)
 
-`sliced` (fast_conv.sliced_weight_grad_conv: lax's, the weight gradient summed over slices of 16
+`sliced` (fast_conv.fast_grad_conv: lax's, the weight gradient summed over slices of 16
 images), a later run (`--only=regular --rounds=5 --reps=3`, a test run on the other core), ms and
 ratio to that run's lax: 34.97 (1.08x), 23.54 (1.21x), 24.71 (1.08x), 20.56 (1.16x), 4.84 (1.20x).
 
@@ -230,7 +230,7 @@ def main():
           'shifted': grad_fn(custom_conv(dw_shifted, strides, padding)),
           'stacked': grad_fn(custom_conv(dw_dot_general, strides, padding)),
           'sliced': grad_fn(
-              lambda x, w, s=strides, p=padding: fast_conv.sliced_weight_grad_conv(x, w, s, p)
+              lambda x, w, s=strides, p=padding: fast_conv.fast_grad_conv(x, w, s, p)
           ),
       }
       check(variants, (x, w, ct))

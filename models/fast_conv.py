@@ -8,7 +8,7 @@ gradients are jax's own of that sum (pads, slices and reductions), so no custom 
 Every conv on GPU/TPU is lax's.
 
 Ordinary convs keep lax's forward pass and input gradient; their weight gradient is lax's summed
-over slices of 16 images (`sliced_weight_grad_conv`), faster per layer than XLA's one
+over slices of 16 images (`fast_grad_conv`), faster per layer than XLA's one
 convolution over the whole batch (its docstring has the figures); a 1×1 conv's is one matrix
 product. For k×k kernels, im2col + matmul, shifted-window matmuls and other dimension numbers
 were all slower than lax's (the measured table is in benchmarks/conv_grad.py).
@@ -16,7 +16,9 @@ were all slower than lax's (the measured table is in benchmarks/conv_grad.py).
 Narrow convs are the third case. XLA's CPU backend hands a conv to YNNPACK only when one of its
 channel counts exceeds 16; a network's first layer (1 or 3 input channels into 6 or 16) falls to
 Eigen at 1–6 GMAC/s. `few_channel_conv` computes such a conv's forward pass as one matrix product
-over the stacked shifted windows; its gradients are the ordinary convs' (`custom_vjp`).
+over the stacked shifted windows; its gradients are the ordinary convs' (`custom_vjp`). A small
+narrow conv further in (LeNet-5's conv2, 6 → 16 channels) keeps lax's forward pass, and its input
+gradient becomes one matrix product and col2im (`_col2im_input_grad`), 2.5× Eigen's.
 
 Max pooling is the same story: lax's `reduce_window` max differentiates through XLA's
 select-and-scatter, which the CPU runs as a variadic reduce-window over iotas plus a scatter.
@@ -50,6 +52,9 @@ _NHWC = lax.ConvDimensionNumbers(
 # run through Eigen, at 1–6 GMAC/s where YNNPACK's run at 20–35 (xla/backends/cpu/ynn_support.cc).
 YNNPACK_MIN_WIDTH = 16
 WEIGHT_GRAD_BATCH = 16
+# A narrow conv's input gradient goes through col2im when its im2col columns per image
+# (H·W·kh·kw·C floats) number at most this; at more, XLA's col2im sums ran slower than Eigen.
+COL2IM_MAX_COLUMNS = 32_768
 
 _PLAIN = contextvars.ContextVar('plain_convs', default=False)
 
@@ -104,7 +109,8 @@ def conv_general_dilated(
   depthwise = feature_group_count == channels > 1 and rhs.shape[2] == 1
   few_channels = feature_group_count == 1 and channels <= 3 and out_channels <= YNNPACK_MIN_WIDTH
   sliced = feature_group_count == 1 and _weight_grad_slice(lhs) < lhs.shape[0]
-  if not (depthwise or few_channels or sliced):
+  narrow = feature_group_count == 1 and _col2im_pays(lhs, rhs, window_strides, rhs_dilation)
+  if not (depthwise or few_channels or sliced or narrow):
     return lax.conv_general_dilated(*args, **kwargs)
   strides, dilation = tuple(window_strides), tuple(rhs_dilation or (1, 1))
   if isinstance(padding, str):
@@ -115,7 +121,7 @@ def conv_general_dilated(
     return depthwise_conv(lhs, rhs, strides, padding, dilation)
   if few_channels:
     return few_channel_conv(lhs, rhs, strides, padding, dilation)
-  return sliced_weight_grad_conv(lhs, rhs, strides, padding, dilation)
+  return fast_grad_conv(lhs, rhs, strides, padding, dilation)
 
 
 def _is_plain_nhwc(
@@ -199,22 +205,49 @@ def few_channel_conv(
 ) -> jax.Array:
   """A conv of ≤ 3 input channels and ≤ 16 output channels (x: N, H, W, C; kernel: kh, kw, C, O),
   which XLA's CPU backend runs through Eigen at 1–6 GMAC/s, as im2col in channel-major order: the
-  C·kh·kw shifted windows of the (C, N, H, W) planes stacked, one matrix product with the taps,
-  transposed back to NHWC. LeNet-5's conv1 forward (128×28×28×1 → 6, 5×5) goes from 15.9 ms to
-  1.7 ms. Its gradients are lax's, the weight gradient summed over slices of the batch as
-  `sliced_weight_grad_conv`'s (`custom_vjp`; in a train step the input is data, and its gradient
-  is never computed). Lower-precision operands are multiplied as they are and summed in float32,
-  as XLA's conv does."""
-  kh, kw, channels, _ = kernel.shape
+  kh·kw·C shifted windows of the (C, N, H, W) planes stacked, one matrix product with the taps,
+  transposed back to NHWC. LeNet-5's conv1 forward (128×28×28×1 → 6, 5×5): 2.9 ms, lax's 7.2
+  (one core, best of 20 calls). Its gradients are `fast_grad_conv`'s (`custom_vjp`; in a train
+  step the input is data, and its gradient is never computed). Lower-precision operands are
+  multiplied as they are and summed in float32, as XLA's conv does."""
+  kh, kw, _, out_channels = kernel.shape
   dtype = jnp.result_type(x.dtype, kernel.dtype)
   planes = jnp.pad(jnp.moveaxis(x.astype(dtype), -1, 0), ((0, 0), (0, 0), *padding))
-  windows = [w for c in range(channels) for w in _windows(planes[c], (kh, kw), strides, dilation)]
-  # One matrix product (O, C·kh·kw) @ (C·kh·kw, N·H'·W'): as a dot, XLA materialises the result
+  windows = _stacked_windows(planes, (kh, kw), strides, dilation)  # (kh, kw, C, N, H', W')
+  # One matrix product (O, kh·kw·C) @ (kh·kw·C, N·H'·W'): as a dot, XLA materialises the result
   # once; written as sums of products it fused them into every consumer and recomputed them.
-  taps = jnp.transpose(kernel.astype(dtype), (3, 2, 0, 1)).reshape(kernel.shape[3], -1)
+  taps = jnp.transpose(kernel.astype(dtype), (3, 0, 1, 2)).reshape(out_channels, -1)
   sum_type = jnp.promote_types(dtype, jnp.float32)
-  y = jnp.tensordot(taps, jnp.stack(windows), 1, preferred_element_type=sum_type)  # (O, N, H', W')
+  windows = windows.reshape(-1, *windows.shape[3:])
+  y = jnp.tensordot(taps, windows, 1, preferred_element_type=sum_type)  # (O, N, H', W')
   return jnp.moveaxis(y, 0, -1).astype(dtype)
+
+
+def _stacked_windows(
+    planes: jax.Array,
+    window: tuple[int, int],
+    strides: tuple[int, int],
+    dilation: tuple[int, int],
+) -> jax.Array:
+  """The kh·kw strided windows of padded `planes` (spatial axes last), stacked in front:
+  (kh, kw, *planes.shape[:-2], H', W'). Built as two stacks, the kw column offsets and then the
+  kh row offsets of those, which XLA fuses into one copy; one stack of the kh·kw slices was kh·kw
+  copies and then a concatenation (LeNet-5's conv1 in the train step: 2.4 → 0.9 ms)."""
+  (kh, kw), (sh, sw), (dh, dw) = window, strides, dilation
+  out_h = (planes.shape[-2] - (kh - 1) * dh - 1) // sh + 1
+  out_w = (planes.shape[-1] - (kw - 1) * dw - 1) // sw + 1
+  columns = jnp.stack(
+      [
+          lax.slice_in_dim(planes, j * dw, j * dw + (out_w - 1) * sw + 1, sw, axis=-1)
+          for j in range(kw)
+      ]
+  )
+  return jnp.stack(
+      [
+          lax.slice_in_dim(columns, i * dh, i * dh + (out_h - 1) * sh + 1, sh, axis=-2)
+          for i in range(kh)
+      ]
+  )
 
 
 def _few_channel_forward(x, kernel, strides, padding, dilation):
@@ -233,13 +266,55 @@ def _weight_grad_slice(x: jax.Array) -> int:
   return WEIGHT_GRAD_BATCH if x.dtype == jnp.float32 else x.shape[0]
 
 
-def _sliced_backward(strides, padding, dilation, residuals, grad):
-  """lax's input gradient, and lax's weight gradient summed over slices of the batch (a matrix
-  product for a 1×1 conv)."""
+def _col2im_pays(x, kernel, strides, dilation) -> bool:
+  """Whether a conv's input gradient is faster as `_col2im_input_grad` than as XLA's: a float32
+  conv that XLA's CPU backend runs through Eigen (≤ 16 channels each way), with a kernel
+  larger than 1×1, stride 1, undilated, and at most `COL2IM_MAX_COLUMNS` im2col columns per
+  image."""
+  kh, kw, channels, out_channels = kernel.shape
+  return (
+      x.dtype == jnp.float32
+      and kh * kw > 1
+      and max(channels, out_channels) <= YNNPACK_MIN_WIDTH
+      and all(s == 1 for s in strides)
+      and all(d == 1 for d in dilation or (1, 1))
+      and x.shape[1] * x.shape[2] * kh * kw * channels <= COL2IM_MAX_COLUMNS
+  )
+
+
+def _col2im_input_grad(x_shape, kernel, padding, grad):
+  """A stride-1 conv's input gradient as one matrix product and col2im: the output gradient
+  times the kernel gives every tap's contribution (N, H', W', kh, kw, C); the kh·kw of them,
+  each padded to its offset, summed, and cropped by the forward padding, are the gradient.
+
+  The sum ends in a matrix product with the identity (exact for finite values). XLA fuses
+  elementwise producers into each consumer: a max pool's gradient reads every element four
+  times and would compute the kh·kw-term sum four times over, while a dot is never fused into
+  its consumer. LeNet-5's conv2 (6 → 16 channels, 5×5, batch 128): 5.6 ms as XLA's Eigen conv,
+  2.2 ms this way; its train step 16.6 → 12.6 ms (one core, best of 3 processes of 15 steps).
+  """
+  kh, kw, channels, _ = kernel.shape
+  taps = jnp.einsum('nhwo,ijco->nhwijc', grad, kernel)
+  full = sum(
+      jnp.pad(taps[:, :, :, i, j], ((0, 0), (i, kh - 1 - i), (j, kw - 1 - j), (0, 0)))
+      for i in range(kh)
+      for j in range(kw)
+  )
+  full = jnp.tensordot(full, jnp.eye(channels, dtype=full.dtype), 1)
+  (top, _), (left, _) = padding
+  return full[:, top : top + x_shape[1], left : left + x_shape[2]]
+
+
+def _fast_backward(strides, padding, dilation, residuals, grad):
+  """The input gradient by col2im where `_col2im_pays`, else lax's; lax's weight gradient,
+  summed over slices of the batch (a matrix product for a 1×1 conv)."""
   x, kernel = residuals
   conv = functools.partial(_nhwc_conv, strides=strides, padding=padding, dilation=dilation)
-  # A conv is linear in each operand: its transposes are lax's gradients, with no forward pass.
-  (dx,) = jax.linear_transpose(lambda x: conv(x, kernel), x)(grad)
+  if _col2im_pays(x, kernel, strides, dilation):
+    dx = _col2im_input_grad(x.shape, kernel, padding, grad)
+  else:
+    # A conv is linear in each operand: its transposes are lax's gradients, with no forward pass.
+    (dx,) = jax.linear_transpose(lambda x: conv(x, kernel), x)(grad)
   if kernel.shape[:2] == (1, 1) and not any(sum(pair) for pair in padding):
     return dx, _pointwise_weight_grad(x, grad, strides).astype(kernel.dtype)
   size = _weight_grad_slice(x)
@@ -260,19 +335,20 @@ def _pointwise_weight_grad(x, grad, strides):
   return dw[None, None]
 
 
-few_channel_conv.defvjp(_few_channel_forward, _sliced_backward)
+few_channel_conv.defvjp(_few_channel_forward, _fast_backward)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def sliced_weight_grad_conv(
+def fast_grad_conv(
     x: jax.Array,
     kernel: jax.Array,
     strides: tuple[int, int],
     padding: tuple[tuple[int, int], ...],
     dilation: tuple[int, int] = (1, 1),
 ) -> jax.Array:
-  """lax's conv, whose weight gradient is summed over slices of `WEIGHT_GRAD_BATCH` images (for a
-  1×1 kernel, one matrix product).
+  """lax's conv with faster gradients: the weight gradient summed over slices of
+  `WEIGHT_GRAD_BATCH` images (for a 1×1 kernel, one matrix product), and a narrow conv's input
+  gradient as a matrix product and col2im (`_col2im_input_grad`).
 
   XLA's CPU backend computes a conv's weight gradient as one convolution with the batch as its
   contracted feature dimension and the output gradient as a kernel the size of the image
@@ -280,15 +356,15 @@ def sliced_weight_grad_conv(
   Over slices of 16 images the same sum runs faster: a layer's forward pass and both gradients
   1.08–1.21× (`python -m benchmarks.conv_grad --only=regular`, one core, batch 128: 16→16 at
   32×32 37.9 → 35.0 ms, 64→64 at 8×8 23.9 → 20.6), ResNet-20's train step 1.27×. The forward
-  pass and the input gradient are lax's."""
+  pass is lax's, and so is every other input gradient."""
   return _nhwc_conv(x, kernel, strides, padding, dilation)
 
 
-def _sliced_forward(x, kernel, strides, padding, dilation):
+def _fast_grad_forward(x, kernel, strides, padding, dilation):
   return _nhwc_conv(x, kernel, strides, padding, dilation), (x, kernel)
 
 
-sliced_weight_grad_conv.defvjp(_sliced_forward, _sliced_backward)
+fast_grad_conv.defvjp(_fast_grad_forward, _fast_backward)
 
 
 def max_pool(
