@@ -16,8 +16,8 @@ step k runs. On two cores, `train_and_evaluate` on random host batches at batch 
 282 → 344 img/s, LeNet-5 11,870 → 12,760; fed by tf.data, LeNet-5's quick start took 37–40 s
 against 34–35 (the README has the runs). So it is off unless asked for: worth it where a step's
 scratch is far over glibc's 32 MB `mmap` ceiling (most networks at CIFAR or ImageNet sizes), not
-for LeNet-5. On an accelerator it gains
-nothing (the scratch lives on the device); elsewhere than glibc only the dispatch changes.
+for LeNet-5. On an accelerator it gains nothing (the scratch lives on the device); elsewhere than
+glibc only the dispatch changes.
 """
 
 import ctypes

@@ -197,19 +197,20 @@ SLICED = {  # convs whose weight gradient is summed over slices of the batch: (x
 }
 
 
-def _weight_grad_convs(x, w, kwargs) -> int:
-  """How many convs the gradient's jaxpr computes with `w`'s cotangent shape."""
+def _gradient_convs(x, w, kwargs, like) -> int:
+  """How many convs the gradient's jaxpr computes with the shape of `like` (`x` for the input
+  gradient's, `w` for the weight gradient's; the cases give the output another shape)."""
   loss = lambda x, w: jnp.sum(fast_conv.conv_general_dilated(x, w, **kwargs))
   jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(x, w).jaxpr
   convs = [e for e in equations(jaxpr) if e.primitive.name == 'conv_general_dilated']
-  return sum(e.outvars[0].aval.shape == w.shape for e in convs)
+  return sum(e.outvars[0].aval.shape == like.shape for e in convs)
 
 
 @pytest.mark.parametrize('case', sorted(SLICED))
 def test_weight_gradient_summed_over_batch_slices_equals_lax(case):
   x, w, kwargs = _operands(*SLICED[case])
   slices = -(-x.shape[0] // fast_conv.WEIGHT_GRAD_BATCH)
-  assert _weight_grad_convs(x, w, kwargs) == slices > 1
+  assert _gradient_convs(x, w, kwargs, like=w) == slices > 1
   _assert_lax_forward_and_input_grad_and_close_weight_grad(x, w, kwargs)
 
 
@@ -218,7 +219,7 @@ def test_pointwise_weight_gradient_is_a_matrix_product_equal_to_lax(strides, pad
   x, w, kwargs = _operands(
       (33, 7, 7, 8), (1, 1, 8, 12), dict(window_strides=strides, padding=padding)
   )
-  assert _weight_grad_convs(x, w, kwargs) == 0
+  assert _gradient_convs(x, w, kwargs, like=w) == 0
   _assert_lax_forward_and_input_grad_and_close_weight_grad(x, w, kwargs)
 
 
@@ -236,23 +237,12 @@ NOT_NARROW = {  # convs whose input gradient stays lax's
 }
 
 
-def _input_grad_convs(x, w, kwargs) -> int:
-  """How many convs the input gradient's jaxpr computes with `x`'s shape."""
-  loss = lambda x: jnp.sum(fast_conv.conv_general_dilated(x, w, **kwargs))
-  convs = [
-      e
-      for e in equations(jax.make_jaxpr(jax.grad(loss))(x).jaxpr)
-      if e.primitive.name == 'conv_general_dilated'
-  ]
-  return sum(e.outvars[0].aval.shape == x.shape for e in convs)
-
-
 @pytest.mark.parametrize('case', sorted(NARROW))
 def test_narrow_input_gradient_is_col2im_equal_to_lax(case):
   x, w, kwargs = _operands(*NARROW[case])
-  assert _input_grad_convs(x, w, kwargs) == 0
+  assert _gradient_convs(x, w, kwargs, like=x) == 0
   bf16 = jnp.bfloat16  # float32 only, as the weight-gradient slices
-  assert _input_grad_convs(x.astype(bf16), w.astype(bf16), kwargs) == 1
+  assert _gradient_convs(x.astype(bf16), w.astype(bf16), kwargs, like=x) == 1
   expected = _values_and_grads(lax.conv_general_dilated, x, w, **kwargs)
   actual = _values_and_grads(fast_conv.conv_general_dilated, x, w, **kwargs)
   np.testing.assert_array_equal(actual[0], expected[0])  # lax's forward pass
@@ -262,7 +252,7 @@ def test_narrow_input_gradient_is_col2im_equal_to_lax(case):
 @pytest.mark.parametrize('case', sorted(NOT_NARROW))
 def test_other_input_gradients_are_lax_own(case):
   x, w, kwargs = _operands(*NOT_NARROW[case])
-  assert _input_grad_convs(x, w, kwargs) == 1
+  assert _gradient_convs(x, w, kwargs, like=x) == 1
 
 
 def _assert_lax_forward_and_input_grad_and_close_weight_grad(x, w, kwargs):
@@ -276,9 +266,9 @@ def _assert_lax_forward_and_input_grad_and_close_weight_grad(x, w, kwargs):
 def test_weight_gradient_is_one_conv_for_small_batches_and_bfloat16():
   kwargs = dict(window_strides=(1, 1), padding='SAME', dimension_numbers=NHWC)
   w = jnp.ones((3, 3, 16, 16))
-  assert _weight_grad_convs(jnp.ones((16, 6, 6, 16)), w, kwargs) == 1
+  assert _gradient_convs(jnp.ones((16, 6, 6, 16)), w, kwargs, like=w) == 1
   bf16 = jnp.bfloat16  # rounding each slice's sum to bfloat16 would lose what lax keeps
-  assert _weight_grad_convs(jnp.ones((40, 6, 6, 16), bf16), w.astype(bf16), kwargs) == 1
+  assert _gradient_convs(jnp.ones((40, 6, 6, 16), bf16), w.astype(bf16), kwargs, like=w) == 1
 
 
 def _depthwise_jaxpr(x, w):
