@@ -6,10 +6,11 @@ ResNet-20's train step at batch 128. By default the program runs on one of the c
 threads, whose malloc arena serves any chunk over 64 MB with a fresh `mmap` and unmaps it when
 it is freed: every step faults its 74,128 pages in again, about 180 ms of ResNet-20's ~900 ms
 step on one core. On the calling thread the buffer comes from glibc's main arena, which, told
-never to `mmap` and never to trim its heap, keeps it for the next step. (A trim threshold of
-2 GB is not enough: DenseNet-BC-100's step at batch 64 then still faulted 792,617 pages.) One
-arena for all threads (`MALLOC_ARENA_MAX=1`) also removes the faults, but tf.data's threads
-then wait on it.
+never to `mmap` and never to trim its heap, keeps it for later steps: after the first few, once
+the heap has grown room for it beside what else it holds, a step faults nothing in. (A trim
+threshold of 2 GB is not enough: DenseNet-BC-100's step at batch 64 then still faulted 792,617
+pages.) One arena for all threads (`MALLOC_ARENA_MAX=1`) also removes the faults, but tf.data's
+threads then wait on it.
 
 The price is the overlap of asynchronous dispatch: Python no longer prepares step k+1 while
 step k runs. On two cores, `train_and_evaluate` on random host batches at batch 128: ResNet-20

@@ -13,8 +13,9 @@ from conftest import REPO
 from common import cpu_scratch
 
 # A jitted program whose scratch (the 128 MB product, read by two reductions) is over the 64 MB
-# that a worker thread's malloc arena serves from its heap; prints its scratch bytes and page
-# faults in each of four later calls.
+# that a worker thread's malloc arena serves from its heap. It prints its scratch bytes and the
+# page faults of each call until three calls in a row fault under 5 % of the scratch's pages
+# (malloc has kept it), or of 30 calls.
 PROGRAM = """
 import json, sys
 from common import cpu_scratch
@@ -25,7 +26,9 @@ from benchmarks import harness
 f = jax.jit(lambda a, w: (lambda y: y.max() - y.min())(a @ w))
 a, w = jnp.ones((1 << 21, 16)), jnp.ones((16, 16))
 scratch = f.lower(a, w).compile().memory_analysis().temp_size_in_bytes
-faults = [harness.page_faults(lambda: f(a, w)) for _ in range(6)][2:]
+faults = []
+while len(faults) < 30 and not all(n < 0.05 * scratch / 4096 for n in faults[-3:] or [1e9]):
+  faults.append(harness.page_faults(lambda: f(a, w)))
 print(json.dumps({'scratch': scratch, 'faults': faults, 'applied': cpu_scratch.applied()}))
 """
 
@@ -50,9 +53,11 @@ def test_a_large_scratch_buffer_is_faulted_in_every_call_unless_reused():
   default, reused = _run('default'), _run('reuse')
   assert default['scratch'] >= 128 << 20 and not default['applied'] and reused['applied']
   pages = default['scratch'] / 4096
-  assert min(default['faults']) > 0.9 * pages  # the whole buffer mapped afresh, every call
-  # Kept by malloc: once the heap has room beside what else it holds, a call faults nothing.
-  assert min(reused['faults']) < 0.05 * pages
+  # The whole buffer mapped afresh, every call: it never settles.
+  assert len(default['faults']) == 30 and min(default['faults']) > 0.9 * pages
+  # Kept by malloc: after a few calls (how many varies from run to run, as the heap grows until
+  # it has room for the buffer beside what else it holds), calls fault nothing.
+  assert len(reused['faults']) < 30 and max(reused['faults'][-3:]) < 0.05 * pages
 
 
 def test_it_refuses_once_jax_has_started():
