@@ -121,8 +121,11 @@ def run(main: Callable[[list[str]], None]) -> None:
   `--reuse_cpu_scratch` is applied (`cpu_scratch`)."""
 
   def main_reporting_user_errors(argv: list[str]) -> None:
-    if FLAGS.reuse_cpu_scratch:
-      cpu_scratch.reuse_scratch()
+    if FLAGS.reuse_cpu_scratch and not cpu_scratch.reuse_scratch():
+      logging.warning(
+          "--reuse_cpu_scratch: this process's malloc is not glibc's, so it keeps no freed "
+          'scratch; only the dispatch changes (programs run on the calling thread).'
+      )
     try:
       main(argv)
     except UserError as e:

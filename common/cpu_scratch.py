@@ -17,8 +17,9 @@ step k runs. On two cores, `train_and_evaluate` on random host batches at batch 
 282 → 344 img/s, LeNet-5 11,870 → 12,760; fed by tf.data, LeNet-5's quick start took 37–40 s
 against 34–35 (the README has the runs). So it is off unless asked for: worth it where a step's
 scratch is far over glibc's 32 MB `mmap` ceiling (most networks at CIFAR or ImageNet sizes), not
-for LeNet-5. On an accelerator it gains nothing (the scratch lives on the device); elsewhere than
-glibc only the dispatch changes.
+for LeNet-5. On an accelerator it gains nothing (the scratch lives on the device). Where malloc
+is not glibc's (another C library, or an allocator preloaded in its place) only the dispatch
+changes, and the command line warns.
 """
 
 import ctypes
@@ -36,12 +37,16 @@ _applied = False
 
 
 def _glibc() -> ctypes.CDLL | None:
+  """glibc, where it is the C library and its malloc is the process's: an allocator preloaded
+  in its place (jemalloc, tcmalloc via `LD_PRELOAD`) takes the calls that mallopt would tune."""
   try:
     if not (os.confstr('CS_GNU_LIBC_VERSION') or '').startswith('glibc'):
       return None
   except (ValueError, OSError):
     return None
-  return ctypes.CDLL(ctypes.util.find_library('c'))
+  libc = ctypes.CDLL(ctypes.util.find_library('c'))
+  process_malloc = ctypes.cast(ctypes.CDLL(None).malloc, ctypes.c_void_p).value
+  return libc if process_malloc == ctypes.cast(libc.malloc, ctypes.c_void_p).value else None
 
 
 def reuse_scratch() -> bool:
