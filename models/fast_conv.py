@@ -16,7 +16,8 @@ were all slower than lax's (the measured table is in benchmarks/conv_grad.py).
 Narrow convs are the third case. XLA's CPU backend hands a conv to YNNPACK only when one of its
 channel counts exceeds 16; a network's first layer (1 or 3 input channels into 6 or 16) falls to
 Eigen at 1–6 GMAC/s. `few_channel_conv` computes such a conv's forward pass as one matrix product
-over the stacked shifted windows; its gradients are the ordinary convs' (`custom_vjp`). A small
+of patches shared by adjacent output pixels and a banded matrix of the taps; its gradients are the
+ordinary convs' (`custom_vjp`). A small
 narrow conv further in (LeNet-5's conv2, 6 → 16 channels) keeps lax's forward pass, and its input
 gradient becomes one matrix product and col2im (`_col2im_input_grad`), 2.5× Eigen's.
 
@@ -40,6 +41,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 FAST_CONV_ENV = 'CNN_LINEAGE_FAST_CONV'
@@ -52,6 +54,8 @@ _NHWC = lax.ConvDimensionNumbers(
 # run through Eigen, at 1–6 GMAC/s where YNNPACK's run at 20–35 (xla/backends/cpu/ynn_support.cc).
 YNNPACK_MIN_WIDTH = 16
 WEIGHT_GRAD_BATCH = 16
+# Output pixels of a row that `few_channel_conv` computes from one patch (its docstring).
+FEW_CHANNEL_BLOCK = 4
 # A narrow conv's input gradient goes through col2im when its im2col columns per image
 # (H·W·kh·kw·C floats) number at most this; at more, XLA's col2im sums ran slower than Eigen.
 COL2IM_MAX_COLUMNS = 32_768
@@ -204,23 +208,43 @@ def few_channel_conv(
     dilation: tuple[int, int] = (1, 1),
 ) -> jax.Array:
   """A conv of ≤ 3 input channels and ≤ 16 output channels (x: N, H, W, C; kernel: kh, kw, C, O),
-  which XLA's CPU backend runs through Eigen at 1–6 GMAC/s, as im2col in channel-major order: the
-  kh·kw·C shifted windows of the (C, N, H, W) planes stacked, one matrix product with the taps,
-  transposed back to NHWC. LeNet-5's conv1 forward (128×28×28×1 → 6, 5×5): 2.9 ms, lax's 7.2
-  (one core, best of 20 calls). Its gradients are `fast_grad_conv`'s (`custom_vjp`; in a train
-  step the input is data, and its gradient is never computed). Lower-precision operands are
-  multiplied as they are and summed in float32, as XLA's conv does."""
-  kh, kw, _, out_channels = kernel.shape
+  which XLA's CPU backend runs through Eigen at 1–6 GMAC/s, as one matrix product over patches
+  in channel-major order. Each column of the product is `FEW_CHANNEL_BLOCK` (B) adjacent output
+  pixels of a row: the kh × S patch of the (C, N, H, W) planes they read (S = (B−1)·sw +
+  (kw−1)·dw + 1 columns), times a banded matrix that places each tap at its pixel's offset,
+  (B·O) × (kh·S·C). The patches are a B·kw/S-th of im2col's windows, for S/kw times its
+  multiply-adds (LeNet-5's conv1: 2.5× smaller, 1.6× the multiply-adds). Forward pass, one core,
+  best of 30 calls, im2col → patches: LeNet-5's conv1 (128×28×28×1 → 6, 5×5) 2.1–2.3 → 1.2 ms
+  (lax's: 7.2), a 7×7/2 stem (32×224×224×3 → 16) 188–204 → 144–146, ResNet-20's stem
+  (128×32×32×3 → 16, 3×3) 4.3–4.9 → 4.7–4.9. Its gradients are `fast_grad_conv`'s (`custom_vjp`;
+  in a train step the input is data, and its gradient is never computed). Lower-precision
+  operands are multiplied as they are and summed in float32, as XLA's conv does."""
+  (kh, kw, _, out_channels), block = kernel.shape, FEW_CHANNEL_BLOCK
+  (sh, sw), (dh, dw) = strides, dilation
   dtype = jnp.result_type(x.dtype, kernel.dtype)
-  planes = jnp.pad(jnp.moveaxis(x.astype(dtype), -1, 0), ((0, 0), (0, 0), *padding))
-  windows = _stacked_windows(planes, (kh, kw), strides, dilation)  # (kh, kw, C, N, H', W')
-  # One matrix product (O, kh·kw·C) @ (kh·kw·C, N·H'·W'): as a dot, XLA materialises the result
+  (top, bottom), (left, right) = padding
+  out_w = (x.shape[2] + left + right - (kw - 1) * dw - 1) // sw + 1
+  blocks, span = -(-out_w // block), (block - 1) * sw + (kw - 1) * dw + 1
+  right = max(right, (blocks - 1) * block * sw + span - x.shape[2] - left)  # whole blocks
+  planes = jnp.pad(
+      jnp.moveaxis(x.astype(dtype), -1, 0), ((0, 0), (0, 0), (top, bottom), (left, right))
+  )
+  patches = _stacked_windows(planes, (kh, span), (sh, block * sw), (dh, 1))
+  # placement[b, j, s]: pixel b of a block reads tap column j at patch column s.
+  placement = np.zeros((block, kw, span), np.float32)
+  for b in range(block):
+    placement[b, range(kw), [b * sw + j * dw for j in range(kw)]] = 1
+  # One matrix product (B·O, kh·S·C) @ (kh·S·C, N·H'·B'): as a dot, XLA materialises the result
   # once; written as sums of products it fused them into every consumer and recomputed them.
-  taps = jnp.transpose(kernel.astype(dtype), (3, 0, 1, 2)).reshape(out_channels, -1)
+  banded = jnp.einsum('bjs,ijco->boisc', placement.astype(dtype), kernel.astype(dtype))
   sum_type = jnp.promote_types(dtype, jnp.float32)
-  windows = windows.reshape(-1, *windows.shape[3:])
-  y = jnp.tensordot(taps, windows, 1, preferred_element_type=sum_type)  # (O, N, H', W')
-  return jnp.moveaxis(y, 0, -1).astype(dtype)
+  patches = patches.reshape(-1, *patches.shape[3:])  # (kh·S·C, N, H', B')
+  y = jnp.tensordot(
+      banded.reshape(block * out_channels, -1), patches, 1, preferred_element_type=sum_type
+  )
+  y = y.reshape(block, out_channels, *y.shape[1:])  # (B, O, N, H', B')
+  y = jnp.transpose(y, (2, 3, 4, 0, 1)).reshape(*y.shape[2:4], blocks * block, out_channels)
+  return y[:, :, :out_w].astype(dtype)
 
 
 def _stacked_windows(

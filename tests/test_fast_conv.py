@@ -126,6 +126,14 @@ def test_few_channel_conv_values_and_input_gradient_equal_lax_and_weight_gradien
   np.testing.assert_array_equal(actual[2], expected[2])  # the same cotangent through lax's VJP
 
 
+def test_few_channel_conv_multiplies_patches_of_four_pixels_by_a_banded_matrix():
+  x, w, kwargs = _operands(*FEW_CHANNELS['LeNet-5 conv1 5x5 pad 2'])
+  jaxpr = str(jax.make_jaxpr(lambda x, w: fast_conv.conv_general_dilated(x, w, **kwargs))(x, w))
+  # 4 pixels × 6 outputs by 5 rows × 8 patch columns (im2col's would be 6 by 25 taps), over the
+  # 2 images × 12 rows × 3 blocks of 4 pixels.
+  assert 'f32[24,40]' in jaxpr and 'f32[40,2,12,3]' in jaxpr
+
+
 def test_bfloat16_few_channel_conv_multiplies_bfloat16_and_sums_float32():
   x, w, kwargs = _operands(*FEW_CHANNELS['CIFAR ResNet stem 3x3 SAME'], jnp.bfloat16)
   conv = functools.partial(fast_conv.conv_general_dilated, **kwargs)
