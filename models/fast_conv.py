@@ -15,11 +15,11 @@ were all slower than lax's (the measured table is in benchmarks/conv_grad.py).
 
 Narrow convs are the third case. XLA's CPU backend hands a conv to YNNPACK only when one of its
 channel counts exceeds 16; a network's first layer (1 or 3 input channels into 6 or 16) falls to
-Eigen at 1–6 GMAC/s. `few_channel_conv` computes such a conv's forward pass as one matrix product
-of patches shared by adjacent output pixels and a banded matrix of the taps; its gradients are the
-ordinary convs' (`custom_vjp`). A small
-narrow conv further in (LeNet-5's conv2, 6 → 16 channels) keeps lax's forward pass, and its input
-gradient becomes one matrix product and col2im (`_col2im_input_grad`), 2.5× Eigen's.
+Eigen at 1–6 GMAC/s. `few_channel_conv` computes such a conv's forward pass as one matrix
+product of patches shared by adjacent output pixels and a banded matrix of the taps; its
+gradients are the ordinary convs' (`custom_vjp`). A small narrow conv further in (LeNet-5's
+conv2, 6 → 16 channels) keeps lax's forward pass, and its input gradient becomes one matrix
+product and col2im (`_col2im_input_grad`), 2.5× Eigen's.
 
 Max pooling is the same story: lax's `reduce_window` max differentiates through XLA's
 select-and-scatter, which the CPU runs as a variadic reduce-window over iotas plus a scatter.
