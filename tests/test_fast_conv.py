@@ -102,6 +102,11 @@ def test_bfloat16_depthwise_is_summed_in_float32():
   _assert_close(_values_and_grads(fast_conv.conv_general_dilated, x, w, **kwargs), expected, 2e-2)
 
 
+def _conv_jaxpr(x, w, kwargs) -> str:
+  """The jaxpr of `fast_conv.conv_general_dilated` on `x` and `w`, as text."""
+  return str(jax.make_jaxpr(lambda x, w: fast_conv.conv_general_dilated(x, w, **kwargs))(x, w))
+
+
 FEW_CHANNELS = {  # name: (x shape, kernel shape, conv kwargs)
     'LeNet-5 conv1 5x5 pad 2': ((2, 12, 12, 1), (5, 5, 1, 6), dict(padding=((2, 2),) * 2)),
     'CIFAR ResNet stem 3x3 SAME': ((2, 9, 9, 3), (3, 3, 3, 16), dict(padding='SAME')),
@@ -118,7 +123,7 @@ FEW_CHANNELS = {  # name: (x shape, kernel shape, conv kwargs)
 @pytest.mark.parametrize('case', sorted(FEW_CHANNELS))
 def test_few_channel_conv_values_and_input_gradient_equal_lax_and_weight_gradient_is_lax_own(case):
   x, w, kwargs = _operands(*FEW_CHANNELS[case])
-  jaxpr = str(jax.make_jaxpr(lambda x, w: fast_conv.conv_general_dilated(x, w, **kwargs))(x, w))
+  jaxpr = _conv_jaxpr(x, w, kwargs)
   assert 'conv_general_dilated' not in jaxpr.split('custom_vjp')[0]  # the forward is rewritten
   expected = _values_and_grads(lax.conv_general_dilated, x, w, **kwargs)
   actual = _values_and_grads(fast_conv.conv_general_dilated, x, w, **kwargs)
@@ -128,7 +133,7 @@ def test_few_channel_conv_values_and_input_gradient_equal_lax_and_weight_gradien
 
 def test_few_channel_conv_multiplies_patches_of_four_pixels_by_a_banded_matrix():
   x, w, kwargs = _operands(*FEW_CHANNELS['LeNet-5 conv1 5x5 pad 2'])
-  jaxpr = str(jax.make_jaxpr(lambda x, w: fast_conv.conv_general_dilated(x, w, **kwargs))(x, w))
+  jaxpr = _conv_jaxpr(x, w, kwargs)
   # 4 pixels × 6 outputs by 5 rows × 8 patch columns (im2col's would be 6 by 25 taps), over the
   # 2 images × 12 rows × 3 blocks of 4 pixels.
   assert 'f32[24,40]' in jaxpr and 'f32[40,2,12,3]' in jaxpr
@@ -180,7 +185,7 @@ FALLBACKS = {  # convs the rewrite leaves to lax: (x shape, kernel shape, conv k
 @pytest.mark.parametrize('case', sorted(FALLBACKS))
 def test_other_convs_are_lax_own(case):
   x, w, kwargs = _operands(*FALLBACKS[case])
-  jaxpr = str(jax.make_jaxpr(lambda x, w: fast_conv.conv_general_dilated(x, w, **kwargs))(x, w))
+  jaxpr = _conv_jaxpr(x, w, kwargs)
   assert 'conv_general_dilated' in jaxpr
   expected = _values_and_grads(lax.conv_general_dilated, x, w, **kwargs)
   _assert_close(_values_and_grads(fast_conv.conv_general_dilated, x, w, **kwargs), expected)
@@ -283,7 +288,7 @@ def _depthwise_jaxpr(x, w):
   kwargs = dict(
       window_strides=(1, 1), padding='SAME', dimension_numbers=NHWC, feature_group_count=4
   )
-  return str(jax.make_jaxpr(lambda x, w: fast_conv.conv_general_dilated(x, w, **kwargs))(x, w))
+  return _conv_jaxpr(x, w, kwargs)
 
 
 def test_rewrite_only_on_cpu_and_env_switches_it_off(monkeypatch):
