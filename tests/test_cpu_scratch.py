@@ -34,19 +34,23 @@ print(json.dumps({'scratch': scratch, 'faults': faults, 'applied': cpu_scratch.a
 """
 
 
-def _run(mode: str, calls: int) -> dict:
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+def _python(code: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+  """`code` run by a fresh Python on the CPU, in the repository, with `env` added."""
   run = subprocess.run(
-      [sys.executable, '-c', PROGRAM, mode, str(calls)],
+      [sys.executable, '-c', code, *args],
       cwd=REPO,
-      env=env,
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu', **env},
       capture_output=True,
       text=True,
       timeout=120,
       check=False,
   )
   assert run.returncode == 0, run.stderr[-2000:]
-  return json.loads(run.stdout.splitlines()[-1])
+  return run
+
+
+def _run(mode: str, calls: int) -> dict:
+  return json.loads(_python(PROGRAM, mode, str(calls)).stdout.splitlines()[-1])
 
 
 @pytest.mark.skipif(cpu_scratch._glibc() is None, reason='the page faults are glibc malloc')
@@ -89,10 +93,7 @@ def test_a_preloaded_malloc_is_not_tuned_and_the_command_line_says_so(tmp_path):
   )
   results = []
   for preload in ({}, {'LD_PRELOAD': str(shim)}):
-    env = {**os.environ, 'JAX_PLATFORMS': 'cpu', **preload}
-    run = subprocess.run(
-        [sys.executable, '-c', check], cwd=REPO, env=env, capture_output=True, text=True, check=True
-    )
+    run = _python(check, **preload)
     results.append((run.stdout.split()[-2:], "malloc is not glibc's" in run.stderr))
   # The dispatch changes either way; glibc is tuned, and the warning left out, only without it.
   assert results == [(['True', 'False'], False), (['True', 'True'], True)]
